@@ -1,0 +1,38 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "xft/__init__.py").read_text()).group(1)
+
+setup(
+    name="xft",
+    version=VERSION,
+    description="Fine-tuning toolkit for large language models: one config, two engines.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The top-level configs/ folder is installed as xft/configs so that
+    # `xft list-cfg` works from a wheel as well as from a checkout.
+    packages=find_packages(include=["xft", "xft.*"]) + ["xft.configs"],
+    package_dir={"xft.configs": "configs"},
+    package_data={"xft": ["assets/**/*"], "xft.configs": ["**/*.py"]},
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0",
+        "peft>=0.17",
+        "mmengine>=0.10.7",
+        "datasets>=3.0",
+        "accelerate>=1.0",
+        "sentencepiece",
+        "protobuf",
+        "numpy",
+    ],
+    extras_require={
+        "qlora": ["bitsandbytes>=0.50"],
+        "deepspeed": ["deepspeed"],
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["xft=xft.cli:main"]},
+)

@@ -1,0 +1,139 @@
+"""Dataset files → conversations: format map functions, placeholders, bad input."""
+
+import json
+
+import pytest
+from transformers import AutoTokenizer
+
+from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
+from xft.data.formats import alpaca, openai
+from xft.data.pipeline import build_dataset, fill_placeholders, read_records
+from xft.data.templates import get_template
+from xft.errors import ConfigError, DataError
+from xft.paths import resolve_path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+
+
+def _experiment(path, fmt="alpaca", on_bad_record="error", **dataset):
+    return Experiment(model=ModelCfg(path="xft://tiny-llama"), template="chatml",
+                      datasets=[DatasetCfg(path=str(path), format=fmt, **dataset)],
+                      data=DataCfg(max_length=256, on_bad_record=on_bad_record))
+
+
+def _write(tmp_path, name, content, encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(content.encode(encoding) if isinstance(content, str) else content)
+    return path
+
+
+def test_alpaca_maps_system_history_and_input():
+    messages = alpaca({"instruction": "Translate", "input": "Hello", "output": "Bonjour",
+                       "system": "You translate.", "history": [["Hi", "Hey!"]]})
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("system", "You translate."), ("user", "Hi"), ("assistant", "Hey!"),
+        ("user", "Translate\nHello"), ("assistant", "Bonjour")]
+
+
+def test_openai_maps_messages_and_loss_flags():
+    messages = openai({"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0},
+        {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]})
+    assert [m["loss"] for m in messages] == [None, False, None, None]
+
+
+def test_placeholders_fill_nested_strings():
+    record = {"output": "I am {{name}}", "history": [["{{name}}?", "by {{author}}"]], "n": 3}
+    filled = fill_placeholders(record, {"name": "Tuna", "author": "us"})
+    assert filled == {"output": "I am Tuna", "history": [["Tuna?", "by us"]], "n": 3}
+
+
+def test_shipped_self_cognition_data_builds(tokenizer):
+    exp = _experiment("xft://data/self_cognition.json",
+                      placeholders={"name": "Tuna", "author": "xft"})
+    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=lambda _: None)
+    assert len(dataset) == reports[0].records == len(read_records("xft://data/self_cognition.json"))
+    text = tokenizer.decode(dataset[0]["input_ids"])
+    assert "Tuna" in text and "{{" not in text
+
+
+def test_jsonl_bom_and_json_lines_in_a_json_file(tmp_path):
+    rows = [{"instruction": "q", "output": "a"}, {"instruction": "q2", "output": "a2"}]
+    jsonl = "\n".join(json.dumps(r) for r in rows) + "\n"
+    assert read_records(_write(tmp_path, "a.jsonl", "\ufeff" + jsonl)) == rows
+    assert read_records(_write(tmp_path, "b.json", jsonl)) == rows
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.json", "", "file is empty"),
+    ("blank.jsonl", "\n\n", "file is empty"),
+    ("list.json", "[]", "file has no records"),
+    ("obj.json", '{"instruction": "q"}', "top level must be a list"),
+    ("broken.json", '[{"instruction": "q",}]', "invalid JSON at line 1"),
+    ("broken.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": \n',
+     "record 1: invalid JSON on line 2"),
+    ("latin1.json", "[{\"instruction\": \"caf\xe9\"}]".encode("latin-1"), "not valid UTF-8"),
+])
+def test_unreadable_files_name_the_file(tmp_path, name, content, message):
+    path = _write(tmp_path, name, content)
+    with pytest.raises(DataError) as info:
+        read_records(path)
+    assert message in str(info.value) and name in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_records(tmp_path / "nope.json")
+
+
+BAD_RECORDS = [
+    ({"instruction": "q"}, "alpaca", "field 'output': missing field"),
+    ({"instruction": "q", "output": 5}, "alpaca", "field 'output': must be a string, got int"),
+    ({"instruction": "q", "output": "  "}, "alpaca", "field 'output': output is empty"),
+    ({"instruction": "q", "output": "a", "history": [["only one"]]}, "alpaca",
+     "field 'history[0]'"),
+    ({"messages": []}, "openai", "conversation is empty"),
+    ({"messages": "hi"}, "openai", "field 'messages': must be a list"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "openai",
+     "field 'messages[0].role': unknown role 'robot'"),
+    ({"messages": [{"role": "assistant", "content": "x"}]}, "openai",
+     "first non-system message must come from the user"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "openai", "no assistant message"),
+    ({"messages": [{"role": "user", "content": ["x"]}, {"role": "assistant", "content": "y"}]},
+     "openai", "field 'messages[0].content': content must be a string, got list"),
+    ({"messages": [{"role": "user"}]}, "openai", "field 'messages[0].content': missing field"),
+    (["not", "an", "object"], "alpaca", "record must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("bad, fmt, message", BAD_RECORDS)
+def test_bad_record_error_names_file_record_and_field(tmp_path, tokenizer, bad, fmt, message):
+    good = ({"instruction": "q", "output": "a"} if fmt == "alpaca" else
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
+    path = _write(tmp_path, "data.json", json.dumps([good, bad]))
+    with pytest.raises(DataError) as info:
+        build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml"), log=print)
+    assert "data.json, record 1" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_bad_records_can_be_skipped_and_are_counted(tmp_path, tokenizer):
+    good = {"instruction": "q", "output": "a"}
+    records = [good, {"instruction": "q"}, good, {"instruction": "q", "output": 1}]
+    path = _write(tmp_path, "data.json", json.dumps(records))
+    lines = []
+    dataset, reports = build_dataset(_experiment(path, on_bad_record="skip"), tokenizer,
+                                     get_template("chatml"), log=lines.append)
+    assert len(dataset) == 2 and reports[0].skipped_bad == 2
+    report = "\n".join(lines)
+    assert "bad records skipped: 2" in report
+    assert "field 'output': missing field" in report
+
+
+def test_unknown_format_fails_before_reading(tmp_path, tokenizer):
+    with pytest.raises(ConfigError, match="unknown dataset format 'alpacca'"):
+        build_dataset(_experiment(tmp_path / "missing.json", "alpacca"), tokenizer,
+                      get_template("chatml"))

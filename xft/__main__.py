@@ -1,0 +1,3 @@
+from xft.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""The `xft` command: a table of in-process subcommands.
+
+Every subcommand runs in this process. On failure the command prints one line,
+`xft: error: ...`, and exits non-zero; `--debug` prints the traceback instead.
+"""
+
+import argparse
+import sys
+
+from xft import __version__
+from xft.errors import XftError
+
+
+def cmd_train(args):
+    from xft.engine.train import train
+
+    out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                seed=args.seed, resume=args.resume)
+    print(f"xft: training finished; Hugging Face artifact in {out}")
+
+
+def cmd_list_cfg(args):
+    from xft.config import list_configs
+
+    for name in list_configs(args.pattern):
+        print(name)
+
+
+def cmd_copy_cfg(args):
+    from xft.config import copy_config
+
+    print(f"xft: copied to {copy_config(args.name, args.dest)}")
+
+
+def cmd_chat(args):
+    from xft.tools.chat import run_chat
+
+    run_chat(args)
+
+
+def build_parser():
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(prog="xft", description="Fine-tune large language models.")
+    parser.add_argument("--version", action="version", version=f"xft {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # --debug is accepted after the subcommand too; SUPPRESS keeps the top-level value.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+
+    p = sub.add_parser("train", parents=[common], help="train a config (a shipped name or a file)")
+    p.add_argument("config", help="config name (see list-cfg) or path to a config file")
+    p.add_argument("--work-dir", help="where checkpoints, logs and the artifact go")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
+    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                   help="resume from CKPT, or from the newest checkpoint in the work dir")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("list-cfg", parents=[common], help="list shipped configs")
+    p.add_argument("-p", "--pattern", help="only names containing this text")
+    p.set_defaults(func=cmd_list_cfg)
+
+    p = sub.add_parser("copy-cfg", parents=[common], help="copy a shipped config to edit it")
+    p.add_argument("name", help="config name (see list-cfg)")
+    p.add_argument("dest", help="destination directory")
+    p.set_defaults(func=cmd_copy_cfg)
+
+    p = sub.add_parser("chat", parents=[common], help="chat with a model or adapter directory")
+    p.add_argument("model", help="model directory, hub id, or an adapter directory")
+    p.add_argument("--adapter", help="PEFT adapter directory to apply to the model")
+    p.add_argument("--template", help="chat template name (default: the one saved with the model)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--prompt", help="answer this one prompt and exit")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("xft: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        kind = "" if isinstance(e, XftError) else f"{type(e).__name__}: "
+        message = " ".join(str(e).split())  # one line, whatever the exception holds
+        print(f"xft: error: {kind}{message} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,93 @@
+"""Find shipped configs, load a config file with `_base_` inheritance, validate it.
+
+Configs are MMEngine `Config` Python files. In a source checkout they live in the
+top-level `configs/` folder; an installed wheel carries them as `xft/configs/`.
+"""
+
+import difflib
+from pathlib import Path
+
+from xft.config.schema import Experiment, validate
+from xft.errors import ConfigError
+
+BASE_DIR_NAME = "_base_"
+
+
+def configs_root() -> Path:
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "configs", package_dir.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"shipped configs not found next to {package_dir}; reinstall xft")
+
+
+def _shipped_config_files():
+    root = configs_root()
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if BASE_DIR_NAME in relative.parts or path.name.startswith("_"):
+            continue
+        yield path
+
+
+def list_configs(pattern=None):
+    """Sorted names of runnable shipped configs, optionally filtered by a substring."""
+    names = {path.stem for path in _shipped_config_files()}
+    if pattern:
+        names = {n for n in names if pattern.lower() in n.lower()}
+    return sorted(names)
+
+
+def find_config(name_or_path) -> Path:
+    """A config file path from a path on disk or the name of a shipped config."""
+    path = Path(name_or_path)
+    if path.suffix == ".py" and path.is_file():
+        return path.resolve()
+    if path.suffix == ".py" or path.parent != Path("."):
+        raise ConfigError(f"config file not found: {name_or_path}")
+    matches = [p for p in _shipped_config_files() if p.stem == name_or_path]
+    if len(matches) > 1:
+        raise ConfigError(f"config name '{name_or_path}' is ambiguous: {[str(m) for m in matches]}")
+    if matches:
+        return matches[0]
+    close = difflib.get_close_matches(str(name_or_path), list_configs(), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `xft list-cfg`"
+    raise ConfigError(f"no config file or shipped config named '{name_or_path}'{hint}")
+
+
+def load_raw_config(name_or_path, cfg_options=None):
+    """The MMEngine Config (inheritance resolved, options merged), not yet validated."""
+    from mmengine.config import Config
+
+    path = find_config(name_or_path)
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as e:  # syntax errors, missing _base_ files, ...
+        raise ConfigError(f"cannot load config {path}: {e}") from e
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def load_config(name_or_path, cfg_options=None):
+    """Return (mmengine Config, validated Experiment) for a config name or file."""
+    cfg = load_raw_config(name_or_path, cfg_options)
+    try:
+        experiment = validate(cfg.to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"{cfg.filename}: {e}") from None
+    return cfg, experiment
+
+
+def copy_config(name_or_path, dest_dir) -> Path:
+    """Write a standalone copy (inheritance resolved) of a config into dest_dir."""
+    cfg = load_raw_config(name_or_path)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    source = Path(cfg.filename)
+    dest = dest_dir / f"{source.stem}_copy.py"
+    if dest.exists():
+        raise ConfigError(f"{dest} already exists; remove it or choose another directory")
+    cfg.dump(str(dest))
+    return dest
+

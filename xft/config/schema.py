@@ -1,0 +1,181 @@
+"""The experiment schema: every key a config may set, its type and default.
+
+A loaded MMEngine config (a plain nested dict) is turned into these dataclasses
+by `validate()`. Unknown keys are never ignored: they fail with the key's full
+path and the closest valid name. Top-level names starting with `_` are private
+helpers of the config file (e.g. `_max_length = 512`) and are skipped.
+"""
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from xft.errors import ConfigError
+
+REQUIRED = dataclasses.MISSING
+
+
+@dataclass
+class ModelCfg:
+    path: str = REQUIRED  # hub id, local directory, or xft://NAME for a shipped model
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TokenizerCfg:
+    path: Optional[str] = None  # defaults to model.path
+    trust_remote_code: bool = False
+
+
+@dataclass
+class MethodCfg:
+    type: Literal["full", "lora"] = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    # 'all-linear' (every linear layer except the output head) or a list of module names.
+    target_modules: Union[str, List[str]] = "all-linear"
+
+
+@dataclass
+class DatasetCfg:
+    path: str = REQUIRED  # file, directory or hub name; xft://data/... for shipped data
+    format: str = "alpaca"  # name of a format map function (see xft.data.formats)
+    # Values substituted for {{key}} placeholders in every string of a record,
+    # e.g. dict(name='Xiaoxi') for self-cognition data.
+    placeholders: Dict[str, str] = field(default_factory=dict)
+    max_samples: Optional[int] = None  # use at most this many records (first N)
+
+
+@dataclass
+class DataCfg:
+    max_length: int = 2048
+    # What to do with a sample longer than max_length: drop it, or truncate it
+    # keeping its final end-of-turn token. Either way it is counted and reported.
+    truncation: Literal["drop", "truncate"] = "drop"
+    # A bad record fails the run with file/record/field (error) or is skipped and counted.
+    on_bad_record: Literal["error", "skip"] = "error"
+    shuffle: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class OptimCfg:
+    type: Literal["AdamW"] = "AdamW"
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    max_grad_norm: Optional[float] = 1.0  # None: no clipping (the norm is still logged)
+
+
+@dataclass
+class TrainCfg:
+    backend: Literal["mmengine"] = "mmengine"
+    batch_size: int = 1  # per device, per micro-step
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.03
+    log_interval: int = 10
+    save_interval: int = 500  # optimizer steps between checkpoints
+    save_total_limit: int = 2  # checkpoints kept on disk
+
+
+@dataclass
+class Experiment:
+    model: ModelCfg = REQUIRED
+    datasets: List[DatasetCfg] = REQUIRED
+    template: str = REQUIRED  # chat template name, see xft.data.templates
+    tokenizer: TokenizerCfg = field(default_factory=TokenizerCfg)
+    method: MethodCfg = field(default_factory=MethodCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    work_dir: Optional[str] = None  # default: work_dirs/<config name>
+    seed: int = 42
+    system: Optional[str] = None  # system prompt used for training data without one, and by chat
+
+
+def validate(raw: dict) -> Experiment:
+    """Build an Experiment from a plain dict, or raise ConfigError naming the key."""
+    public = {k: v for k, v in raw.items() if not k.startswith("_")}
+    return _build(Experiment, public, path="")
+
+
+def _build(cls, raw, path):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{path}' must be a dict, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(_join(path, key), key, fields))
+    values = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in raw:
+            values[name] = _convert(hints[name], raw[name], key_path)
+        elif f.default is REQUIRED and f.default_factory is REQUIRED:
+            raise ConfigError(f"missing required key '{key_path}'")
+    return cls(**values)
+
+
+def _convert(hint, value, path):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(option, value, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[-1] if len(errors) == 1 else
+                          f"'{path}' has an invalid value {value!r} ({_type_name(hint)} expected)")
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint_text = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"'{path}' must be one of {list(args)}, got {value!r}{hint_text}")
+        return value
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{path}' must be a list, got {type(value).__name__}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{path}' must be a dict, got {type(value).__name__}")
+        return {k: _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"'{path}' must be {hint.__name__}, got bool")
+    if not isinstance(value, hint):
+        raise ConfigError(f"'{path}' must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _unknown_key_message(key_path, key, fields):
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+    suggestion = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+    return f"unknown config key '{key_path}'{suggestion}"
+
+
+def _type_name(hint):
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _join(path, key):
+    return f"{path}.{key}" if path else key

@@ -1,0 +1,1 @@
+"""Data pipeline: raw records → conversations → rendered text → token ids and labels."""

@@ -1,0 +1,1 @@
+"""Engine adapters: built objects (model, dataset, collator, schedule) → a training loop."""

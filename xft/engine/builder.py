@@ -1,0 +1,42 @@
+"""Config → built objects, shared by every engine adapter."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from xft.data.collate import PadCollator
+from xft.data.pipeline import build_dataset
+from xft.data.templates import get_template
+from xft.engine.plan import plan_training
+from xft.model.build import build_model, build_tokenizer, count_parameters
+
+
+
+@dataclass
+class BuiltExperiment:
+    experiment: object
+    tokenizer: object
+    template: object
+    dataset: object
+    collator: object
+    model: object
+    plan: object
+    work_dir: Path
+    config_text: str  # the resolved config, saved beside the exported artifact
+
+
+def build_experiment(experiment, config_text, work_dir, log=print):
+    """Build everything a training run needs; the data is built before the model."""
+    import transformers
+
+    transformers.set_seed(experiment.seed)
+    template = get_template(experiment.template)
+    tokenizer = build_tokenizer(experiment)
+    dataset, _ = build_dataset(experiment, tokenizer, template, log=log)
+    plan = plan_training(len(dataset), experiment.train)
+    model = build_model(experiment)
+    trainable, total = count_parameters(model)
+    log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
+        f"({experiment.method.type}); {len(dataset)} samples, {plan.total_steps} optimizer steps")
+    return BuiltExperiment(experiment, tokenizer, template, dataset,
+                           PadCollator(tokenizer.pad_token_id), model, plan, Path(work_dir),
+                           config_text)

@@ -1,0 +1,49 @@
+"""Write the Hugging Face artifact of a run: a PEFT adapter or a full model directory.
+
+The directory loads with stock transformers/peft (no xft needed): weights as
+safetensors, the tokenizer with the training chat template written in, plus
+`xft_meta.json` (template name) and the xft config that produced it.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+META_FILE = "xft_meta.json"
+CONFIG_COPY = "xft_config.py"
+
+
+def export_hf(model, tokenizer, template, out_dir, config_text=None):
+    """Save atomically: a crash mid-write never replaces a previous good export."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.chat_template = template.to_jinja()
+    tokenizer.save_pretrained(str(tmp))
+    meta = {"template": template.name, "adapter": is_peft_model(model)}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if config_text is not None:
+        (tmp / CONFIG_COPY).write_text(config_text, encoding="utf-8")
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
+    return out_dir
+
+
+def read_meta(model_dir):
+    path = Path(model_dir) / META_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def is_peft_model(model):
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)

@@ -1,0 +1,24 @@
+"""`xft train`: load a config, build the experiment, run it on the chosen engine."""
+
+from pathlib import Path
+
+from xft.config import load_config
+
+
+def default_work_dir(config_filename):
+    return Path("work_dirs") / Path(config_filename).stem
+
+
+def train(config, work_dir=None, cfg_options=None, seed=None, resume=None):
+    """Train and return the path of the exported Hugging Face artifact."""
+    options = dict(cfg_options or {})
+    if seed is not None:
+        options["seed"] = seed
+    cfg, experiment = load_config(config, options)
+    work_dir = Path(work_dir or experiment.work_dir or default_work_dir(cfg.filename))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    from xft.engine.builder import build_experiment
+    from xft.engine.mmengine_backend import run_mmengine
+
+    built = build_experiment(experiment, cfg.pretty_text, work_dir)
+    return run_mmengine(built, resume=resume)

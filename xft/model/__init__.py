@@ -1,0 +1,1 @@
+"""Model side: tokenizer and model loading, PEFT methods, the training loss."""

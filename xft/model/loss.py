@@ -1,0 +1,21 @@
+"""The causal-LM training loss, kept as (sum, count) so callers can normalise it.
+
+Principle: the loss of an optimizer step is the sum of its token losses divided
+by the number of label tokens in the step, not a mean of per-batch means (which
+over-weights tokens of short batches).
+"""
+
+import torch.nn.functional as F
+
+from xft.data.encode import IGNORE_INDEX
+
+
+def token_loss_sum(logits, labels):
+    """Sum of next-token cross-entropy over labelled positions, and their count."""
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                               shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
+    count = (shift_labels != IGNORE_INDEX).sum()
+    return loss_sum, count

@@ -1,0 +1,1 @@
+"""Tools around training: chat (and later convert, vocabulary, evaluation)."""
