@@ -24,6 +24,7 @@ from xft.engine.export import export_hf
 from xft.engine.safe_load import allow_checkpoint_globals
 from xft.engine.schedule import lr_factor
 from xft.model.loss import token_loss_sum
+from xft.model.optimizer import build_optimizer
 
 METRICS_FILE = "metrics.jsonl"
 HF_DIR_NAME = "hf"
@@ -141,10 +142,14 @@ def run_mmengine(built, resume=None):
     dataloader = DataLoader(built.dataset, batch_sampler=batches, collate_fn=built.collator,
                             num_workers=exp.data.num_workers)
     max_norm = exp.optim.max_grad_norm if exp.optim.max_grad_norm is not None else math.inf
+    def make_optimizer(params):
+        # Runner offers all parameters; xft's optimizer picks the trainable groups itself.
+        return build_optimizer(built.model, exp.optim)
+
+    # Given as a config (not an instance) so Runner builds it with its own MessageHub,
+    # where the gradient norm is recorded.
     optim_wrapper = dict(
-        type="OptimWrapper",
-        optimizer=dict(type="AdamW", lr=exp.optim.lr, weight_decay=exp.optim.weight_decay,
-                       betas=tuple(exp.optim.betas), eps=exp.optim.eps),
+        type="OptimWrapper", optimizer=dict(type=make_optimizer),
         # An infinite max_norm clips nothing but still records the gradient norm.
         clip_grad=dict(max_norm=max_norm),
         accumulative_counts=train.grad_accum)
