@@ -1,11 +1,14 @@
 """The embedded demo end to end: train on MMEngine, export, load with stock peft, chat."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, run_cli
+from conftest import DEMO_CONFIG, REPO, run_cli
 from transformers import AutoModelForCausalLM
 
 from xft.config import load_config
@@ -78,6 +81,19 @@ def test_chat_answers_with_the_trained_identity(demo, question):
     _, hf_dir = demo
     answer = run_cli("chat", str(hf_dir), "--prompt", question).stdout
     assert IDENTITY in answer
+
+
+def test_interactive_chat_keeps_history_until_reset(demo):
+    _, hf_dir = demo
+    session = "Who are you?\n你是谁?\nRESET\nWhat is your name?\nEXIT\n"
+    result = subprocess.run([sys.executable, "-m", "xft", "chat", str(hf_dir)], input=session,
+                            capture_output=True, text=True, check=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out = result.stdout
+    assert out.count("User: ") == 5  # four questions/commands answered, then EXIT
+    assert "(history cleared)" in out
+    answers = [part.split("\nUser: ")[0] for part in out.split("Assistant: ")[1:]]
+    assert len(answers) == 3 and all(IDENTITY in a for a in answers)
 
 
 def test_untrained_model_does_not_know_the_identity():
