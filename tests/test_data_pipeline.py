@@ -92,7 +92,7 @@ def test_missing_file(tmp_path):
 BAD_RECORDS = [
     ({"instruction": "q"}, "alpaca", "field 'output': missing field"),
     ({"instruction": "q", "output": 5}, "alpaca", "field 'output': must be a string, got int"),
-    ({"instruction": "q", "output": "  "}, "alpaca", "field 'output': output is empty"),
+    ({"instruction": "q", "output": "  "}, "alpaca", "field 'output': is empty"),
     ({"instruction": "q", "output": "a", "history": [["only one"]]}, "alpaca",
      "field 'history[0]'"),
     ({"messages": []}, "openai", "conversation is empty"),
