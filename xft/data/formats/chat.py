@@ -22,7 +22,7 @@ def alpaca(record):
 def alpaca_zh(record):
     """Chinese Alpaca data: `alpaca` read from the `_zh` fields when the record has them.
 
-    Bilingual GPT-4 Alpaca sets (e.g. alpaca-data-gpt4-chinese) carry both languages:
+    Example: bilingual GPT-4 Alpaca sets (e.g. alpaca-data-gpt4-chinese) carry both languages:
     {"instruction": "...", "instruction_zh": "给出三个保持健康的小贴士。", "input_zh": "",
      "output_zh": "1. 均衡饮食……", ...}; the Chinese fields are used. Records without
     `instruction_zh` (e.g. LLaMA-Factory's alpaca_zh_demo.json, which is already Chinese

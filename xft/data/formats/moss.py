@@ -7,10 +7,11 @@ A record: {"meta_instruction": "...", "num_turns": 2, "chat": {"turn_1": {
     "Tool Responses": "<|Results|>:\\nCalculate(\\"1+1\\") => '2'\\n<eor>\\n",
     "MOSS": "<|MOSS|>: It is 2.<eom>\\n"}, "turn_2": {...}}}
 
-Each turn becomes: user (Human); when MOSS thinks or calls a plugin, an assistant
-message with the thoughts as 'reasoning_content' and the commands as 'tool_calls'
-(trained); the plugin results as a tool message (never trained); then the MOSS
-reply (trained). The meta_instruction is the system prompt, verbatim. "None"
+Each turn becomes: user (Human); when MOSS calls a plugin, an assistant message
+with the commands as 'tool_calls' and the thoughts as 'reasoning_content'
+(trained) followed by the plugin results as a tool message (never trained);
+then the MOSS reply (trained), which carries the thoughts as
+'reasoning_content' when no plugin was called. The meta_instruction is the system prompt, verbatim. "None"
 parts are left out. The meta_instruction's switches are enforced: thoughts when
 "Inner thoughts: disabled", or a command for a plugin that is not enabled, make
 the record bad. A command `Calculate("1+1")` becomes the call
@@ -39,7 +40,10 @@ _CALL_START = re.compile(r"\b([A-Za-z_]\w*)\(", re.ASCII)
 
 def moss(record):
     """MOSS-003 SFT: meta_instruction + chat.turn_N.{Human, Inner Thoughts, Commands,
-    Tool Responses, MOSS}; see the module docstring for the mapping and an example."""
+    Tool Responses, MOSS}.
+
+    Example: see the module docstring (xft.data.formats.moss), which also gives the mapping.
+    """
     meta = fields.text(record, "meta_instruction")
     apis = dict(_ENABLED_API.findall(meta))  # plugin name → its argument name
     switch = _THOUGHTS_SWITCH.search(meta)
@@ -78,17 +82,13 @@ def _turn(turn, where, apis, thoughts_allowed):
                           field=f"{where}.Tool Responses")
     if results and not calls:
         raise RecordError("tool responses without a command", field=f"{where}.Tool Responses")
+    thinking = {"reasoning_content": thoughts} if thoughts else {}
     out = [message("user", body["Human"])]
-    if thoughts or calls:
-        step = message("assistant", "")
-        if thoughts:
-            step["reasoning_content"] = thoughts
-        if calls:
-            step["tool_calls"] = calls
-        out.append(step)
     if calls:
-        out.append(message("tool", results, loss=False))
-    out.append(message("assistant", body["MOSS"]))
+        out += [message("assistant", "", tool_calls=calls, **thinking),
+                message("tool", results, loss=False)]
+        thinking = {}
+    out.append(message("assistant", body["MOSS"], **thinking))
     return out
 
 
