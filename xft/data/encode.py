@@ -91,13 +91,17 @@ def encode_documents(documents, tokenizer, max_length, batch_size=1000):
     A document is BOS (when the tokenizer has one) + its tokens + EOS, and every
     token is trained except a sample's first, which nothing before it predicts
     (so packed samples never learn to predict one document from the previous).
-    A document longer than max_length is split into consecutive max_length
-    pieces rather than dropped: in pretraining the rest of a long text is still
-    good data. Only the first piece starts with BOS and only the last ends with
-    EOS, so the model never learns a document boundary that is not there. Each
-    piece is an independent sample; the split is counted (a 1-token tail has
-    nothing to train and is dropped, counted as such).
+    A document longer than max_length is split into max_length pieces rather
+    than dropped: in pretraining the rest of a long text is still good data.
+    Each piece after the first starts with the last token of the piece before,
+    as untrained context, so every token but the document's first is trained
+    exactly once and no piece is a lone untrainable token. Only the first piece
+    starts with BOS and only the last ends with EOS, so the model never learns a
+    document boundary that is not there. Each piece is an independent sample;
+    split documents are counted.
     """
+    if max_length < 2:
+        raise ConfigError("data.max_length must be at least 2 for pretraining documents")
     if tokenizer.eos_token_id is None:
         raise ConfigError("pretraining documents need a tokenizer with an EOS token to mark "
                           "where a document ends")
@@ -107,15 +111,12 @@ def encode_documents(documents, tokenizer, max_length, batch_size=1000):
         batch = tokenizer(documents[begin:begin + batch_size], add_special_tokens=False)
         for body in batch["input_ids"]:
             ids = bos + body + [tokenizer.eos_token_id]
-            pieces = [ids[i:i + max_length] for i in range(0, len(ids), max_length)]
-            if len(pieces) > 1:
+            starts = range(0, max(len(ids) - 1, 1), max_length - 1)
+            if len(starts) > 1:
                 stats.split_documents += 1
-            for piece in pieces:
-                labels = [IGNORE_INDEX] + piece[1:]
-                if len(piece) < 2:
-                    stats.dropped_no_label += 1
-                    continue
-                _add_sample(samples, stats, piece, labels, len(piece) - 1)
+            for start in starts:
+                piece = ids[start:start + max_length]
+                _add_sample(samples, stats, piece, [IGNORE_INDEX] + piece[1:], len(piece) - 1)
     return samples, stats
 
 
