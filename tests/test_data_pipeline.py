@@ -180,3 +180,7 @@ def test_a_config_function_maps_records(tmp_path, tokenizer):
     dataset, _ = build_dataset(_experiment(path, my_fn), tokenizer, get_template("chatml"),
                                log=lambda _: None)
     assert "HELLO<|im_end|>" in tokenizer.decode(dataset[0]["input_ids"])
+    with pytest.raises(DataError, match=r"qa.json, record 0: format function my_fn raised "
+                                        r"KeyError: 'a'"):
+        build_dataset(_experiment(_write(tmp_path, "qa.json", json.dumps([{"q": "hi"}])), my_fn),
+                      tokenizer, get_template("chatml"), log=lambda _: None)

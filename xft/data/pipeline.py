@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from xft.data.conversation import with_system
 from xft.data.encode import EncodeStats, encode_conversations, encode_documents
-from xft.data.formats import get_format, to_conversation
+from xft.data.formats import format_name, get_format, to_conversation
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
 
@@ -158,6 +158,12 @@ def map_records(records, ds_cfg, experiment, template, report):
             report.skipped_bad += 1
             report.skip_reasons.append(str(e))
             continue
+        except Exception as e:
+            if isinstance(ds_cfg.format, str):
+                raise  # a bug in xft's own map function: keep the traceback
+            # The user's function crashed: say on which record (never skipped; likely a bug).
+            raise DataError(f"format function {format_name(ds_cfg.format)} raised "
+                            f"{type(e).__name__}: {e}", file=ds_cfg.path, index=index) from e
         conversations.append(mapped)
     return conversations, documents
 
