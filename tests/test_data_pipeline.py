@@ -184,3 +184,23 @@ def test_a_config_function_maps_records(tmp_path, tokenizer):
                                         r"KeyError: 'a'"):
         build_dataset(_experiment(_write(tmp_path, "qa.json", json.dumps([{"q": "hi"}])), my_fn),
                       tokenizer, get_template("chatml"), log=lambda _: None)
+
+
+def test_parts_a_template_cannot_render_make_the_record_bad(tmp_path, tokenizer):
+    # chatml (the tiny model's template) renders no reasoning or tools: rather than
+    # training on a conversation without them, the record is rejected.
+    thought = [{"role": "user", "content": "1+1?"},
+               {"role": "assistant", "content": "2", "reasoning_content": "Easy sum."}]
+    tools = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+             "tools": [{"name": "lookup", "description": "d", "parameters": {}}]}
+    cases = [(json.dumps([{"messages": thought}]), "openai_with_thought", lambda r: r["messages"],
+              "record 0, field 'messages[1].reasoning_content': template 'chatml' does not "
+              "render reasoning_content"),
+             (json.dumps([tools]), "sharegpt", "sharegpt",
+              "record 0, field 'messages[0].tools': template 'chatml' does not render tools")]
+    for content, name, fmt, message in cases:
+        path = _write(tmp_path, f"{name}.json", content)
+        with pytest.raises(DataError) as info:
+            build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml"),
+                          log=lambda _: None)
+        assert message in str(info.value)

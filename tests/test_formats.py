@@ -246,3 +246,19 @@ def test_check_conversation_rejects_tool_fields_in_the_wrong_place():
     with pytest.raises(RecordError, match="content must be a string, got NoneType"):
         check_conversation([{"role": "system", "content": None},
                             {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+
+
+def test_check_rendered_accepts_a_rendering_that_shows_every_part():
+    from xft.data.conversation import check_rendered
+
+    messages = to_conversation("moss", _moss(_moss_turn(
+        "1+1?", thoughts="Use it.", commands='Calculate("1+1")', results="2", reply="2")))
+    check_rendered(messages, lambda ms: json.dumps(ms), "shows-all")  # every part is in the text
+
+    def no_thoughts(ms):
+        return json.dumps([{k: v for k, v in m.items() if k != "reasoning_content"} for m in ms])
+
+    with pytest.raises(RecordError) as info:
+        check_rendered(messages, no_thoughts, "plain")
+    assert info.value.field == "messages[2].reasoning_content"
+    assert info.value.reason == "template 'plain' does not render reasoning_content"

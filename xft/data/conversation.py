@@ -119,3 +119,28 @@ def _check_message(msg, i, where, previous):
                                              or previous.get("tool_calls"))):
         raise RecordError("a tool message must follow an assistant message with tool_calls",
                           field=f"{where}.role")
+
+
+EXTRA_PARTS = ("tools", "tool_calls", "reasoning_content")
+
+
+def check_rendered(messages, render, template_name):
+    """Raise RecordError when a template leaves a tool or reasoning part unrendered.
+
+    `render(messages)` returns the rendered text. A part counts as rendered when
+    the text changes without it, so templates of families without tool or
+    reasoning support reject such records instead of dropping the part silently.
+    """
+    text = render(messages)
+    for i, msg in enumerate(messages):
+        for key in EXTRA_PARTS:
+            if not msg.get(key):
+                continue
+            without = {k: v for k, v in msg.items() if k != key}
+            try:
+                dropped = render(messages[:i] + [without] + messages[i + 1:]) == text
+            except RecordError:  # the template needs the part: it is rendered
+                dropped = False
+            if dropped:
+                raise RecordError(f"template '{template_name}' does not render {key}",
+                                  field=f"messages[{i}].{key}")

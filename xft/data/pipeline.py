@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from xft.data.conversation import with_system
+from xft.data.conversation import check_rendered, with_system
 from xft.data.encode import EncodeStats, encode_conversations, encode_documents
 from xft.data.formats import format_name, get_format, to_conversation
 from xft.errors import DataError, RecordError
@@ -151,7 +151,8 @@ def map_records(records, ds_cfg, experiment, template, report):
                 documents.append(mapped)
                 continue
             mapped = with_system(mapped, experiment.system)
-            template.render(mapped)  # template-specific checks (e.g. no system role)
+            # Template-specific checks (e.g. no system role), and nothing left unrendered.
+            check_rendered(mapped, lambda m: template.render(m).text, template.name)
         except RecordError as e:
             if experiment.data.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None

@@ -16,11 +16,12 @@ def missing_field(record, name, where=None):
 def text(record, name, required=True, where=None, allow_empty=False):
     """The string value of record[name]; '' when optional and absent (or null)."""
     where = where or name
+    if name not in record and required:
+        raise missing_field(record, name, where)
     value = record.get(name)
     if value is None:
         if required:
-            raise missing_field(record, name, where) if name not in record else \
-                RecordError("must be a string, got null", field=where)
+            raise RecordError("must be a string, got null", field=where)
         return ""
     if not isinstance(value, str):
         raise RecordError(f"must be a string, got {type(value).__name__}", field=where)
