@@ -8,7 +8,7 @@ import pytest
 
 from xft.data.formats import to_conversation
 from xft.data.pipeline import read_records
-from xft.errors import RecordError
+from xft.errors import DataError, RecordError
 
 
 def _map_all(path, fmt):
@@ -159,3 +159,53 @@ def test_c4_pretrain_file(shared_data):
                                          "pretrain")
     assert rejected == {} and len(mapped) == 300
     assert all(mapped[i] == r["text"] for i, r in enumerate(records))
+
+
+def _build(path, fmt, log=lambda _: None, **data):
+    from transformers import AutoTokenizer
+
+    from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
+    from xft.data.pipeline import build_dataset
+    from xft.data.templates import get_template
+    from xft.paths import resolve_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+    exp = Experiment(model=ModelCfg(path="xft://tiny-llama"), template="chatml",
+                     datasets=[DatasetCfg(path=str(path), format=fmt)],
+                     data=DataCfg(max_length=100_000, **data))
+    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=log)
+    return tokenizer, dataset, reports[0]
+
+
+def test_moss_replies_are_the_trained_tokens(shared_data):
+    path = shared_data / "datasets/moss/moss_003_sft_no_plugins_sample.jsonl"
+    tokenizer, dataset, report = _build(path, "moss")
+    records = read_records(str(path))
+    assert len(dataset) == len(records) == report.records
+    for sample, record in list(zip(dataset.samples, records))[:20]:
+        trained, run = [], []
+        for token, label in zip(sample["input_ids"], sample["labels"]):
+            if label != -100:
+                run.append(token)
+            elif run:
+                trained.append(tokenizer.decode(run))
+                run = []
+        replies = [_moss_body(record["chat"][f"turn_{n}"]["MOSS"], "<|MOSS|>:", "<eom>")
+                   for n in range(1, record["num_turns"] + 1)]
+        assert trained == [r + "<|im_end|>" for r in replies]
+
+
+def test_moss_plugin_records_are_rejected_by_a_template_without_tools(shared_data):
+    # chatml renders neither thoughts nor tool messages, so every plugin record is
+    # rejected with its reason (until a template with tool support is used).
+    path = shared_data / "datasets/moss/moss_003_sft_plugins_calculator_text2img.jsonl"
+    lines = []
+    with pytest.raises(DataError, match="no training samples left"):
+        _build(path, "moss", log=lines.append, on_bad_record="skip")
+    assert "  bad records skipped: 200" in lines
+    reasons = {line.split(" × ", 1)[1]: int(line.split(" × ")[0]) for line in lines
+               if " × " in line}
+    assert sum(reasons.values()) == 200 and set(reasons) <= {
+        "field 'messages[2].reasoning_content': template 'chatml' does not render "
+        "reasoning_content",
+        "field 'messages': template 'chatml' cannot render role 'tool'"}
