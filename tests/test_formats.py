@@ -206,7 +206,8 @@ def test_misspelled_field_suggests_the_expected_name():
      "messages[1].content", "assistant message is empty"),
     ("guanaco", {"text": "### Assistant: hi"}, "text", "'### Human:' was expected"),
     ("guanaco", {"text": "Hello ### Human: hi"}, "text", "must start with '### Human:'"),
-    ("guanaco", {"text": "### Human: hi### Assistant:   "}, "text", "turn 2 ('### Assistant:') is empty"),
+    ("guanaco", {"text": "### Human: hi### Assistant:   "}, "text",
+     "turn 2 ('### Assistant:') is empty"),
     ("guanaco", {"text": "no markers at all"}, "text", "must start with '### Human:'"),
     ("qa", {"question": "q", "answer": ""}, "answer", "is empty"),
     ("qa", {"question": "q", "anwser": "a"}, "answer", "did you mean 'answer'"),
@@ -228,10 +229,12 @@ def test_unknown_format_name_suggests_the_closest():
 
 def test_custom_map_function_is_used_and_checked():
     def my_fn(record):
-        return [{"role": "user", "content": record["q"]}, {"role": "assistant", "content": record["a"]}]
+        return [{"role": "user", "content": record["q"]},
+                {"role": "assistant", "content": record["a"]}]
 
     assert get_format(my_fn) is my_fn
-    assert _pairs(to_conversation(my_fn, {"q": "x", "a": "y"})) == [("user", "x"), ("assistant", "y")]
+    assert _pairs(to_conversation(my_fn, {"q": "x", "a": "y"})) == [("user", "x"),
+                                                                  ("assistant", "y")]
     with pytest.raises(RecordError, match="must return a list of messages or a str document"):
         to_conversation(lambda r: {"role": "user"}, {"q": 1})
 
@@ -245,7 +248,8 @@ def test_check_conversation_rejects_tool_fields_in_the_wrong_place():
                             {"role": "assistant", "content": "a"}])
     with pytest.raises(RecordError, match="content must be a string, got NoneType"):
         check_conversation([{"role": "system", "content": None},
-                            {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+                            {"role": "user", "content": "q"},
+                            {"role": "assistant", "content": "a"}])
 
 
 def test_check_rendered_accepts_a_rendering_that_shows_every_part():

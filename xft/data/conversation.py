@@ -89,7 +89,8 @@ def _check_message(msg, i, where, previous):
         raise RecordError(f"unknown role {role!r} (expected one of {list(ROLES)})",
                           field=f"{where}.role")
     content = msg.get("content")
-    if not (isinstance(content, str) or (content is None and role == "system" and msg.get("tools"))):
+    placeholder_system = content is None and role == "system" and msg.get("tools")
+    if not (isinstance(content, str) or placeholder_system):
         raise RecordError(f"content must be a string, got {type(content).__name__}",
                           field=f"{where}.content")
     if msg.get("loss") not in (None, True, False):

@@ -7,16 +7,16 @@ A record: {"meta_instruction": "...", "num_turns": 2, "chat": {"turn_1": {
     "Tool Responses": "<|Results|>:\\nCalculate(\\"1+1\\") => '2'\\n<eor>\\n",
     "MOSS": "<|MOSS|>: It is 2.<eom>\\n"}, "turn_2": {...}}}
 
-Each turn becomes: user (Human); when MOSS calls a plugin, an assistant message
-with the commands as 'tool_calls' and the thoughts as 'reasoning_content'
-(trained) followed by the plugin results as a tool message (never trained);
-then the MOSS reply (trained), which carries the thoughts as
-'reasoning_content' when no plugin was called. The meta_instruction is the system prompt, verbatim. "None"
-parts are left out. The meta_instruction's switches are enforced: thoughts when
-"Inner thoughts: disabled", or a command for a plugin that is not enabled, make
-the record bad. A command `Calculate("1+1")` becomes the call
-{"name": "Calculate", "arguments": {"expression": "1+1"}}, the argument named
-as in the meta_instruction's "API: Calculate(expression)".
+Each turn becomes: user (Human); when MOSS calls a plugin, an assistant message with
+the commands as 'tool_calls' and the thoughts as 'reasoning_content' (trained)
+followed by the plugin results as a tool message (never trained); then the MOSS
+reply (trained), which carries the thoughts as 'reasoning_content' when no plugin
+was called. The meta_instruction is the system prompt, verbatim. "None" parts are
+left out. The meta_instruction's switches are enforced: thoughts when "Inner
+thoughts: disabled", or a command for a plugin that is not enabled, make the record
+bad. A command `Calculate("1+1")` becomes the call {"name": "Calculate",
+"arguments": {"expression": "1+1"}}, the argument named as in the meta_instruction's
+"API: Calculate(expression)".
 """
 
 import re
@@ -25,7 +25,7 @@ from xft.data.conversation import message, tool_call
 from xft.data.formats import fields
 from xft.errors import RecordError
 
-# Each part of a turn: (record key, opening tag, closing tag).
+# The parts of a turn: record key → (opening tag, closing tag).
 PARTS = {
     "Human": ("<|Human|>:", "<eoh>"),
     "Inner Thoughts": ("<|Inner Thoughts|>:", "<eot>"),
