@@ -65,6 +65,7 @@ def test_jsonl_bom_and_json_lines_in_a_json_file(tmp_path):
     jsonl = "\n".join(json.dumps(r) for r in rows) + "\n"
     assert read_records(_write(tmp_path, "a.jsonl", "\ufeff" + jsonl)) == rows
     assert read_records(_write(tmp_path, "b.json", jsonl)) == rows
+    assert read_records(_write(tmp_path, "c.json", "\ufeff" + json.dumps(rows))) == rows
 
 
 @pytest.mark.parametrize("name, content, message", [
@@ -76,6 +77,7 @@ def test_jsonl_bom_and_json_lines_in_a_json_file(tmp_path):
     ("broken.jsonl", '{"instruction": "q", "output": "a"}\n{"instruction": \n',
      "record 1: invalid JSON on line 2"),
     ("latin1.json", "[{\"instruction\": \"caf\xe9\"}]".encode("latin-1"), "not valid UTF-8"),
+    ("utf16.jsonl", '{"instruction": "q", "output": "a"}\n'.encode("utf-16"), "not valid UTF-8"),
 ])
 def test_unreadable_files_name_the_file(tmp_path, name, content, message):
     path = _write(tmp_path, name, content)
@@ -92,7 +94,7 @@ def test_missing_file(tmp_path):
 BAD_RECORDS = [
     ({"instruction": "q"}, "alpaca", "field 'output': missing field"),
     ({"instruction": "q", "output": 5}, "alpaca", "field 'output': must be a string, got int"),
-    ({"instruction": "q", "output": "  "}, "alpaca", "field 'output': output is empty"),
+    ({"instruction": "q", "output": "  "}, "alpaca", "field 'output': is empty"),
     ({"instruction": "q", "output": "a", "history": [["only one"]]}, "alpaca",
      "field 'history[0]'"),
     ({"messages": []}, "openai", "conversation is empty"),
@@ -106,6 +108,9 @@ BAD_RECORDS = [
      "openai", "field 'messages[0].content': content must be a string, got list"),
     ({"messages": [{"role": "user"}]}, "openai", "field 'messages[0].content': missing field"),
     (["not", "an", "object"], "alpaca", "record must be a JSON object"),
+    ({"instrution": "q", "output": "a"}, "alpaca",
+     "field 'instruction': missing field; did you mean 'instruction' (the record has "
+     "'instrution')?"),
 ]
 
 
@@ -134,6 +139,68 @@ def test_bad_records_can_be_skipped_and_are_counted(tmp_path, tokenizer):
 
 
 def test_unknown_format_fails_before_reading(tmp_path, tokenizer):
-    with pytest.raises(ConfigError, match="unknown dataset format 'alpacca'"):
+    with pytest.raises(ConfigError, match="unknown dataset format 'alpacca'; did you mean "
+                                          "'alpaca'"):
         build_dataset(_experiment(tmp_path / "missing.json", "alpacca"), tokenizer,
                       get_template("chatml"))
+
+
+def test_skipped_records_of_a_real_file_are_counted_with_their_reason(shared_data, tokenizer):
+    path = shared_data / "datasets/openai/toy_chat_fine_tuning.jsonl"
+    lines = []
+    exp = _experiment(path, "openai", on_bad_record="skip")
+    exp.data.max_length = 4096
+    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    assert reports[0].records == 10 and reports[0].skipped_bad == 3
+    assert ("    3 × field 'messages': the first non-system message must come from the user"
+            in lines)
+    # The record with a 26000-character reply is over max_length and dropped, counted.
+    assert reports[0].stats.dropped_too_long == 1 and len(dataset) == 6
+
+
+def test_pretrain_documents_build_without_a_template(tmp_path, tokenizer):
+    texts = ["A short page.", "A long page. " * 60]
+    path = _write(tmp_path, "docs.jsonl", "\n".join(json.dumps({"text": t}) for t in texts))
+    lines = []
+    exp = _experiment(path, "pretrain")
+    exp.system = "ignored for documents"
+    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    assert tokenizer.decode(dataset[0]["input_ids"]) == texts[0] + tokenizer.eos_token
+    assert reports[0].stats.split_documents == 1 and len(dataset) > 2
+    assert all(len(s["input_ids"]) <= 256 for s in dataset.samples)
+    assert "  documents split into max_length pieces: 1" in lines
+
+
+def test_a_config_function_maps_records(tmp_path, tokenizer):
+    def my_fn(record):
+        return [{"role": "user", "content": record["q"]},
+                {"role": "assistant", "content": record["a"].upper()}]
+
+    path = _write(tmp_path, "qa.json", json.dumps([{"q": "hi", "a": "hello"}]))
+    dataset, _ = build_dataset(_experiment(path, my_fn), tokenizer, get_template("chatml"),
+                               log=lambda _: None)
+    assert "HELLO<|im_end|>" in tokenizer.decode(dataset[0]["input_ids"])
+    with pytest.raises(DataError, match=r"qa.json, record 0: format function my_fn raised "
+                                        r"KeyError: 'a'"):
+        build_dataset(_experiment(_write(tmp_path, "qa.json", json.dumps([{"q": "hi"}])), my_fn),
+                      tokenizer, get_template("chatml"), log=lambda _: None)
+
+
+def test_parts_a_template_cannot_render_make_the_record_bad(tmp_path, tokenizer):
+    # chatml (the tiny model's template) renders no reasoning or tools: rather than
+    # training on a conversation without them, the record is rejected.
+    thought = [{"role": "user", "content": "1+1?"},
+               {"role": "assistant", "content": "2", "reasoning_content": "Easy sum."}]
+    tools = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+             "tools": [{"name": "lookup", "description": "d", "parameters": {}}]}
+    cases = [(json.dumps([{"messages": thought}]), "openai_with_thought", lambda r: r["messages"],
+              "record 0, field 'messages[1].reasoning_content': template 'chatml' does not "
+              "render reasoning_content"),
+             (json.dumps([tools]), "sharegpt", "sharegpt",
+              "record 0, field 'messages[0].tools': template 'chatml' does not render tools")]
+    for content, name, fmt, message in cases:
+        path = _write(tmp_path, f"{name}.json", content)
+        with pytest.raises(DataError) as info:
+            build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml"),
+                          log=lambda _: None)
+        assert message in str(info.value)

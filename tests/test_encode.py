@@ -96,3 +96,59 @@ def test_over_long_samples_are_dropped_or_truncated_and_counted(tokenizer):
     assert kept[0]["input_ids"][-2:] == full[0]["input_ids"][-2:]
     assert kept[0]["labels"][-2] == end_id
     assert kept[0]["input_ids"][:62] == full[0]["input_ids"][:62]
+
+
+DOCS = ["Beginners BBQ class in Missoula!\nLearn to smoke brisket.", "短文。 Another doc ends here."]
+
+
+def _check_documents(tok, max_length=10_000):
+    from xft.data.encode import encode_documents
+
+    samples, stats = encode_documents(DOCS, tok, max_length)
+    assert stats.samples == len(samples) == len(DOCS) and stats.split_documents == 0
+    for doc, sample in zip(DOCS, samples):
+        # Reference: the tokenizer's own special-token handling plus an EOS.
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        assert sample["input_ids"] == bos + tok(doc, add_special_tokens=False)["input_ids"] + \
+            [tok.eos_token_id]
+        assert tok.decode(sample["input_ids"], skip_special_tokens=True) == doc
+        assert sample["labels"] == [IGNORE_INDEX] + sample["input_ids"][1:]
+    assert stats.label_tokens == sum(len(s["input_ids"]) - 1 for s in samples)
+    return samples
+
+
+def test_documents_end_with_eos_and_train_every_token(tokenizer):
+    samples = _check_documents(tokenizer)  # tiny-llama has no BOS token
+    assert samples[0]["input_ids"][0] != tokenizer.eos_token_id
+
+
+def test_documents_start_with_bos_when_the_tokenizer_has_one(shared_data):
+    tok = AutoTokenizer.from_pretrained(shared_data / "tokenizers/mistral-7b-instruct-v0.3")
+    samples = _check_documents(tok)
+    # Mistral's own add_special_tokens=True prepends the same BOS.
+    assert samples[0]["input_ids"][:-1] == tok(DOCS[0])["input_ids"]
+
+
+@pytest.mark.parametrize("extra", [0, 1, 2, 15])
+def test_long_documents_are_split_into_max_length_pieces(tokenizer, extra):
+    from xft.data.encode import encode_documents
+
+    (whole,), _ = encode_documents(["Tuna swims in the deep blue sea. " * 10], tokenizer, 10_000)
+    # A document of 31 + extra tokens: two 16-token pieces overlapping by one cover 31.
+    ids = whole["input_ids"][:30 + extra] + [tokenizer.eos_token_id]
+    text = tokenizer.decode(ids[:-1])
+    (whole,), _ = encode_documents([text], tokenizer, 10_000)
+    assert whole["input_ids"] == ids  # the text re-tokenizes to the same ids
+    pieces, stats = encode_documents([text], tokenizer, 16)
+    assert stats.split_documents == 1 and stats.samples == len(pieces) == 2 + (extra > 0)
+    assert all(2 <= len(p["input_ids"]) <= 16 for p in pieces)
+    # Each later piece opens with the previous piece's last token as untrained context.
+    rebuilt = pieces[0]["input_ids"] + [t for p in pieces[1:] for t in p["input_ids"][1:]]
+    assert rebuilt == ids
+    for before, after in zip(pieces, pieces[1:]):
+        assert after["input_ids"][0] == before["input_ids"][-1]
+    for p in pieces:
+        assert p["labels"] == [IGNORE_INDEX] + p["input_ids"][1:]
+    assert stats.label_tokens == len(ids) - 1  # every token but the first, exactly once
+    assert [p["input_ids"][-1] == tokenizer.eos_token_id for p in pieces] == \
+        [False] * (len(pieces) - 1) + [True]

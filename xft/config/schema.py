@@ -6,11 +6,12 @@ path and the closest valid name. Top-level names starting with `_` are private
 helpers of the config file (e.g. `_max_length = 512`) and are skipped.
 """
 
+import collections.abc
 import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Union
 
 from xft.errors import ConfigError
 
@@ -45,7 +46,9 @@ class MethodCfg:
 @dataclass
 class DatasetCfg:
     path: str = REQUIRED  # file, directory or hub name; xft://data/... for shipped data
-    format: str = "alpaca"  # name of a format map function (see xft.data.formats)
+    # Name of a format map function (see xft.data.formats and docs/formats.md), or a
+    # function record → messages (or → str document) defined in the config file.
+    format: Union[str, Callable] = "alpaca"
     # Values substituted for {{key}} placeholders in every string of a record,
     # e.g. dict(name='Xiaoxi') for self-cognition data.
     placeholders: Dict[str, str] = field(default_factory=dict)
@@ -158,6 +161,10 @@ def _convert(hint, value, path):
         return {k: _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
     if hint is Any:
         return value
+    if origin is collections.abc.Callable or hint is Callable:
+        if not callable(value):
+            raise ConfigError(f"'{path}' must be a function, got {type(value).__name__} {value!r}")
+        return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float) and isinstance(value, bool):
@@ -174,6 +181,10 @@ def _unknown_key_message(key_path, key, fields):
 
 
 def _type_name(hint):
+    if typing.get_origin(hint) is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if hint is Callable or typing.get_origin(hint) is collections.abc.Callable:
+        return "function"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

@@ -4,9 +4,13 @@ Each conversation is rendered to one string, the whole string is tokenized once
 with character offsets, and a token is trained (label = its id) when it overlaps
 a loss span of the rendering; every other label is -100. Labels never depend on
 token ids, so a pad token that equals EOS cannot mask the EOS label.
+
+Documents (raw text for pretraining) skip the template: see encode_documents.
 """
 
 from dataclasses import dataclass, field
+
+from xft.errors import ConfigError
 
 IGNORE_INDEX = -100
 
@@ -17,13 +21,14 @@ class EncodeStats:
     dropped_too_long: int = 0
     truncated: int = 0
     dropped_no_label: int = 0
+    split_documents: int = 0  # documents longer than max_length, split into pieces
     tokens: int = 0
     label_tokens: int = 0
     lengths: list = field(default_factory=list)
 
     def merge(self, other):
-        for name in ("samples", "dropped_too_long", "truncated", "dropped_no_label", "tokens",
-                     "label_tokens"):
+        for name in ("samples", "dropped_too_long", "truncated", "dropped_no_label",
+                     "split_documents", "tokens", "label_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.lengths += other.lengths
 
@@ -68,11 +73,50 @@ def encode_conversations(conversations, template, tokenizer, max_length, truncat
             if n_labels == 0:
                 stats.dropped_no_label += 1
                 continue
-            samples.append({"input_ids": ids, "labels": labels})
-            stats.samples += 1
-            stats.tokens += len(ids)
-            stats.label_tokens += n_labels
-            stats.lengths.append(len(ids))
+            _add_sample(samples, stats, ids, labels, n_labels)
+    return samples, stats
+
+
+def _add_sample(samples, stats, ids, labels, n_labels):
+    samples.append({"input_ids": ids, "labels": labels})
+    stats.samples += 1
+    stats.tokens += len(ids)
+    stats.label_tokens += n_labels
+    stats.lengths.append(len(ids))
+
+
+def encode_documents(documents, tokenizer, max_length, batch_size=1000):
+    """Encode raw-text documents for pretraining. Returns (samples, EncodeStats).
+
+    A document is BOS (when the tokenizer has one) + its tokens + EOS, and every
+    token is trained except a sample's first, which nothing before it predicts
+    (so packed samples never learn to predict one document from the previous).
+    A document longer than max_length is split into max_length pieces rather
+    than dropped: in pretraining the rest of a long text is still good data.
+    Each piece after the first starts with the last token of the piece before,
+    as untrained context, so every token but the document's first is trained
+    exactly once and no piece is a lone untrainable token. Only the first piece
+    starts with BOS and only the last ends with EOS, so the model never learns a
+    document boundary that is not there. Each piece is an independent sample;
+    split documents are counted.
+    """
+    if max_length < 2:
+        raise ConfigError("data.max_length must be at least 2 for pretraining documents")
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("pretraining documents need a tokenizer with an EOS token to mark "
+                          "where a document ends")
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    samples, stats = [], EncodeStats()
+    for begin in range(0, len(documents), batch_size):
+        batch = tokenizer(documents[begin:begin + batch_size], add_special_tokens=False)
+        for body in batch["input_ids"]:
+            ids = bos + body + [tokenizer.eos_token_id]
+            starts = range(0, max(len(ids) - 1, 1), max_length - 1)
+            if len(starts) > 1:
+                stats.split_documents += 1
+            for start in starts:
+                piece = ids[start:start + max_length]
+                _add_sample(samples, stats, piece, [IGNORE_INDEX] + piece[1:], len(piece) - 1)
     return samples, stats
 
 

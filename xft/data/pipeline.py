@@ -1,8 +1,9 @@
 """Build the training dataset from the config's dataset list.
 
 load records (JSON/JSONL read here for precise errors; other types through
-`datasets.load_dataset`) → fill placeholders → format map fn → conversation →
-encode (template + tokenizer) → a torch Dataset of {input_ids, labels}.
+`datasets.load_dataset`) → fill placeholders → format map fn → conversation
+(or a document, for pretraining) → encode (template + tokenizer; documents get
+BOS/EOS and no template) → a torch Dataset of {input_ids, labels}.
 """
 
 import json
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from xft.data.encode import EncodeStats, encode_conversations
-from xft.data.formats import get_format, to_conversation
+from xft.data.conversation import check_rendered, with_system
+from xft.data.encode import EncodeStats, encode_conversations, encode_documents
+from xft.data.formats import format_name, get_format, to_conversation
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
 
@@ -50,6 +52,7 @@ class SourceReport:
         for label, count in [("bad records skipped", self.skipped_bad),
                              ("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
+                             ("documents split into max_length pieces", s.split_documents),
                              ("samples with no trained token dropped", s.dropped_no_label)]:
             if count:
                 yield f"  {label}: {count}"
@@ -133,6 +136,39 @@ def fill_placeholders(value, placeholders):
     return value
 
 
+def map_records(records, ds_cfg, experiment, template, report):
+    """Records → (conversations, documents) through the dataset's format map function.
+
+    A bad record raises DataError naming file, record index and field, or (with
+    data.on_bad_record='skip') is counted in `report` with its reason.
+    """
+    conversations, documents = [], []
+    for index, record in enumerate(records):
+        try:
+            record = fill_placeholders(record, ds_cfg.placeholders)
+            mapped = to_conversation(ds_cfg.format, record)
+            if isinstance(mapped, str):
+                documents.append(mapped)
+                continue
+            mapped = with_system(mapped, experiment.system)
+            # Template-specific checks (e.g. no system role), and nothing left unrendered.
+            check_rendered(mapped, lambda m: template.render(m).text, template.name)
+        except RecordError as e:
+            if experiment.data.on_bad_record == "error":
+                raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
+            report.skipped_bad += 1
+            report.skip_reasons.append(str(e))
+            continue
+        except Exception as e:
+            if isinstance(ds_cfg.format, str):
+                raise  # a bug in xft's own map function: keep the traceback
+            # The user's function crashed: say on which record (never skipped; likely a bug).
+            raise DataError(f"format function {format_name(ds_cfg.format)} raised "
+                            f"{type(e).__name__}: {e}", file=ds_cfg.path, index=index) from e
+        conversations.append(mapped)
+    return conversations, documents
+
+
 def build_dataset(experiment, tokenizer, template, log=print):
     """The training dataset and one report per source file."""
     all_samples, reports = [], []
@@ -142,25 +178,15 @@ def build_dataset(experiment, tokenizer, template, log=print):
         if ds_cfg.max_samples is not None:
             records = records[:ds_cfg.max_samples]
         report = SourceReport(path=ds_cfg.path, records=len(records))
-        conversations = []
-        for index, record in enumerate(records):
-            try:
-                record = fill_placeholders(record, ds_cfg.placeholders)
-                messages = to_conversation(ds_cfg.format, record)
-                if experiment.system is not None and messages[0]["role"] != "system":
-                    messages = [{"role": "system", "content": experiment.system,
-                                 "loss": None}] + messages
-                template.render(messages)  # template-specific checks (e.g. no system role)
-            except RecordError as e:
-                if experiment.data.on_bad_record == "error":
-                    raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
-                report.skipped_bad += 1
-                report.skip_reasons.append(str(e))
-                continue
-            conversations.append(messages)
+        conversations, documents = map_records(records, ds_cfg, experiment, template, report)
         samples, report.stats = encode_conversations(
             conversations, template, tokenizer, experiment.data.max_length,
             experiment.data.truncation)
+        if documents:
+            doc_samples, doc_stats = encode_documents(documents, tokenizer,
+                                                      experiment.data.max_length)
+            samples += doc_samples
+            report.stats.merge(doc_stats)
         all_samples += samples
         reports.append(report)
         for line in report.lines():

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from xft.config import load_config
+from xft.config.loader import config_text, load_config
 
 
 def default_work_dir(config_filename):
@@ -20,5 +20,5 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None):
     from xft.engine.builder import build_experiment
     from xft.engine.mmengine_backend import run_mmengine
 
-    built = build_experiment(experiment, cfg.pretty_text, work_dir)
+    built = build_experiment(experiment, config_text(cfg), work_dir)
     return run_mmengine(built, resume=resume)
