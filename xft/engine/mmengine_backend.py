@@ -144,7 +144,7 @@ def run_mmengine(built, resume=None):
     max_norm = exp.optim.max_grad_norm if exp.optim.max_grad_norm is not None else math.inf
     def make_optimizer(params):
         # Runner offers all parameters; xft's optimizer picks the trainable groups itself.
-        return build_optimizer(built.model, exp.optim)
+        return build_optimizer(built.model, exp.optim, exp.method)
 
     # Given as a config (not an instance) so Runner builds it with its own MessageHub,
     # where the gradient norm is recorded.
