@@ -37,6 +37,10 @@ class CausalLMModel(BaseModel):
         super().__init__(data_preprocessor=dict(type="BaseDataPreprocessor"))
         self.lm = lm
 
+    def init_weights(self):
+        """Nothing to initialise: the weights are pretrained (adapters initialised by peft).
+        MMEngine's default would also take every weight's mean, which fails on 4/8-bit ones."""
+
     def forward(self, input_ids, attention_mask, labels, mode="loss"):
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
