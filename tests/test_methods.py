@@ -323,8 +323,30 @@ def test_8bit_forward_matches_the_dequantized_weights():
             target = name.removeprefix(PEFT_PREFIX).removesuffix(".base_layer")
             reference.get_submodule(target).weight.copy_(weight)
         logits, expected = model(input_ids=batch()).logits, reference(input_ids=batch()).logits
+    # In training mode bitsandbytes' CPU path multiplies by the dequantized weights.
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
     assert (logits - original).abs().max() > 5e-3  # the weights really were quantized
+    # In eval mode (and on GPU) LLM.int8 also quantizes the activations (per row, from fp16).
+    model.eval()
+    with torch.no_grad():
+        int8_logits = model(input_ids=batch()).logits
+    error = (int8_logits - expected).abs().max()
+    assert 0 < error < 0.02 * expected.abs().max()
+
+
+def test_8bit_cast_warning_is_logged_once(caplog, monkeypatch):
+    import logging
+
+    from xft.model.quant import BNB_INT8_LOGGER
+
+    # The filter is per process; start from none, as a fresh run does.
+    monkeypatch.setattr(logging.getLogger(BNB_INT8_LOGGER), "filters", [])
+    model = build(LORA, quantization=INT8).eval()
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        model(input_ids=batch())
+        model(input_ids=batch())
+    casts = [r for r in caplog.records if "inputs will be cast" in r.getMessage()]
+    assert len(casts) == 1
 
 
 def test_qlora_adapter_loads_with_stock_peft_on_a_full_precision_base(tmp_path):
@@ -445,3 +467,18 @@ def test_qlora_with_loraplus_on_mmengine_steps_b_at_the_ratio_lr(tmp_path):
                                atol=0)
     for name, value in initial_a.items():
         torch.testing.assert_close(dict(built.model.named_parameters())[name], value)
+
+
+def test_bitsandbytes_import_is_quiet_through_xft():
+    """Plain `import bitsandbytes` warns about an optional hub kernel on CPUs with
+    AVX512-BF16; xft's import (done before peft's) must not."""
+    import subprocess
+
+    def stderr_of(code):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stderr
+
+    if "kernels-community" not in stderr_of("import bitsandbytes"):
+        pytest.skip("this CPU's bitsandbytes backend logs nothing at import")
+    assert "kernels-community" not in stderr_of(
+        "from xft.model.quant import import_bitsandbytes; import_bitsandbytes(); import peft")

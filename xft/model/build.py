@@ -64,6 +64,8 @@ def build_model(experiment):
 
 
 def count_parameters(model):
+    if hasattr(model, "get_nb_trainable_parameters"):  # peft: counts packed 4-bit weights right
+        return model.get_nb_trainable_parameters()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total

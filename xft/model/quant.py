@@ -14,6 +14,22 @@ from xft.errors import ConfigError
 
 # The logger of bitsandbytes' CPU backend, whose only import-time message is the one above.
 BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+# 8-bit layers log "inputs will be cast from <dtype> to float16" on every forward of every
+# layer (LLM.int8 quantizes activations from fp16); once per message is enough.
+BNB_INT8_LOGGER = "bitsandbytes.autograd._functions"
+
+
+class OncePerMessage(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def filter(self, record):
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
 
 
 def import_bitsandbytes(required=False):
@@ -49,6 +65,9 @@ def bitsandbytes_config(quant_cfg, model_dtype):
     from transformers import BitsAndBytesConfig
 
     if quant_cfg.bits == 8:
+        int8_logger = logging.getLogger(BNB_INT8_LOGGER)
+        if not any(isinstance(f, OncePerMessage) for f in int8_logger.filters):
+            int8_logger.addFilter(OncePerMessage())
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=quant_cfg.quant_type,
