@@ -32,7 +32,7 @@ setup(
     extras_require={
         "qlora": ["bitsandbytes>=0.50"],
         "deepspeed": ["deepspeed"],
-        "test": ["pytest"],
+        "test": ["pytest", "bitsandbytes>=0.50"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

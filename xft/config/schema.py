@@ -19,12 +19,26 @@ REQUIRED = dataclasses.MISSING
 
 
 @dataclass
+class QuantizationCfg:
+    """Load the base model's linear layers quantized by bitsandbytes (QLoRA)."""
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"  # 4-bit data type
+    double_quant: bool = True  # 4-bit: quantize the per-block scales too (~0.4 bit/param saved)
+    # dtype the quantized layers compute in (4-bit); None: model.dtype ('auto' → bfloat16
+    # on CUDA, float32 on CPU).
+    compute_dtype: Optional[Literal["float32", "bfloat16", "float16"]] = None
+
+
+@dataclass
 class ModelCfg:
     path: str = REQUIRED  # hub id, local directory, or xft://NAME for a shipped model
+    # Weights dtype: float32 on CPU; bfloat16/float16 on GPU (trainable LoRA weights stay fp32).
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = "sdpa"
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
+    # None: full-precision weights. Set (with method.type='lora') for QLoRA; needs bitsandbytes.
+    quantization: Optional[QuantizationCfg] = None
 
 
 @dataclass
@@ -35,12 +49,23 @@ class TokenizerCfg:
 
 @dataclass
 class MethodCfg:
-    type: Literal["full", "lora"] = "lora"
+    # full: train every weight; lora: low-rank adapters (QLoRA with model.quantization);
+    # freeze: train only the top `trainable_layers` decoder layers (and the head if asked).
+    type: Literal["full", "lora", "freeze"] = "lora"
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
     # 'all-linear' (every linear layer except the output head) or a list of module names.
     target_modules: Union[str, List[str]] = "all-linear"
+    use_dora: bool = False  # LoRA: weight-decomposed adapters (DoRA)
+    use_rslora: bool = False  # LoRA: scale by alpha/sqrt(r) instead of alpha/r (rsLoRA)
+    # LoRA+: lora_B matrices (and 1-D trainable weights, as in peft) get lr × this ratio.
+    loraplus_lr_ratio: Optional[float] = None
+    # LoRA: modules trained fully and saved with the adapter (e.g. embed_tokens, lm_head
+    # after a vocabulary extension). freeze: further modules to train.
+    modules_to_save: List[str] = field(default_factory=list)
+    trainable_layers: int = 2  # freeze: how many top decoder layers train
+    train_head: bool = False  # freeze: also train the output head (tied: the embeddings too)
 
 
 @dataclass
@@ -109,7 +134,31 @@ class Experiment:
 def validate(raw: dict) -> Experiment:
     """Build an Experiment from a plain dict, or raise ConfigError naming the key."""
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
-    return _build(Experiment, public, path="")
+    experiment = _build(Experiment, public, path="")
+    _check_method(experiment.method, experiment.model)
+    return experiment
+
+
+LORA_ONLY = ("use_dora", "use_rslora", "loraplus_lr_ratio")
+
+
+def _check_method(method, model):
+    """Combinations the schema's types cannot express."""
+    if model.quantization is not None and method.type != "lora":
+        raise ConfigError(f"'model.quantization' needs method.type='lora' (QLoRA), got "
+                          f"'{method.type}': quantized weights cannot be trained directly")
+    if method.type != "lora":
+        for name in LORA_ONLY:
+            if getattr(method, name) not in (False, None):
+                raise ConfigError(f"'method.{name}' applies to method.type='lora' only, "
+                                  f"got type '{method.type}'")
+    if method.type == "full" and method.modules_to_save:
+        raise ConfigError("'method.modules_to_save' is meaningless with method.type='full' "
+                          "(every module trains)")
+    if method.loraplus_lr_ratio is not None and method.loraplus_lr_ratio <= 0:
+        raise ConfigError(f"'method.loraplus_lr_ratio' must be > 0, got {method.loraplus_lr_ratio}")
+    if method.type == "freeze" and method.trainable_layers < 0:
+        raise ConfigError(f"'method.trainable_layers' must be >= 0, got {method.trainable_layers}")
 
 
 def _build(cls, raw, path):

@@ -37,6 +37,10 @@ class CausalLMModel(BaseModel):
         super().__init__(data_preprocessor=dict(type="BaseDataPreprocessor"))
         self.lm = lm
 
+    def init_weights(self):
+        """Nothing to initialise: the weights are pretrained (adapters initialised by peft).
+        MMEngine's default would also take every weight's mean, which fails on 4/8-bit ones."""
+
     def forward(self, input_ids, attention_mask, labels, mode="loss"):
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
@@ -144,7 +148,7 @@ def run_mmengine(built, resume=None):
     max_norm = exp.optim.max_grad_norm if exp.optim.max_grad_norm is not None else math.inf
     def make_optimizer(params):
         # Runner offers all parameters; xft's optimizer picks the trainable groups itself.
-        return build_optimizer(built.model, exp.optim)
+        return build_optimizer(built.model, exp.optim, exp.method)
 
     # Given as a config (not an instance) so Runner builds it with its own MessageHub,
     # where the gradient norm is recorded.

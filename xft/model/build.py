@@ -1,8 +1,12 @@
-"""Load the tokenizer and the model a config declares, and apply the method (full / LoRA)."""
+"""Load the tokenizer and the model a config declares, and apply the method (xft.model.methods)."""
+
+import os
 
 import torch
 
 from xft.errors import ConfigError
+from xft.model.methods import apply_method
+from xft.model.quant import bitsandbytes_config, import_bitsandbytes
 from xft.paths import resolve_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -28,38 +32,40 @@ def build_tokenizer(experiment):
     return tokenizer
 
 
-def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remote_code=False):
+def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remote_code=False,
+                   quantization_config=None):
     from transformers import AutoModelForCausalLM
 
     path = resolve_path(path)
+    kwargs = {}
+    if quantization_config is not None and torch.cuda.is_available():
+        # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     try:
         return AutoModelForCausalLM.from_pretrained(
             path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code)
+            trust_remote_code=trust_remote_code, quantization_config=quantization_config,
+            **kwargs)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load model from '{path}': {e}") from None
 
 
 def build_model(experiment):
-    """The model ready to train: base weights loaded, method applied."""
+    """The model ready to train: base weights loaded (quantized for QLoRA), method applied."""
     cfg = experiment.model
-    model = load_causal_lm(cfg.path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    method = experiment.method
-    if method.type == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        if cfg.gradient_checkpointing:
-            model.enable_input_require_grads()
-        lora = LoraConfig(r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                          target_modules=method.target_modules, task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
-    return model
+    quantization = None
+    if cfg.quantization is not None:
+        quantization = bitsandbytes_config(cfg.quantization, cfg.dtype)
+    else:
+        import_bitsandbytes()  # before peft imports it, to keep its import quiet
+    model = load_causal_lm(cfg.path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code,
+                           quantization)
+    return apply_method(model, experiment.method, cfg.gradient_checkpointing)
 
 
 def count_parameters(model):
+    if hasattr(model, "get_nb_trainable_parameters"):  # peft: counts packed 4-bit weights right
+        return model.get_nb_trainable_parameters()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
