@@ -366,3 +366,14 @@ def test_auto_needs_a_tokenizer_with_a_chat_template():
     bare = PreTrainedTokenizerFast(tokenizer_object=family_tokenizer("chatml").backend_tokenizer)
     with pytest.raises(ConfigError, match="chat_template"):
         get_template("auto", bare)
+
+
+def test_train_on_is_a_validated_data_option():
+    from xft.config.schema import validate
+
+    base = dict(model=dict(path="xft://tiny-llama"), template="chatml",
+                datasets=[dict(path="x.json")])
+    assert validate(base).data.train_on == "all"
+    assert validate(dict(base, data=dict(train_on="last"))).data.train_on == "last"
+    with pytest.raises(ConfigError, match="did you mean 'last'"):
+        validate(dict(base, data=dict(train_on="lst")))
