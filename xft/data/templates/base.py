@@ -47,7 +47,9 @@ class ChatTemplate:
     default_system: Optional[str] = None  # used when a conversation has no system message
     prefix: str = ""  # text at the very start, e.g. '{bos_token}'
     generation_prompt: Optional[str] = None  # what add_generation_prompt appends; None: assistant_prefix
-    closing: str = ""  # appended after the last message when there is no generation prompt
+    # Appended after the last message when there is no generation prompt; trained when it
+    # directly follows a trained reply (it is then the model's end of text).
+    closing: str = ""
     strip_roles: Tuple[str, ...] = ()  # roles whose content the official template trims
     alternate: bool = False  # user/assistant must alternate (tool messages and calls excepted)
     # Tool results: each 'tool' message is rendered with `tool`; a run of consecutive
@@ -102,6 +104,7 @@ class ChatTemplate:
         system, body = self._split_system(messages)
         self._check_roles(body)
         last_answer = max((i for i, m in enumerate(body) if m["role"] == "assistant"), default=-1)
+        trained = False  # whether the latest reply is trained
         emit(self._fill(self.prefix))
         if system is not None and self.system_placement == "turn":
             emit(self._fill(self.system, self._strip("system", system)))
@@ -135,7 +138,8 @@ class ChatTemplate:
             prompt = self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
             emit(self._fill(prompt))
         else:
-            emit(self._fill(self.closing))
+            ends_with_reply = last_answer == len(body) - 1
+            emit(self._fill(self.closing), trained=trained and ends_with_reply)
         return Rendered("".join(parts), tuple(spans))
 
     def _split_system(self, messages):

@@ -93,6 +93,15 @@ FAMILIES = [
         prefix="{bos_token}", system="{content}\n\n", user="User: {content}\n\n",
         assistant_prefix="Assistant: ", assistant_suffix="{eos_token}",
         generation_prompt="Assistant:"),
+    # ChatGLM3's chat_template ends a reply with nothing (generation stops at the next role
+    # token). Like ChatGLM3's own fine-tuning script, xft closes a conversation with EOS so the
+    # model learns to stop; prompts (add_generation_prompt) are exactly the official ones.
+    ChatTemplate(
+        name="chatglm3", description="ChatGLM3 (role tokens; EOS closes a conversation)",
+        prefix="[gMASK]sop", system="<|system|>\n {content}", user="<|user|>\n {content}",
+        assistant_prefix="<|assistant|>\n ", assistant_suffix="",
+        generation_prompt="<|assistant|>", closing="{eos_token}",
+        stop_words=("<|user|>", "<|observation|>")),
     ChatTemplate(
         name="zephyr", description="Zephyr (<|user|>/<|assistant|> turns ended by EOS)",
         system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
