@@ -96,7 +96,7 @@ def jinja_render(tokenizer, chat_template, messages, add_generation_prompt=False
 
 
 def cases():
-    """(messages, add_generation_prompt): whole conversations and the prompt before each last reply."""
+    """(messages, add_generation_prompt): each conversation, and the prompt for its last reply."""
     for key, messages in CONVERSATIONS.items():
         yield pytest.param(messages, False, id=key)
         yield pytest.param(messages[:-1], True, id=key + "-prompt")
@@ -372,6 +372,8 @@ def test_auto_train_on_last_and_loss_flags():
         got = get_template("auto", with_reference, train_on).render(messages)
         want = get_template("chatml", tokenizer, train_on).render(messages)
         assert got == want
+        auto = get_template("auto", with_reference, train_on)
+        assert jinja_render(with_reference, auto.to_jinja(), messages) == got.text
 
 
 def test_auto_needs_a_tokenizer_with_a_chat_template():
@@ -391,3 +393,16 @@ def test_train_on_is_a_validated_data_option():
     assert validate(dict(base, data=dict(train_on="last"))).data.train_on == "last"
     with pytest.raises(ConfigError, match="did you mean 'last'"):
         validate(dict(base, data=dict(train_on="lst")))
+
+
+def test_malformed_tool_calls_name_the_field():
+    template = get_template("qwen2_chat", family_tokenizer("qwen2_chat"))
+    bad = [TOOL_CHAT[0], {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]}]
+    with pytest.raises(RecordError, match=r"messages\[1\]\.tool_calls\[0\]"):
+        template.render(bad)
+
+
+def test_a_misspelled_option_fails_when_the_template_is_declared():
+    with pytest.raises(ValueError, match="system_placement"):
+        ChatTemplate(name="x", user="{content}", assistant_prefix="", assistant_suffix="",
+                     system_placement="first")

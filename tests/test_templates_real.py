@@ -85,6 +85,10 @@ def test_auto_on_mistral_v3(mistral):
     # With a system prompt its text moves between turns: auto refuses instead of guessing.
     with pytest.raises(RecordError, match="growing prefixes"):
         auto.render(CONVERSATIONS["multi_system"])
+    # A chat prompt needs no spans, so chat still works with it.
+    prompt = CONVERSATIONS["multi_system"][:-1]
+    assert auto.render(prompt, add_generation_prompt=True).text == apply(
+        mistral, prompt, tokenize=False, add_generation_prompt=True)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +120,8 @@ def internlm2_chat(shared_data, tmp_path_factory):
     from transformers import AutoTokenizer
 
     model = sentencepiece_model_pb2.ModelProto()
-    model.ParseFromString((shared_data / "tokenizers" / "internlm2" / "tokenizer.model").read_bytes())
+    source = shared_data / "tokenizers" / "internlm2" / "tokenizer.model"
+    model.ParseFromString(source.read_bytes())
     for index, name in INTERNLM2_CHAT_TOKENS.items():
         model.pieces[index].piece = name
         model.pieces[index].type = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED

@@ -7,11 +7,12 @@ growing prefixes of the conversation:
     before = render(messages[:i], add_generation_prompt=True)   # up to assistant turn i
     after  = render(messages[:i + 1])                           # including turn i
 
-Turn i's reply is the text `after` adds to `before`, from where its content
+Turn i's reply is the text `after` adds to `before`: from where its content
 starts (found by rendering a marker in place of the content, which skips
-scaffolding such as "Assistant: " that the generation prompt lacks) to the last token that `after` shares with `full` (so text that a template
-only writes at the very end, e.g. a closing EOS, is not claimed by earlier
-turns), minus trailing whitespace (the line break between turns is not
+scaffolding such as the space of "Assistant: " that a generation prompt
+"Assistant:" lacks) to the last token that `after` shares with `full` (so text
+a template writes only at the very end, e.g. a closing EOS, is not claimed by
+earlier turns), minus trailing whitespace (the line break between turns is not
 trained). The reply must sit at the same place in `full`: a template that
 rewrites earlier text when later messages arrive (Mistral v0.3 moves the system
 prompt into the last user turn; reasoning templates drop earlier thoughts) is
@@ -22,7 +23,6 @@ from dataclasses import dataclass, replace
 
 from xft.data.templates.base import TRAIN_ON, Rendered
 from xft.errors import ConfigError, RecordError
-
 
 CONTENT_MARKER = "\ue000xft-reply\ue000"  # private-use characters: never in real text
 
@@ -58,6 +58,10 @@ class AutoTemplate:
 
     def render(self, messages, add_generation_prompt=False) -> Rendered:
         full = self._jinja(messages, add_generation_prompt)
+        if add_generation_prompt:
+            # A prompt for generation (xft chat) trains nothing; skipping the spans also lets
+            # chat use templates that rewrite earlier turns.
+            return Rendered(full, ())
         answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         spans = []
         for i in answers:

@@ -21,6 +21,7 @@ from xft.errors import ConfigError, RecordError
 
 PLACEHOLDER = re.compile(r"\{(content|bos_token|eos_token|tool_call_id)\}")
 TRAIN_ON = ("all", "last")
+SYSTEM_PLACEMENTS = ("turn", "first_user", "final_user")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class ChatTemplate:
     system_placement: str = "turn"
     default_system: Optional[str] = None  # used when a conversation has no system message
     prefix: str = ""  # text at the very start, e.g. '{bos_token}'
-    generation_prompt: Optional[str] = None  # what add_generation_prompt appends; None: assistant_prefix
+    # What add_generation_prompt appends; None means assistant_prefix.
+    generation_prompt: Optional[str] = None
     # Appended after the last message when there is no generation prompt; trained when it
     # directly follows a trained reply (it is then the model's end of text).
     closing: str = ""
@@ -62,6 +64,14 @@ class ChatTemplate:
     # Set by bind(): the tokenizer's special tokens and which assistant turns are trained.
     special_tokens: Tuple[Tuple[str, str], ...] = ()
     train_on: str = "all"
+
+    def __post_init__(self):  # a misspelled option fails when the registry is built
+        if self.system_placement not in SYSTEM_PLACEMENTS:
+            raise ValueError(f"template '{self.name}': system_placement must be one of "
+                             f"{SYSTEM_PLACEMENTS}, got {self.system_placement!r}")
+        if self.tool_calls is not None and self.tool_calls not in TOOL_CALL_STYLES:
+            raise ValueError(f"template '{self.name}': unknown tool_calls style "
+                             f"{self.tool_calls!r}")
 
     # ------------------------------------------------------------------ binding
 
@@ -135,12 +145,14 @@ class ChatTemplate:
                 if i == len(body) - 1 or body[i + 1]["role"] != "tool":
                     emit(self.tool_group[1])
         if add_generation_prompt:
-            prompt = self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
-            emit(self._fill(prompt))
+            emit(self._fill(self._generation_prompt()))
         else:
             ends_with_reply = last_answer == len(body) - 1
             emit(self._fill(self.closing), trained=trained and ends_with_reply)
         return Rendered("".join(parts), tuple(spans))
+
+    def _generation_prompt(self):
+        return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
 
     def _split_system(self, messages):
         if messages and messages[0]["role"] == "system":
@@ -159,13 +171,16 @@ class ChatTemplate:
                 what = "tool results" if role == "tool" else "assistant tool_calls"
                 raise RecordError(f"template '{self.name}' cannot render {what}",
                                   field=f"messages[{i}]")
+            if msg.get("tool_calls"):
+                _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
             if role not in ("user", "assistant", "tool"):
                 raise RecordError(f"template '{self.name}' cannot render role {role!r}",
                                   field=f"messages[{i}].role")
             if self.alternate and role != "tool" and not msg.get("tool_calls"):
                 if role != expected:
-                    raise RecordError(f"template '{self.name}' needs user and assistant messages "
-                                      "to alternate, starting with user", field=f"messages[{i}].role")
+                    raise RecordError(f"template '{self.name}' needs user and assistant "
+                                      "messages to alternate, starting with user",
+                                      field=f"messages[{i}].role")
                 expected = "assistant" if role == "user" else "user"
 
     def _strip(self, role, content):
@@ -181,27 +196,28 @@ class ChatTemplate:
 
     def to_jinja(self) -> str:
         """A jinja chat_template that renders exactly what render() renders."""
+        default = "none" if self.default_system is None else _lit(self.default_system)
         out = [self._expr(self.prefix)]
         out.append("{%- if messages and messages[0]['role'] == 'system' -%}"
                    "{%- set system = messages[0]['content'] -%}"
                    "{%- set loop_messages = messages[1:] -%}{%- else -%}"
-                   f"{{%- set system = {_lit(self.default_system) if self.default_system is not None else 'none'} -%}}"
+                   f"{{%- set system = {default} -%}}"
                    "{%- set loop_messages = messages -%}{%- endif -%}")
         if not self.system:
             out.append("{%- if system is not none -%}"
-                       f"{{{{ raise_exception({_lit(f'template {self.name} has no system role')}) }}}}"
-                       "{%- endif -%}")
+                       + _raise(f"template {self.name} has no system role") + "{%- endif -%}")
         elif self.system_placement == "turn":
             out.append("{%- if system is not none -%}"
-                       + self._expr(self.system, self._trimmed("system", "system")) + "{%- endif -%}")
+                       + self._expr(self.system, self._trimmed("system", "system"))
+                       + "{%- endif -%}")
         if self.alternate:
             out.append("{%- set ns = namespace(expected='user') -%}"
                        "{%- for message in loop_messages -%}"
                        "{%- if message['role'] != 'tool' and not message.tool_calls -%}"
                        "{%- if message['role'] != ns.expected -%}"
-                       f"{{{{ raise_exception({_lit('roles must alternate user/assistant')}) }}}}"
-                       "{%- endif -%}"
-                       "{%- set ns.expected = 'assistant' if message['role'] == 'user' else 'user' -%}"
+                       + _raise("roles must alternate user/assistant") + "{%- endif -%}"
+                       "{%- set ns.expected = 'assistant' if message['role'] == 'user' "
+                       "else 'user' -%}"
                        "{%- endif -%}{%- endfor -%}")
         out.append("{%- for message in loop_messages -%}")
         out.append("{%- if message['role'] == 'user' -%}")
@@ -232,11 +248,9 @@ class ChatTemplate:
             out.append(self._expr(self.tool, "message['content']"))
             out.append("{%- if loop.last or loop.nextitem['role'] != 'tool' -%}"
                        + self._expr(self.tool_group[1]) + "{%- endif -%}")
-        out.append("{%- else -%}"
-                   f"{{{{ raise_exception({_lit(f'template {self.name} cannot render this role')}) }}}}"
-                   "{%- endif -%}{%- endfor -%}")
-        prompt = self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
-        out.append("{%- if add_generation_prompt -%}" + self._expr(prompt)
+        out.append("{%- else -%}" + _raise(f"template {self.name} cannot render this role")
+                   + "{%- endif -%}{%- endfor -%}")
+        out.append("{%- if add_generation_prompt -%}" + self._expr(self._generation_prompt())
                    + "{%- else -%}" + self._expr(self.closing) + "{%- endif -%}")
         return "".join(out)
 
@@ -314,6 +328,17 @@ TOOL_CALL_STYLES = {
 }
 
 
+def _check_tool_calls(calls, where):
+    if not isinstance(calls, list):
+        raise RecordError("must be a list", field=where)
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (isinstance(function, dict) and isinstance(function.get("name"), str)
+                and "arguments" in function):
+            raise RecordError("must be {'function': {'name': ..., 'arguments': ...}}",
+                              field=f"{where}[{j}]")
+
+
 def _tool_call_id(msg, template):
     if "{tool_call_id}" not in template.tool:
         return ""
@@ -337,6 +362,10 @@ def check_stop_words(template, tokenizer):
 def _tojson(value):
     """What the tojson filter of transformers' chat-template jinja writes."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def _raise(message):
+    return "{{ raise_exception(" + _lit(message) + ") }}"
 
 
 def _lit(text):
