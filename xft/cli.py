@@ -98,7 +98,8 @@ def build_parser():
                            help="JSONL of {messages} → JSONL of {text, input_ids, labels}")
     r.add_argument("--template", required=True, help="template name (see `xft template list`)")
     r.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
-    r.add_argument("--input", required=True, help="JSON Lines file, one {\"messages\": [...]} a line")
+    r.add_argument("--input", required=True,
+                   help='JSON Lines file, one {"messages": [...]} a line')
     r.add_argument("--output", help="write here instead of stdout")
     r.add_argument("--train-on", choices=["all", "last"], default="all",
                    help="train every assistant turn (all) or only the final one (last)")
