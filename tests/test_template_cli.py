@@ -51,13 +51,14 @@ def test_render_writes_text_ids_and_labels(tmp_path, capsys):
     assert tokenizer.decode(trained) == "Bye!<|im_end|>"
 
 
-def test_bad_line_is_named_in_one_line(tmp_path):
+def test_bad_line_is_named_in_one_line(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"messages": CHATS[0]}), "",
                                               '{"messages": [{"role": "user"}]}'])
-    result = run_cli("template", "render", "--template", "chatml", "--tokenizer",
-                     "xft://tiny-llama", "--input", str(src), check=False)
-    assert result.returncode == 1 and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
+    assert main(["template", "render", "--template", "chatml", "--tokenizer", "xft://tiny-llama",
+                 "--input", str(src)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing half-written
+    lines = captured.err.strip().splitlines()
     assert len(lines) == 1
     assert f"{src} line 3" in lines[0] and "messages[0].content" in lines[0]
 
