@@ -60,7 +60,7 @@ FAMILIES = [
         assistant_suffix=" {eos_token}", generation_prompt="", alternate=True,
         strip_roles=("user", "assistant")),
     ChatTemplate(
-        name="llama3_chat", description="Llama 3 / 3.1 instruct (header ids, <|eot_id|>)",
+        name="llama3_chat", description="Llama 3 instruct (header ids, <|eot_id|>)",
         prefix="{bos_token}",
         system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
         user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
