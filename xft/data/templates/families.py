@@ -41,7 +41,7 @@ FAMILIES = [
         default_system="You are a helpful assistant.",
         tool="\n<tool_response>\n{content}\n</tool_response>",
         tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen", **_CHATML),
-    ChatTemplate(name="yi_chat", description="Yi chat (ChatML, no default system prompt)",
+    ChatTemplate(name="yi_chat", description="Yi-6B/34B chat (ChatML, no default system prompt)",
                  **_CHATML),
     ChatTemplate(name="internlm2_chat", description="InternLM2 chat (BOS + ChatML)",
                  prefix="{bos_token}", **_CHATML),
