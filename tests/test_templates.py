@@ -406,3 +406,15 @@ def test_a_misspelled_option_fails_when_the_template_is_declared():
     with pytest.raises(ValueError, match="system_placement"):
         ChatTemplate(name="x", user="{content}", assistant_prefix="", assistant_suffix="",
                      system_placement="first")
+
+
+@pytest.mark.parametrize("name", ["default", "alpaca"])
+def test_base_model_templates_work_with_a_tokenizer_without_bos(name):
+    tokenizer = family_tokenizer("qwen2_chat")  # no BOS, EOS <|endoftext|>
+    assert tokenizer.bos_token is None
+    template = get_template(name, tokenizer)
+    messages = CONVERSATIONS["multi_system"]
+    text = template.render(messages).text
+    assert text == jinja_render(tokenizer, reference(name), messages)
+    assert text == jinja_render(tokenizer, template.to_jinja(), messages)
+    assert text.count("<|endoftext|>") == 2
