@@ -38,6 +38,18 @@ def cmd_chat(args):
     run_chat(args)
 
 
+def cmd_template(args):
+    from xft.tools import template_cli
+
+    if args.action == "list":
+        template_cli.list_templates()
+        return
+    count = template_cli.render_file(args.template, args.tokenizer, args.input, args.output,
+                                     args.train_on)
+    if args.output:
+        print(f"xft: wrote {count} samples to {args.output}")
+
+
 def build_parser():
     from mmengine.config import DictAction
 
@@ -77,6 +89,21 @@ def build_parser():
     p.add_argument("--prompt", help="answer this one prompt and exit")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("template", parents=[common], help="list chat templates, or render data "
+                       "with one to see its tokens and labels")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", parents=[common], help="template names with a description")
+    r = actions.add_parser("render", parents=[common],
+                           help="JSONL of {messages} → JSONL of {text, input_ids, labels}")
+    r.add_argument("--template", required=True, help="template name (see `xft template list`)")
+    r.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
+    r.add_argument("--input", required=True,
+                   help='JSON Lines file, one {"messages": [...]} a line')
+    r.add_argument("--output", help="write here instead of stdout")
+    r.add_argument("--train-on", choices=["all", "last"], default="all",
+                   help="train every assistant turn (all) or only the final one (last)")
+    p.set_defaults(func=cmd_template)
     return parser
 
 

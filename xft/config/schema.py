@@ -88,6 +88,9 @@ class DataCfg:
     truncation: Literal["drop", "truncate"] = "drop"
     # A bad record fails the run with file/record/field (error) or is skipped and counted.
     on_bad_record: Literal["error", "skip"] = "error"
+    # Which assistant turns of a conversation carry loss: every one ('all') or only the
+    # final one ('last'). A message's own `loss` flag overrides this.
+    train_on: Literal["all", "last"] = "all"
     shuffle: bool = True
     num_workers: int = 0
 

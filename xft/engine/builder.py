@@ -29,8 +29,8 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     import transformers
 
     transformers.set_seed(experiment.seed)
-    template = get_template(experiment.template)
     tokenizer = build_tokenizer(experiment)
+    template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     dataset, _ = build_dataset(experiment, tokenizer, template, log=log)
     plan = plan_training(len(dataset), experiment.train)
     model = build_model(experiment)

@@ -71,8 +71,8 @@ def load_chat_model(model_path, adapter=None, template_name=None):
     template_name = template_name or read_meta(meta_dir).get("template")
     if template_name is None:
         raise XftError(f"no chat template recorded in {meta_dir}; pass --template NAME")
-    template = get_template(template_name)
     tokenizer = AutoTokenizer.from_pretrained(meta_dir)
+    template = get_template(template_name, tokenizer)
     model = load_causal_lm(model_path)
     if adapter is not None:
         from peft import PeftModel

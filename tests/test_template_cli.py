@@ -1,0 +1,73 @@
+"""`xft template list` / `xft template render`, checked against apply_chat_template."""
+
+import json
+
+from conftest import run_cli
+from transformers import AutoTokenizer
+
+from xft.cli import main
+from xft.data.encode import encode_conversations
+from xft.data.templates import TEMPLATES, get_template
+from xft.paths import resolve_path
+
+CHATS = [
+    [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Tuna."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"},
+     {"role": "assistant", "content": "Bye!"}],
+]
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_list_names_every_template_with_a_description():
+    lines = run_cli("template", "list").stdout.splitlines()
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in lines}
+    assert set(listed) == set(TEMPLATES)
+    assert listed["auto"] == TEMPLATES["auto"].description
+
+
+def test_render_writes_text_ids_and_labels(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"messages": m}) for m in CHATS])
+    out = tmp_path / "out.jsonl"
+    assert main(["template", "render", "--template", "chatml", "--tokenizer", "xft://tiny-llama",
+                 "--input", str(src), "--output", str(out)]) == 0
+    assert "wrote 2 samples" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+    samples, _ = encode_conversations(CHATS, get_template("chatml", tokenizer), tokenizer, 4096)
+    for row, messages, sample in zip(rows, CHATS, samples):
+        assert row["text"] == tokenizer.apply_chat_template(messages, tokenize=False)
+        assert row["input_ids"] == list(tokenizer.apply_chat_template(messages)["input_ids"])
+        assert row["labels"] == sample["labels"]
+    # stdout when no --output; --train-on last leaves one trained stretch
+    assert main(["template", "render", "--template", "chatml", "--tokenizer", "xft://tiny-llama",
+                 "--input", str(src), "--train-on", "last"]) == 0
+    last = json.loads(capsys.readouterr().out.splitlines()[1])
+    trained = [t for t, label in zip(last["input_ids"], last["labels"]) if label != -100]
+    assert tokenizer.decode(trained) == "Bye!<|im_end|>"
+
+
+def test_bad_line_is_named_in_one_line(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"messages": CHATS[0]}), "",
+                                              '{"messages": [{"role": "user"}]}'])
+    assert main(["template", "render", "--template", "chatml", "--tokenizer", "xft://tiny-llama",
+                 "--input", str(src)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing half-written
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert f"{src} line 3" in lines[0] and "messages[0].content" in lines[0]
+
+
+def test_render_errors_for_bad_json_and_unknown_template(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", ["{not json"])
+    assert main(["template", "render", "--template", "chatml", "--tokenizer", "xft://tiny-llama",
+                 "--input", str(src)]) == 1
+    assert f"{src} line 1: invalid JSON" in capsys.readouterr().err
+    assert main(["template", "render", "--template", "qwen9", "--tokenizer", "xft://tiny-llama",
+                 "--input", str(src)]) == 1
+    assert "unknown chat template 'qwen9'" in capsys.readouterr().err

@@ -1,0 +1,420 @@
+"""Every registered template against its family's reference jinja (official chat_template, or the
+documented format for base-model templates) in tests/fixtures/chat_templates/.
+
+Each family gets a test tokenizer: xft's tiny byte-level BPE plus the family's special tokens
+(BOS, EOS, turn markers). Real tokenizers are tested in test_templates_real.py.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
+from xft.data.encode import IGNORE_INDEX, encode_conversations
+from xft.data.templates import TEMPLATES, ChatTemplate, get_template
+from xft.errors import ConfigError, RecordError
+from xft.paths import resolve_path
+
+FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
+
+# (bos, eos, other special tokens) of each family's tokenizer.
+FAMILY_TOKENS = {
+    "default": ("<s>", "</s>", []),
+    "alpaca": ("<s>", "</s>", []),
+    "chatml": (None, "<|im_end|>", ["<|im_start|>"]),
+    "qwen2_chat": (None, "<|endoftext|>", ["<|im_start|>", "<|im_end|>"]),
+    "yi_chat": ("<|startoftext|>", "<|im_end|>", ["<|im_start|>"]),
+    "internlm2_chat": ("<s>", "</s>", ["<|im_start|>", "<|im_end|>"]),
+    "vicuna": ("<s>", "</s>", []),
+    "llama2_chat": ("<s>", "</s>", []),
+    "llama3_chat": ("<|begin_of_text|>", "<|end_of_text|>",
+                    ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
+    "mistral": ("<s>", "</s>", []),
+    "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
+    "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+    "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),
+    "zephyr": ("<s>", "</s>", []),
+    "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
+                                "<|observation|>"]),
+}
+# The one deliberate difference from a reference: xft closes a ChatGLM3 conversation with EOS
+# (its chat_template ends a reply with nothing; ChatGLM3's fine-tuning script appends EOS).
+APPENDS_EOS = {"chatglm3"}
+# mistral_v3's reference is its real tokenizer_config (test_templates_real.py); auto has none.
+NO_FIXTURE = {"mistral_v3", "auto"}
+
+SYSTEM = {"role": "system", "content": "You are Tuna, a terse assistant."}
+CONVERSATIONS = {
+    "single": [{"role": "user", "content": "Who are you?"},
+               {"role": "assistant", "content": "I am Tuna."}],
+    "single_system": [SYSTEM, {"role": "user", "content": "Name a fish."},
+                      {"role": "assistant", "content": "Tuna."}],
+    "multi_system": [SYSTEM,
+                     {"role": "user", "content": "你是谁?"},
+                     {"role": "assistant", "content": "我是Tuna。"},
+                     {"role": "user", "content": "And  who made you?\n"},
+                     {"role": "assistant", "content": " The xft team, with spaces "}],
+    "multi": [{"role": "user", "content": " hi "},
+              {"role": "assistant", "content": "Hello!\nHow can I help?"},
+              {"role": "user", "content": "Count to 3."},
+              {"role": "assistant", "content": "1, 2, 3."}],
+}
+TOOL_CHAT = [
+    {"role": "user", "content": "Weather in Paris and Rome?"},
+    {"role": "assistant", "content": "",
+     "tool_calls": [{"id": "call12345", "type": "function",
+                     "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                    {"id": "call67890", "type": "function",
+                     "function": {"name": "get_weather", "arguments": {"city": "Rome"}}}]},
+    {"role": "tool", "tool_call_id": "call12345", "content": '{"temp": 21}'},
+    {"role": "tool", "tool_call_id": "call67890", "content": '{"temp": 25}'},
+    {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
+]
+TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3"}
+
+
+@lru_cache(maxsize=None)
+def family_tokenizer(name):
+    bos, eos, extra = FAMILY_TOKENS[name]
+    backend = Tokenizer.from_file(str(Path(resolve_path("xft://tiny-llama")) / "tokenizer.json"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos,
+                                        additional_special_tokens=extra)
+    tokenizer.pad_token = tokenizer.eos_token  # the aliasing that masks EOS in other toolkits
+    return tokenizer
+
+
+def reference(name):
+    return (FIXTURES / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+def jinja_render(tokenizer, chat_template, messages, add_generation_prompt=False, tokenize=False):
+    out = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=tokenize,
+                                        add_generation_prompt=add_generation_prompt)
+    return list(out["input_ids"]) if tokenize else out
+
+
+def cases():
+    """(messages, add_generation_prompt): each conversation, and the prompt for its last reply."""
+    for key, messages in CONVERSATIONS.items():
+        yield pytest.param(messages, False, id=key)
+        yield pytest.param(messages[:-1], True, id=key + "-prompt")
+
+
+FAMILIES = sorted(FAMILY_TOKENS)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("messages, add_generation_prompt", list(cases()))
+def test_text_equals_reference_jinja(name, messages, add_generation_prompt):
+    tokenizer = family_tokenizer(name)
+    template = get_template(name, tokenizer)
+    try:
+        expected = jinja_render(tokenizer, reference(name), messages, add_generation_prompt)
+    except Exception as e:  # the reference refuses (e.g. gemma has no system role)
+        assert "not supported" in str(e)
+        with pytest.raises(RecordError):
+            template.render(messages, add_generation_prompt)
+        return
+    if name in APPENDS_EOS and not add_generation_prompt:
+        expected += tokenizer.eos_token
+    assert template.render(messages, add_generation_prompt).text == expected
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("key", CONVERSATIONS)
+def test_tokens_equal_apply_chat_template(name, key):
+    tokenizer = family_tokenizer(name)
+    messages = CONVERSATIONS[key]
+    if name == "gemma" and messages[0]["role"] == "system":
+        pytest.skip("gemma has no system role (checked in the text test)")
+    samples, _ = encode_conversations([messages], get_template(name, tokenizer), tokenizer, 4096)
+    expected = jinja_render(tokenizer, reference(name), messages, tokenize=True)
+    if name in APPENDS_EOS:
+        expected.append(tokenizer.eos_token_id)
+    assert samples[0]["input_ids"] == expected
+
+
+def _trained_runs(tokenizer, sample):
+    runs, current = [], []
+    for token, label in zip(sample["input_ids"], sample["labels"]):
+        if label != IGNORE_INDEX:
+            assert label == token
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    if current:
+        runs.append(tokenizer.decode(current))
+    return runs
+
+
+def _expected_reply(template, message):
+    content = message["content"]
+    if "assistant" in template.strip_roles:
+        content = content.strip()
+    return content + template._fill(template.assistant_suffix)
+
+
+def _same_reply(run, expected):
+    """A run may start with scaffolding whitespace that shares a token with the reply."""
+    return run.endswith(expected) and not run[:len(run) - len(expected)].strip()
+
+
+@pytest.mark.parametrize("name", [n for n in TEMPLATES if n != "auto"])
+def test_labels_are_each_reply_and_its_end_of_turn(name):
+    tokenizer = family_tokenizer("mistral" if name == "mistral_v3" else name)
+    template = get_template(name, tokenizer)
+    messages = CONVERSATIONS["multi" if name == "gemma" else "multi_system"]
+    samples, _ = encode_conversations([messages], template, tokenizer, 4096)
+    runs = _trained_runs(tokenizer, samples[0])
+    replies = [_expected_reply(template, m) for m in messages if m["role"] == "assistant"]
+    if template.closing:  # EOS after the final reply is trained too
+        if template.turn_separator:
+            replies.append(template._fill(template.closing))
+        else:
+            replies[-1] += template._fill(template.closing)
+    assert len(runs) == len(replies)
+    assert all(_same_reply(run, reply) for run, reply in zip(runs, replies)), (runs, replies)
+    # Everything else (system, user, scaffolding) is -100.
+    untrained = tokenizer.decode([t for t, label in zip(samples[0]["input_ids"],
+                                                        samples[0]["labels"]) if label == -100])
+    for m in messages:
+        if m["role"] != "assistant" and not (name == "mistral_v3" and m["role"] == "system"):
+            assert m["content"].strip() in untrained
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if "{eos_token}" in
+                                  TEMPLATES[n].assistant_suffix + TEMPLATES[n].closing])
+def test_eos_that_ends_a_turn_is_trained_even_when_pad_equals_eos(name):
+    tokenizer = family_tokenizer(name)
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    samples, _ = encode_conversations([CONVERSATIONS["single"]], get_template(name, tokenizer),
+                                      tokenizer, 4096)
+    ids, labels = samples[0]["input_ids"], samples[0]["labels"]
+    eos_positions = [i for i, t in enumerate(ids) if t == tokenizer.eos_token_id]
+    assert eos_positions and all(labels[i] == tokenizer.eos_token_id for i in eos_positions
+                                 if i > 0 and labels[i - 1] != IGNORE_INDEX)
+    assert labels[eos_positions[-1]] == tokenizer.eos_token_id
+
+
+# ------------------------------------------------------------------ to_jinja == render
+
+
+def _to_jinja_cases():
+    for name in sorted(TEMPLATES):
+        if name == "auto":
+            continue
+        for key, messages in CONVERSATIONS.items():
+            yield pytest.param(name, messages, id=f"{name}-{key}")
+        if name in TOOL_TEMPLATES:
+            yield pytest.param(name, TOOL_CHAT, id=f"{name}-tools")
+
+
+@pytest.mark.parametrize("name, messages", list(_to_jinja_cases()))
+def test_to_jinja_renders_what_render_renders(name, messages):
+    tokenizer = family_tokenizer("mistral" if name == "mistral_v3" else name)
+    template = get_template(name, tokenizer)
+    jinja = template.to_jinja()
+    for msgs, gen in [(messages, False), (messages[:-1], True)]:
+        try:
+            expected = template.render(msgs, gen).text
+        except RecordError:
+            with pytest.raises(Exception, match="system role"):
+                jinja_render(tokenizer, jinja, msgs, gen)
+            continue
+        assert jinja_render(tokenizer, jinja, msgs, gen) == expected
+
+
+def test_to_jinja_raises_where_render_refuses_alternation():
+    tokenizer = family_tokenizer("llama2_chat")
+    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                {"role": "assistant", "content": "c"}]
+    for name in ("llama2_chat", "mistral", "gemma"):
+        template = get_template(name, family_tokenizer(name))
+        with pytest.raises(RecordError, match="alternate"):
+            template.render(messages)
+        with pytest.raises(Exception, match="alternate"):
+            jinja_render(tokenizer, template.to_jinja(), messages)
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def test_qwen2_tool_calls_and_results_match_qwen25_reference():
+    tokenizer = family_tokenizer("qwen2_chat")
+    template = get_template("qwen2_chat", tokenizer)
+    ref = reference("qwen2_chat_tools")
+    for msgs, gen in [(TOOL_CHAT, False), (TOOL_CHAT[:-1], True), (TOOL_CHAT[:2], False)]:
+        assert template.render(msgs, gen).text == jinja_render(tokenizer, ref, msgs, gen)
+    # A call that follows some content keeps the content.
+    with_text = [TOOL_CHAT[0], dict(TOOL_CHAT[1], content="Let me check.")]
+    assert template.render(with_text).text == jinja_render(tokenizer, ref, with_text)
+    # Without tools the Qwen2.5 form equals Qwen2's (so one template serves both).
+    for messages in CONVERSATIONS.values():
+        assert jinja_render(tokenizer, ref, messages) == template.render(messages).text
+
+
+def test_tool_results_are_never_trained_and_calls_are():
+    tokenizer = family_tokenizer("qwen2_chat")
+    template = get_template("qwen2_chat", tokenizer)
+    samples, _ = encode_conversations([TOOL_CHAT], template, tokenizer, 4096)
+    runs = _trained_runs(tokenizer, samples[0])
+    assert len(runs) == 2
+    assert runs[0].startswith("<tool_call>\n") and runs[0].endswith("</tool_call><|im_end|>")
+    assert '"arguments": {"city": "Rome"}' in runs[0]
+    assert runs[1] == TOOL_CHAT[-1]["content"] + "<|im_end|>"
+    assert not any("temp" in run for run in runs)
+
+
+@pytest.mark.parametrize("name", sorted(set(TEMPLATES) - TOOL_TEMPLATES - {"auto"}))
+def test_templates_without_a_tool_format_refuse_tool_messages(name):
+    template = get_template(name, family_tokenizer("mistral" if name == "mistral_v3" else name))
+    with pytest.raises(RecordError, match="tool"):
+        template.render(TOOL_CHAT)
+
+
+def test_mistral_v3_tool_ids_must_have_nine_characters():
+    template = get_template("mistral_v3", family_tokenizer("mistral"))
+    bad = [TOOL_CHAT[0], {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "x", "function": {"name": "f", "arguments": {}}}]}]
+    with pytest.raises(RecordError, match="9-character"):
+        template.render(bad)
+
+
+# ------------------------------------------------------------------------- options
+
+
+def test_train_on_last_trains_only_the_final_reply():
+    tokenizer = family_tokenizer("qwen2_chat")
+    messages = CONVERSATIONS["multi_system"]
+    template = get_template("qwen2_chat", tokenizer, train_on="last")
+    samples, _ = encode_conversations([messages], template, tokenizer, 4096)
+    assert _trained_runs(tokenizer, samples[0]) == [messages[-1]["content"] + "<|im_end|>"]
+    # A message's own loss flag wins over the policy.
+    flagged = [dict(m) for m in messages]
+    flagged[2]["loss"] = True
+    samples, _ = encode_conversations([flagged], template, tokenizer, 4096)
+    assert len(_trained_runs(tokenizer, samples[0])) == 2
+    # The text is the same either way; only labels change.
+    assert template.render(messages).text == get_template("qwen2_chat", tokenizer).render(
+        messages).text
+
+
+def test_unknown_train_on_and_unknown_template_fail_clearly():
+    with pytest.raises(ConfigError, match="train_on"):
+        get_template("chatml", train_on="first")
+    with pytest.raises(ConfigError, match="unknown chat template 'qwen3'"):
+        get_template("qwen3")
+
+
+def test_template_needing_bos_fails_clearly_when_unbound():
+    with pytest.raises(ConfigError, match="bos_token"):
+        get_template("llama2_chat").render(CONVERSATIONS["single"])
+
+
+def test_stop_word_that_the_tokenizer_splits_is_refused():
+    # The tiny tokenizer knows <|im_end|> but not <|eot_id|>.
+    tiny = PreTrainedTokenizerFast(tokenizer_file=str(
+        Path(resolve_path("xft://tiny-llama")) / "tokenizer.json"), eos_token="<|im_end|>")
+    with pytest.raises(ConfigError, match="<|eot_id|>"):
+        get_template("llama3_chat", tiny)
+    assert get_template("chatml", tiny).name == "chatml"
+
+
+def test_registry_is_declarative_and_described():
+    for name, template in TEMPLATES.items():
+        assert template.name == name and template.description
+        if name != "auto":
+            assert isinstance(template, ChatTemplate)
+
+
+# ---------------------------------------------------------------------------- auto
+
+# phi3 writes "<|end|>\n<EOS>" after the last reply: auto trains it as one stretch, the named
+# template trains <|end|> and <EOS> but not the line break between them.
+AUTO_TRAINS_MORE = {"phi3"}
+
+
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - APPENDS_EOS))
+def test_auto_labels_equal_the_named_template_labels(name):
+    tokenizer = family_tokenizer(name)
+    with_reference = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,
+                                             bos_token=tokenizer.bos_token,
+                                             eos_token=tokenizer.eos_token,
+                                             additional_special_tokens=FAMILY_TOKENS[name][2])
+    with_reference.chat_template = reference(name)
+    auto = get_template("auto", with_reference)
+    named = get_template(name, tokenizer)
+    for key, messages in CONVERSATIONS.items():
+        if name == "gemma" and messages[0]["role"] == "system":
+            continue
+        got, _ = encode_conversations([messages], auto, with_reference, 4096)
+        want, _ = encode_conversations([messages], named, tokenizer, 4096)
+        assert got[0]["input_ids"] == want[0]["input_ids"]
+        if name in AUTO_TRAINS_MORE:
+            assert all(g == w for g, w in zip(got[0]["labels"], want[0]["labels"]) if w != -100)
+            extra = [t for g, w, t in zip(got[0]["labels"], want[0]["labels"],
+                                          got[0]["input_ids"]) if g != w]
+            assert tokenizer.decode(extra) == "\n"
+        else:
+            assert got[0]["labels"] == want[0]["labels"], key
+
+
+def test_auto_train_on_last_and_loss_flags():
+    tokenizer = family_tokenizer("chatml")
+    with_reference = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,
+                                             eos_token="<|im_end|>")
+    with_reference.chat_template = reference("chatml")
+    messages = CONVERSATIONS["multi_system"]
+    for train_on in ("all", "last"):
+        got = get_template("auto", with_reference, train_on).render(messages)
+        want = get_template("chatml", tokenizer, train_on).render(messages)
+        assert got == want
+        auto = get_template("auto", with_reference, train_on)
+        assert jinja_render(with_reference, auto.to_jinja(), messages) == got.text
+
+
+def test_auto_needs_a_tokenizer_with_a_chat_template():
+    with pytest.raises(ConfigError, match="chat_template"):
+        get_template("auto").render(CONVERSATIONS["single"])
+    bare = PreTrainedTokenizerFast(tokenizer_object=family_tokenizer("chatml").backend_tokenizer)
+    with pytest.raises(ConfigError, match="chat_template"):
+        get_template("auto", bare)
+
+
+def test_train_on_is_a_validated_data_option():
+    from xft.config.schema import validate
+
+    base = dict(model=dict(path="xft://tiny-llama"), template="chatml",
+                datasets=[dict(path="x.json")])
+    assert validate(base).data.train_on == "all"
+    assert validate(dict(base, data=dict(train_on="last"))).data.train_on == "last"
+    with pytest.raises(ConfigError, match="did you mean 'last'"):
+        validate(dict(base, data=dict(train_on="lst")))
+
+
+def test_malformed_tool_calls_name_the_field():
+    template = get_template("qwen2_chat", family_tokenizer("qwen2_chat"))
+    bad = [TOOL_CHAT[0], {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]}]
+    with pytest.raises(RecordError, match=r"messages\[1\]\.tool_calls\[0\]"):
+        template.render(bad)
+
+
+def test_a_misspelled_option_fails_when_the_template_is_declared():
+    with pytest.raises(ValueError, match="system_placement"):
+        ChatTemplate(name="x", user="{content}", assistant_prefix="", assistant_suffix="",
+                     system_placement="first")
+
+
+@pytest.mark.parametrize("name", ["default", "alpaca"])
+def test_base_model_templates_work_with_a_tokenizer_without_bos(name):
+    tokenizer = family_tokenizer("qwen2_chat")  # no BOS, EOS <|endoftext|>
+    assert tokenizer.bos_token is None
+    template = get_template(name, tokenizer)
+    messages = CONVERSATIONS["multi_system"]
+    text = template.render(messages).text
+    assert text == jinja_render(tokenizer, reference(name), messages)
+    assert text == jinja_render(tokenizer, template.to_jinja(), messages)
+    assert text.count("<|endoftext|>") == 2

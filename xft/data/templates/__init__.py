@@ -1,0 +1,39 @@
+"""Chat templates: one declarative object per prompt format, in one registry.
+
+The same template object builds training labels, drives `xft chat`, and is
+written into exported tokenizers as a jinja `chat_template`, so the prompt a
+model is trained on is the prompt it sees at inference.
+
+`render()` returns the whole conversation as one string plus the character
+spans that carry loss (assistant content and its end-of-turn marker). The
+encoder tokenizes the whole string once and maps spans to tokens, which is what
+`tokenizer.apply_chat_template` does too (no seams between separately
+tokenized pieces).
+
+    base.py      ChatTemplate (render, to_jinja, bind)
+    families.py  the registered formats
+    auto.py      'auto': the tokenizer's own chat_template
+"""
+
+from xft.data.templates.auto import AutoTemplate
+from xft.data.templates.base import ChatTemplate, Rendered
+from xft.data.templates.families import FAMILIES
+from xft.errors import ConfigError
+
+TEMPLATES = {t.name: t for t in [*FAMILIES, AutoTemplate()]}
+
+__all__ = ["AutoTemplate", "ChatTemplate", "Rendered", "TEMPLATES", "get_template"]
+
+
+def get_template(name, tokenizer=None, train_on="all"):
+    """The named template; with a tokenizer, bound to its BOS/EOS (and chat_template for 'auto').
+
+    train_on: 'all' trains every assistant turn, 'last' only the final one (a
+    message's own `loss` flag wins either way).
+    """
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown chat template '{name}' (known: {', '.join(sorted(TEMPLATES))})")
+    template = TEMPLATES[name]
+    if tokenizer is None and train_on == "all":
+        return template
+    return template.bind(tokenizer, train_on)

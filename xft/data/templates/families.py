@@ -1,0 +1,110 @@
+"""The registered prompt formats, one ChatTemplate per model family.
+
+Each entry reproduces the family's official chat template (its
+tokenizer_config.json `chat_template`, or the documented format for base-model
+templates); tests/fixtures/chat_templates/ holds the reference jinja each one
+is checked against.
+"""
+
+from xft.data.templates.base import ChatTemplate
+
+_CHATML = dict(
+    system="<|im_start|>system\n{content}<|im_end|>\n",
+    user="<|im_start|>user\n{content}<|im_end|>\n",
+    assistant_prefix="<|im_start|>assistant\n",
+    assistant_suffix="<|im_end|>",
+    turn_separator="\n",
+    stop_words=("<|im_end|>",),
+)
+
+# Mistral-style [INST] formats: BOS once, no generation prompt ("[/INST]" ends the prompt),
+# user/assistant must alternate.
+_INST = dict(prefix="{bos_token}", assistant_prefix=" ", assistant_suffix="{eos_token}",
+             system="{content}\n\n", generation_prompt="", alternate=True)
+
+FAMILIES = [
+    ChatTemplate(
+        name="default", description="plain 'User:/Assistant:' turns for base models",
+        prefix="{bos_token}", system="System: {content}\n", user="User: {content}\n",
+        assistant_prefix="Assistant: ", assistant_suffix="{eos_token}", turn_separator="\n"),
+    ChatTemplate(
+        name="alpaca", description="Stanford Alpaca instruction format for base models",
+        prefix="{bos_token}", system="{content}\n\n",
+        default_system="Below is an instruction that describes a task. Write a response that "
+                       "appropriately completes the request.",
+        user="### Instruction:\n{content}\n\n", assistant_prefix="### Response:\n",
+        assistant_suffix="{eos_token}", turn_separator="\n\n"),
+    ChatTemplate(name="chatml", description="ChatML without a default system prompt "
+                 "(xft's tiny default model)", **_CHATML),
+    ChatTemplate(
+        name="qwen2_chat", description="Qwen2 / Qwen2.5 instruct (ChatML, tool calls)",
+        default_system="You are a helpful assistant.",
+        tool="\n<tool_response>\n{content}\n</tool_response>",
+        tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen", **_CHATML),
+    ChatTemplate(name="yi_chat", description="Yi-6B/34B chat (ChatML, no default system prompt)",
+                 **_CHATML),
+    ChatTemplate(name="internlm2_chat", description="InternLM2 chat (BOS + ChatML)",
+                 prefix="{bos_token}", **_CHATML),
+    ChatTemplate(
+        name="vicuna", description="Vicuna v1.1 ('USER: ... ASSISTANT: ...')",
+        prefix="{bos_token}", system="{content} ",
+        default_system="A chat between a curious user and an artificial intelligence assistant. "
+                       "The assistant gives helpful, detailed, and polite answers to the user's "
+                       "questions.",
+        user="USER: {content} ", assistant_prefix="ASSISTANT: ", assistant_suffix="{eos_token}",
+        generation_prompt="ASSISTANT:"),
+    ChatTemplate(
+        name="llama2_chat", description="Llama 2 chat ([INST], system inside the first turn)",
+        system="<<SYS>>\n{content}\n<</SYS>>\n\n", system_placement="first_user",
+        user="{bos_token}[INST] {content} [/INST]", assistant_prefix=" ",
+        assistant_suffix=" {eos_token}", generation_prompt="", alternate=True,
+        strip_roles=("user", "assistant")),
+    ChatTemplate(
+        name="llama3_chat", description="Llama 3 instruct (header ids, <|eot_id|>)",
+        prefix="{bos_token}",
+        system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",
+        user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
+        assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n",
+        assistant_suffix="<|eot_id|>", strip_roles=("system", "user", "assistant"),
+        stop_words=("<|eot_id|>",)),
+    ChatTemplate(
+        name="mistral", description="Mistral 7B Instruct v0.1/v0.2 (system in the first [INST])",
+        system_placement="first_user", user=" [INST] {content} [/INST]", **_INST),
+    ChatTemplate(
+        name="mistral_v3",
+        description="Mistral 7B Instruct v0.3 (system in the final [INST], tool calls)",
+        system_placement="final_user", user="[INST] {content}[/INST]",
+        strip_roles=("assistant",),
+        tool='[TOOL_RESULTS] {"content": {content}, "call_id": "{tool_call_id}"}[/TOOL_RESULTS]',
+        tool_calls="mistral", **_INST),
+    ChatTemplate(
+        name="gemma", description="Gemma / Gemma 2 instruct (no system role)",
+        prefix="{bos_token}", user="<start_of_turn>user\n{content}<end_of_turn>\n",
+        assistant_prefix="<start_of_turn>model\n", assistant_suffix="<end_of_turn>",
+        turn_separator="\n", strip_roles=("user", "assistant"), alternate=True,
+        stop_words=("<end_of_turn>",)),
+    ChatTemplate(
+        name="phi3", description="Phi-3 instruct (<|end|> turns, EOS closes a conversation)",
+        system="<|system|>\n{content}<|end|>\n", user="<|user|>\n{content}<|end|>\n",
+        assistant_prefix="<|assistant|>\n", assistant_suffix="<|end|>", turn_separator="\n",
+        closing="{eos_token}", stop_words=("<|end|>",)),
+    ChatTemplate(
+        name="deepseek_chat", description="DeepSeek LLM chat ('User: ... Assistant: ...')",
+        prefix="{bos_token}", system="{content}\n\n", user="User: {content}\n\n",
+        assistant_prefix="Assistant: ", assistant_suffix="{eos_token}",
+        generation_prompt="Assistant:"),
+    # ChatGLM3's chat_template ends a reply with nothing (generation stops at the next role
+    # token). Like ChatGLM3's own fine-tuning script, xft closes a conversation with EOS so the
+    # model learns to stop; prompts (add_generation_prompt) are exactly the official ones.
+    ChatTemplate(
+        name="chatglm3", description="ChatGLM3 (role tokens; EOS closes a conversation)",
+        prefix="[gMASK]sop", system="<|system|>\n {content}", user="<|user|>\n {content}",
+        assistant_prefix="<|assistant|>\n ", assistant_suffix="",
+        generation_prompt="<|assistant|>", closing="{eos_token}",
+        stop_words=("<|user|>", "<|observation|>")),
+    ChatTemplate(
+        name="zephyr", description="Zephyr (<|user|>/<|assistant|> turns ended by EOS)",
+        system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
+        assistant_prefix="<|assistant|>\n", assistant_suffix="{eos_token}",
+        turn_separator="\n"),
+]

@@ -1,0 +1,87 @@
+"""`xft template list` and `xft template render`: inspect what a template trains.
+
+`render` reads JSON Lines of {"messages": [...]} (OpenAI-style messages; tool
+messages and assistant `tool_calls` are kept) and writes, per line, the
+rendered text, its token ids and its labels (-100 where nothing is trained),
+exactly as training would build them.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from xft.data.conversation import check_conversation
+from xft.data.encode import labels_from_spans
+from xft.data.templates import TEMPLATES, get_template
+from xft.errors import ConfigError, DataError, RecordError
+from xft.paths import resolve_path
+
+
+def list_templates(out=sys.stdout):
+    width = max(len(name) for name in TEMPLATES)
+    for name in sorted(TEMPLATES):
+        print(f"{name:<{width}}  {TEMPLATES[name].description}", file=out)
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    resolved = resolve_path(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
+    if not tokenizer.is_fast:
+        raise ConfigError(f"tokenizer at '{path}' is not a fast tokenizer; labels need offsets")
+    return tokenizer
+
+
+def encode_messages(messages, template, tokenizer):
+    """{'text', 'input_ids', 'labels'} for one conversation."""
+    rendered = template.render(messages)
+    enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    labels = labels_from_spans(enc["input_ids"], enc["offset_mapping"], rendered.loss_spans)
+    return {"text": rendered.text, "input_ids": enc["input_ids"], "labels": labels}
+
+
+def _messages(record):
+    if not isinstance(record, dict):
+        raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
+    messages = record.get("messages")
+    if not isinstance(messages, list):
+        raise RecordError("missing or not a list", field="messages")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            raise RecordError("must be an object with role and content", field=f"messages[{i}]")
+        for key in ("role", "content"):
+            if key not in msg:
+                raise RecordError("missing field", field=f"messages[{i}].{key}")
+    check_conversation(messages)
+    return messages
+
+
+def render_file(template_name, tokenizer_path, input_path, output_path=None, train_on="all"):
+    """Encode every line of input_path; returns the number of lines written."""
+    path = Path(input_path)
+    if not path.is_file():
+        raise DataError("file not found", file=input_path)
+    tokenizer = load_tokenizer(tokenizer_path)
+    template = get_template(template_name, tokenizer, train_on)
+    lines = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{input_path} line {lineno}"
+        try:
+            result = encode_messages(_messages(json.loads(line)), template, tokenizer)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON: {e.msg}", file=where) from None
+        except RecordError as e:
+            raise DataError(e.reason, file=where, field=e.field) from None
+        lines.append(json.dumps(result, ensure_ascii=False))
+    text = "".join(line + "\n" for line in lines)
+    if output_path is None:
+        sys.stdout.write(text)
+    else:
+        Path(output_path).write_text(text, encoding="utf-8")
+    return len(lines)
