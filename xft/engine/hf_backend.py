@@ -114,6 +114,7 @@ def newest_complete_checkpoint(work_dir):
 
 
 def resolve_resume(resume, work_dir):
+    """None, or the checkpoint folder to resume from; an error when there is none."""
     if resume is None:
         return None
     if resume is True:

@@ -30,6 +30,7 @@ from xft.engine.safe_load import allow_checkpoint_globals
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.windows import window_loader
+from xft.errors import XftError
 from xft.model.loss import token_loss_sum
 from xft.model.optimizer import build_optimizer
 
@@ -132,6 +133,22 @@ def _lm(runner):
     return model.lm
 
 
+def resolve_resume(resume, work_dir):
+    """None, or the iter_N.pth to resume from; an error when there is none."""
+    from mmengine.runner import find_latest_checkpoint
+
+    if resume is None:
+        return None
+    if resume is True:
+        checkpoint = find_latest_checkpoint(str(work_dir))  # what work_dir/last_checkpoint names
+        if checkpoint is None:
+            raise XftError(f"--resume: no checkpoint recorded in {work_dir}/last_checkpoint")
+        return checkpoint
+    if not Path(resume).is_file():
+        raise XftError(f"--resume: checkpoint file {resume} does not exist")
+    return str(resume)
+
+
 def run_mmengine(built, resume=None):
     """Train with MMEngine's Runner. `built` is an xft.engine.builder.BuiltExperiment.
 
@@ -140,6 +157,7 @@ def run_mmengine(built, resume=None):
     from mmengine.runner import Runner
 
     exp, plan = built.experiment, built.plan
+    checkpoint = resolve_resume(resume, built.work_dir)
     train = exp.train
     batches = RunBatchSampler(len(built.dataset), train.batch_size, plan.total_micro_batches,
                               shuffle=exp.data.shuffle, seed=exp.seed)
@@ -181,8 +199,8 @@ def run_mmengine(built, resume=None):
         custom_hooks=[MonitorHook(monitor, chat),
                       ExportHook(built.tokenizer, built.template, built.config_text)],
         randomness=dict(seed=exp.seed),
-        resume=resume is not None,
-        load_from=resume if isinstance(resume, str) else None,
+        resume=checkpoint is not None,
+        load_from=checkpoint,
         default_scope="mmengine",
         env_cfg=dict(dist_cfg=dict(backend="gloo" if not torch.cuda.is_available() else "nccl")),
     )

@@ -24,11 +24,9 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     work_dir.mkdir(parents=True, exist_ok=True)
     from xft.engine.builder import build_experiment
 
-    built = build_experiment(experiment, cfg.pretty_text, work_dir)
     if experiment.train.backend == "hf":
-        from xft.engine.hf_backend import run_hf
-
-        return run_hf(built, resume=resume)
-    from xft.engine.mmengine_backend import run_mmengine
-
-    return run_mmengine(built, resume=resume)
+        from xft.engine.hf_backend import resolve_resume, run_hf as run
+    else:
+        from xft.engine.mmengine_backend import resolve_resume, run_mmengine as run
+    checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
+    return run(build_experiment(experiment, cfg.pretty_text, work_dir), resume=checkpoint)
