@@ -170,6 +170,8 @@ def test_hf_resume_picks_newest_complete_checkpoint_and_ends_with_same_weights(t
     full = run_cli("train", DEMO_CONFIG, "--backend", "hf", "--work-dir", str(tmp_path / "full"),
                    "--cfg-options", *[f"{k}={v}" for k, v in options.items()])
     assert "eta" in full.stdout and "training finished" in full.stdout
+    assert sorted(p.name for p in (tmp_path / "full").glob("checkpoint-*")) == [
+        "checkpoint-2", "checkpoint-4"]
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
     shutil.copytree(tmp_path / "full/checkpoint-2", resumed_dir / "checkpoint-2")
