@@ -28,6 +28,8 @@ setup(
         "sentencepiece",
         "protobuf",
         "numpy",
+        "tensorboard",  # training scalars (work_dir/tensorboard), both engines
+        "matplotlib",  # work_dir/loss_curve.png at the end of a run
     ],
     extras_require={
         "qlora": ["bitsandbytes>=0.50"],

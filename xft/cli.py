@@ -15,7 +15,7 @@ def cmd_train(args):
     from xft.engine.train import train
 
     out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                seed=args.seed, resume=args.resume)
+                seed=args.seed, resume=args.resume, backend=args.backend)
     print(f"xft: training finished; Hugging Face artifact in {out}")
 
 
@@ -68,8 +68,11 @@ def build_parser():
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--backend", choices=["mmengine", "hf"],
+                   help="training engine (overrides the config's train.backend)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                   help="resume from CKPT, or from the newest checkpoint in the work dir")
+                   help="resume from CKPT (mmengine: iter_N.pth; hf: a checkpoint-N folder), "
+                        "or from the newest checkpoint in the work dir")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("list-cfg", parents=[common], help="list shipped configs")

@@ -107,7 +107,8 @@ class OptimCfg:
 
 @dataclass
 class TrainCfg:
-    backend: Literal["mmengine"] = "mmengine"
+    # Training engine: MMEngine's Runner or Hugging Face's Trainer (`xft train --backend` overrides).
+    backend: Literal["mmengine", "hf"] = "mmengine"
     batch_size: int = 1  # per device, per micro-step
     grad_accum: int = 1
     epochs: int = 1
@@ -120,6 +121,16 @@ class TrainCfg:
 
 
 @dataclass
+class EvaluationCfg:
+    # Prompts answered (greedy, each in a fresh conversation, with the training template)
+    # before training, every `interval` optimizer steps and at the end; the answers go to
+    # work_dir/chat_samples.jsonl.
+    prompts: List[str] = field(default_factory=list)
+    interval: Optional[int] = None  # None: only before and after training
+    max_new_tokens: int = 64
+
+
+@dataclass
 class Experiment:
     model: ModelCfg = REQUIRED
     datasets: List[DatasetCfg] = REQUIRED
@@ -129,6 +140,7 @@ class Experiment:
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
+    evaluation: EvaluationCfg = field(default_factory=EvaluationCfg)
     work_dir: Optional[str] = None  # default: work_dirs/<config name>
     seed: int = 42
     system: Optional[str] = None  # system prompt used for training data without one, and by chat

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+HF_DIR_NAME = "hf"  # the artifact's folder inside the work dir
 META_FILE = "xft_meta.json"
 CONFIG_COPY = "xft_config.py"
 

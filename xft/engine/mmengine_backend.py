@@ -1,14 +1,18 @@
 """Run an experiment on MMEngine's Runner.
 
 xft builds the model, dataset and collator; this adapter wraps the model in an
-MMEngine BaseModel (whose train_step computes xft's token-sum loss), hands
-Runner a DataLoader, an OptimWrapper spec and xft's lr schedule, and adds hooks
-that write metrics.jsonl and the final Hugging Face artifact.
+MMEngine BaseModel and hands Runner a loader, an OptimWrapper spec and xft's lr
+schedule, plus hooks for metrics, evaluation chat and the final Hugging Face
+artifact.
+
+One Runner iteration is one optimizer step: the loader yields a whole
+accumulation window (xft.engine.windows) and `CausalLMModel.train_step` runs
+its micro-batches, normalising by the window's label tokens
+(xft.engine.step_loss) before stepping the optimizer once. So checkpoint
+names, intervals and resume positions all count optimizer steps.
 """
 
-import json
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -17,105 +21,97 @@ from mmengine.model import BaseModel
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from mmengine.registry import HOOKS, PARAM_SCHEDULERS
-from torch.utils.data import DataLoader
 
 from xft.data.sampler import RunBatchSampler
-from xft.engine.export import export_hf
+from xft.engine.chat_eval import ChatEvaluator
+from xft.engine.export import HF_DIR_NAME, export_hf
+from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.safe_load import allow_checkpoint_globals
 from xft.engine.schedule import lr_factor
+from xft.engine.step_loss import loss_scale, window_label_tokens
+from xft.engine.windows import window_loader
+from xft.errors import XftError
 from xft.model.loss import token_loss_sum
 from xft.model.optimizer import build_optimizer
 
-METRICS_FILE = "metrics.jsonl"
-HF_DIR_NAME = "hf"
-
 
 class CausalLMModel(BaseModel):
-    """MMEngine view of a Hugging Face causal LM: forward(mode='loss') → {'loss': ...}."""
+    """MMEngine view of a Hugging Face causal LM; one train_step is one optimizer step."""
 
     def __init__(self, lm):
         super().__init__(data_preprocessor=dict(type="BaseDataPreprocessor"))
         self.lm = lm
 
     def init_weights(self):
-        """Nothing to initialise: the weights are pretrained (adapters initialised by peft).
-        MMEngine's default would also take every weight's mean, which fails on 4/8-bit ones."""
+        """Keep the weights as built. Runner calls this before training, and BaseModule's
+        default would call the LM's own init_weights, re-drawing every weight not flagged
+        as loaded, such as PEFT's LoRA A and B (B must start at zero). It would also fail
+        on 4/8-bit quantized weights."""
 
-    def forward(self, input_ids, attention_mask, labels, mode="loss"):
+    def forward(self, batch, mode="loss"):
+        """(token-loss sum, label tokens) of one micro-batch; its other keys go to the LM."""
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
-        loss_sum, count = token_loss_sum(logits, labels)
-        # `loss` is what is optimised; the other entries are only logged.
-        return {"loss": loss_sum / count.clamp(min=1),
-                "label_tokens": count.float(),
-                "tokens": attention_mask.sum().float()}
+        inputs = {k: v for k, v in batch.items() if k != "labels"}  # e.g. position_ids
+        return token_loss_sum(self.lm(**inputs).logits, batch["labels"])
+
+    def train_step(self, data, optim_wrapper):
+        window = self.data_preprocessor(data, True)  # moves every micro-batch to the device
+        label_tokens = window_label_tokens([batch["labels"] for batch in window])
+        scale = loss_scale(label_tokens)
+        step_loss, tokens = 0.0, 0
+        for batch in window:
+            with optim_wrapper.optim_context(self):
+                loss_sum, _ = self(batch)
+            optim_wrapper.backward(loss_sum * scale)
+            step_loss += float(loss_sum.detach() * scale)
+            tokens += input_tokens(batch)
+        optim_wrapper.step()  # clips and records train/grad_norm in the message hub
+        optim_wrapper.zero_grad()
+        return {"loss": torch.tensor(step_loss), "tokens": torch.tensor(float(tokens)),
+                "label_tokens": label_tokens.float()}
 
 
 @PARAM_SCHEDULERS.register_module(name="XftStepLR")
 class StepLR(LRSchedulerMixin, _ParamScheduler):
-    """xft's lr schedule (xft.engine.schedule) counted in optimizer steps.
+    """xft's lr schedule (xft.engine.schedule); MMEngine steps it once per optimizer step."""
 
-    MMEngine steps schedulers once per micro-batch; with gradient accumulation
-    the optimizer step is micro-batch // grad_accum.
-    """
-
-    def __init__(self, optimizer, total_steps, warmup_steps, kind, grad_accum=1, **kwargs):
-        self.total_steps, self.warmup_steps = total_steps, warmup_steps
-        self.kind, self.grad_accum = kind, grad_accum
+    def __init__(self, optimizer, total_steps, warmup_steps, kind, **kwargs):
+        self.total_steps, self.warmup_steps, self.kind = total_steps, warmup_steps, kind
         kwargs.pop("epoch_length", None)  # passed by Runner to every scheduler; unused here
         super().__init__(optimizer, **kwargs)
 
     def _get_value(self):
-        step = self.last_step // self.grad_accum
-        factor = lr_factor(step, self.total_steps, self.warmup_steps, self.kind)
+        factor = lr_factor(self.last_step, self.total_steps, self.warmup_steps, self.kind)
         return [base * factor for base in self.base_values]
 
 
-@HOOKS.register_module(name="XftMetricsHook")
-class MetricsHook(Hook):
-    """Append one JSON line per logged optimizer step to work_dir/metrics.jsonl."""
+@HOOKS.register_module(name="XftMonitorHook")
+class MonitorHook(Hook):
+    """Feeds xft's TrainingMonitor and ChatEvaluator (identical for both engines)."""
 
+    # Before ParamSchedulerHook (LOW): the lr read here is the one this step used.
     priority = "BELOW_NORMAL"
 
-    def __init__(self, log_interval, grad_accum, total_steps):
-        self.log_interval, self.grad_accum, self.total_steps = log_interval, grad_accum, total_steps
+    def __init__(self, monitor, chat):
+        self.monitor, self.chat = monitor, chat
 
     def before_train(self, runner):
-        self.path = Path(runner.work_dir) / METRICS_FILE
-        self.start = time.time()
-        self._reset()
-
-    def _reset(self):
-        self.loss_sum, self.steps, self.tokens, self.label_tokens = 0.0, 0, 0, 0
-        self.step_loss, self.step_micro = 0.0, 0
+        self.monitor.start(runner.iter)
+        self.chat.run(_lm(runner), runner.iter)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        self.step_loss += float(outputs["loss"].detach())
-        self.step_micro += 1
-        self.tokens += int(outputs["tokens"])
-        self.label_tokens += int(outputs["label_tokens"])
-        if (runner.iter + 1) % self.grad_accum:
-            return
-        self.loss_sum += self.step_loss / self.step_micro
-        self.steps += 1
-        self.step_loss, self.step_micro = 0.0, 0
-        step = (runner.iter + 1) // self.grad_accum
-        if step % self.log_interval and step != self.total_steps:
-            return
-        hub = runner.message_hub
-        record = {
-            "step": step,
-            "loss": round(self.loss_sum / self.steps, 6),
-            "lr": runner.optim_wrapper.get_lr()["lr"][0],
-            "grad_norm": round(hub.get_scalar("train/grad_norm").current(), 6),
-            "tokens": self.tokens,
-            "label_tokens": self.label_tokens,
-            "elapsed": round(time.time() - self.start, 3),
-        }
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        self._reset()
+        step = runner.iter + 1
+        self.monitor.count_tokens(outputs["tokens"], outputs["label_tokens"])
+        grad_norm = runner.message_hub.get_scalar("train/grad_norm").current()
+        self.monitor.step_end(step, outputs["loss"], runner.optim_wrapper.get_lr()["lr"][0],
+                              grad_norm)
+        if self.chat.due(step) and step != self.monitor.total_steps:
+            self.chat.run(_lm(runner), step)
+
+    def after_train(self, runner):
+        self.chat.run(_lm(runner), runner.iter)
+        self.monitor.finish()
 
 
 @HOOKS.register_module(name="XftExportHook")
@@ -128,63 +124,84 @@ class ExportHook(Hook):
         self.tokenizer, self.template, self.config_text = tokenizer, template, config_text
 
     def after_train(self, runner):
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        out = export_hf(model.lm, self.tokenizer, self.template,
+        out = export_hf(_lm(runner), self.tokenizer, self.template,
                         Path(runner.work_dir) / HF_DIR_NAME, self.config_text)
         runner.logger.info(f"Hugging Face artifact written to {out}")
 
 
+def _lm(runner):
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    return model.lm
+
+
+def resolve_resume(resume, work_dir):
+    """None, or the iter_N.pth to resume from; an error when there is none."""
+    from mmengine.runner import find_latest_checkpoint
+
+    if resume is None:
+        return None
+    if resume is True:
+        checkpoint = find_latest_checkpoint(str(work_dir))  # what work_dir/last_checkpoint names
+        if checkpoint is None:
+            raise XftError(f"--resume: no checkpoint recorded in {work_dir}/last_checkpoint")
+        return checkpoint
+    if not Path(resume).is_file():
+        raise XftError(f"--resume: checkpoint file {resume} does not exist")
+    return str(resume)
+
+
 def run_mmengine(built, resume=None):
-    """Train with MMEngine's Runner. `built` is an xft.engine.builder.BuiltExperiment."""
+    """Train with MMEngine's Runner. `built` is an xft.engine.builder.BuiltExperiment.
+
+    `resume`: None (fresh run), True (newest checkpoint in the work dir) or a checkpoint path.
+    """
     from mmengine.runner import Runner
 
     exp, plan = built.experiment, built.plan
+    checkpoint = resolve_resume(resume, built.work_dir)
     train = exp.train
     batches = RunBatchSampler(len(built.dataset), train.batch_size, plan.total_micro_batches,
                               shuffle=exp.data.shuffle, seed=exp.seed)
     # One pass over this loader is the whole run, so MMEngine never restarts it.
-    dataloader = DataLoader(built.dataset, batch_sampler=batches, collate_fn=built.collator,
-                            num_workers=exp.data.num_workers)
+    dataloader = window_loader(built.dataset, built.collator, batches, train.grad_accum,
+                               exp.data.num_workers)
     max_norm = exp.optim.max_grad_norm if exp.optim.max_grad_norm is not None else math.inf
+
     def make_optimizer(params):
         # Runner offers all parameters; xft's optimizer picks the trainable groups itself.
         return build_optimizer(built.model, exp.optim, exp.method)
 
     # Given as a config (not an instance) so Runner builds it with its own MessageHub,
-    # where the gradient norm is recorded.
+    # where the gradient norm is recorded. Accumulation happens inside train_step.
     optim_wrapper = dict(
         type="OptimWrapper", optimizer=dict(type=make_optimizer),
         # An infinite max_norm clips nothing but still records the gradient norm.
-        clip_grad=dict(max_norm=max_norm),
-        accumulative_counts=train.grad_accum)
+        clip_grad=dict(max_norm=max_norm))
     scheduler = dict(type="XftStepLR", by_epoch=False, total_steps=plan.total_steps,
-                     warmup_steps=plan.warmup_steps, kind=train.lr_scheduler,
-                     grad_accum=train.grad_accum)
+                     warmup_steps=plan.warmup_steps, kind=train.lr_scheduler)
     default_hooks = dict(
         timer=dict(type="IterTimerHook"),
-        logger=dict(type="LoggerHook", interval=train.log_interval * train.grad_accum),
+        logger=None,  # xft's MonitorHook prints the progress line, as on every engine
         param_scheduler=dict(type="ParamSchedulerHook"),
-        checkpoint=dict(type="CheckpointHook", by_epoch=False,
-                        interval=train.save_interval * train.grad_accum,
+        checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=train.save_interval,
                         max_keep_ckpts=train.save_total_limit, save_last=True),
         sampler_seed=None)  # RunBatchSampler orders every epoch itself
-    custom_hooks = [
-        MetricsHook(train.log_interval, train.grad_accum, plan.total_steps),
-        ExportHook(built.tokenizer, built.template, built.config_text),
-    ]
+    monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval)
+    chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
+                         built.work_dir)
     runner = Runner(
         model=CausalLMModel(built.model),
         work_dir=str(built.work_dir),
         train_dataloader=dataloader,
-        train_cfg=dict(by_epoch=False, max_iters=plan.total_micro_batches),
+        train_cfg=dict(by_epoch=False, max_iters=plan.total_steps),
         optim_wrapper=optim_wrapper,
         param_scheduler=[scheduler],
         default_hooks=default_hooks,
-        custom_hooks=custom_hooks,
-        log_processor=dict(by_epoch=False, window_size=train.log_interval * train.grad_accum),
+        custom_hooks=[MonitorHook(monitor, chat),
+                      ExportHook(built.tokenizer, built.template, built.config_text)],
         randomness=dict(seed=exp.seed),
-        resume=resume is not None,
-        load_from=resume if isinstance(resume, str) else None,
+        resume=checkpoint is not None,
+        load_from=checkpoint,
         default_scope="mmengine",
         env_cfg=dict(dist_cfg=dict(backend="gloo" if not torch.cuda.is_available() else "nccl")),
     )

@@ -9,16 +9,24 @@ def default_work_dir(config_filename):
     return Path("work_dirs") / Path(config_filename).stem
 
 
-def train(config, work_dir=None, cfg_options=None, seed=None, resume=None):
-    """Train and return the path of the exported Hugging Face artifact."""
+def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backend=None):
+    """Train and return the path of the exported Hugging Face artifact.
+
+    `backend` ('mmengine' or 'hf') overrides the config's train.backend.
+    """
     options = dict(cfg_options or {})
     if seed is not None:
         options["seed"] = seed
+    if backend is not None:
+        options["train.backend"] = backend
     cfg, experiment = load_config(config, options)
     work_dir = Path(work_dir or experiment.work_dir or default_work_dir(cfg.filename))
     work_dir.mkdir(parents=True, exist_ok=True)
     from xft.engine.builder import build_experiment
-    from xft.engine.mmengine_backend import run_mmengine
 
-    built = build_experiment(experiment, config_text(cfg), work_dir)
-    return run_mmengine(built, resume=resume)
+    if experiment.train.backend == "hf":
+        from xft.engine.hf_backend import resolve_resume, run_hf as run
+    else:
+        from xft.engine.mmengine_backend import resolve_resume, run_mmengine as run
+    checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
+    return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint)

@@ -2,12 +2,18 @@
 
 Principle: the loss of an optimizer step is the sum of its token losses divided
 by the number of label tokens in the step, not a mean of per-batch means (which
-over-weights tokens of short batches).
+over-weights tokens of short batches). Engines count the step's label tokens
+with `count_label_tokens` before any backward pass (see xft.engine.step_loss).
 """
 
 import torch.nn.functional as F
 
 from xft.data.encode import IGNORE_INDEX
+
+
+def count_label_tokens(labels):
+    """Positions that carry a loss: every label but the first of each row (next-token shift)."""
+    return (labels[..., 1:] != IGNORE_INDEX).sum()
 
 
 def token_loss_sum(logits, labels):
@@ -17,5 +23,4 @@ def token_loss_sum(logits, labels):
     loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
                                shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="sum")
-    count = (shift_labels != IGNORE_INDEX).sum()
-    return loss_sum, count
+    return loss_sum, count_label_tokens(labels)

@@ -1,0 +1,45 @@
+"""Evaluation chat: answers to configured prompts before, during and after training.
+
+Uses xft.tools.chat.ChatSession, so the prompt is built by the same template
+object that built the training labels. Each prompt is asked in a fresh
+conversation (greedy decoding); one JSON line per answer goes to
+work_dir/chat_samples.jsonl: {"step", "prompt", "answer"}.
+"""
+
+import json
+from pathlib import Path
+
+CHAT_SAMPLES_FILE = "chat_samples.jsonl"
+
+
+class ChatEvaluator:
+    def __init__(self, eval_cfg, tokenizer, template, system, work_dir, log=print):
+        self.prompts, self.interval = eval_cfg.prompts, eval_cfg.interval
+        self.max_new_tokens = eval_cfg.max_new_tokens
+        self.tokenizer, self.template, self.system = tokenizer, template, system
+        self.path = Path(work_dir) / CHAT_SAMPLES_FILE
+        self.log = log
+
+    def due(self, step):
+        return bool(self.prompts) and bool(self.interval) and step % self.interval == 0
+
+    def run(self, model, step):
+        """Answer every prompt with `model` as it is at optimizer step `step`."""
+        if not self.prompts:
+            return
+        from xft.tools.chat import ChatSession
+
+        was_training = model.training
+        model.eval()  # no dropout while generating
+        session = ChatSession(model, self.tokenizer, self.template, self.system,
+                              self.max_new_tokens)
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                for prompt in self.prompts:
+                    session.reset()
+                    answer = session.ask(prompt)
+                    f.write(json.dumps({"step": step, "prompt": prompt, "answer": answer},
+                                       ensure_ascii=False) + "\n")
+                    self.log(f"chat @ step {step}: {prompt!r} -> {answer!r}")
+        finally:
+            model.train(was_training)

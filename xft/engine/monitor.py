@@ -1,0 +1,121 @@
+"""What a user watches during a run, identical for every engine.
+
+Engines report each optimizer step to a `TrainingMonitor`; every `log_interval`
+steps (and at the last step) it writes one record to work_dir/metrics.jsonl,
+the same scalars to TensorBoard (work_dir/tensorboard), and one console line
+with throughput and ETA. At the end it draws work_dir/loss_curve.png from the
+whole metrics file (a resumed run's earlier records included).
+"""
+
+import json
+import time
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+class TrainingMonitor:
+    def __init__(self, work_dir, total_steps, log_interval, log=print):
+        self.work_dir = Path(work_dir)
+        self.total_steps, self.log_interval, self.log = total_steps, log_interval, log
+        self.writer = None
+
+    def start(self, first_step):
+        """Call before the first optimizer step; `first_step` > 0 when resuming."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
+        self.start_time = self.window_start = time.time()
+        self.first_step = first_step
+        self._new_window()
+
+    def _new_window(self):
+        self.loss_sum, self.steps, self.tokens, self.label_tokens = 0.0, 0, 0, 0
+
+    def count_tokens(self, tokens, label_tokens):
+        """Tokens (non-padding) and label tokens of one micro-batch."""
+        self.tokens += int(tokens)
+        self.label_tokens += int(label_tokens)
+
+    def should_log(self, step):
+        return step % self.log_interval == 0 or step == self.total_steps
+
+    def step_end(self, step, loss, lr, grad_norm):
+        """One optimizer step done: `loss` is its normalised loss (see xft.engine.step_loss)."""
+        self.loss_sum += float(loss)
+        self.steps += 1
+        if self.should_log(step):
+            self.write(step, self.loss_sum / self.steps, lr, grad_norm)
+
+    def write(self, step, mean_loss, lr, grad_norm):
+        """Write one record; `mean_loss` is the mean step loss since the previous record."""
+        now = time.time()
+        record = {
+            "step": step,
+            "loss": round(float(mean_loss), 6),
+            "lr": float(lr),
+            "grad_norm": round(float(grad_norm), 6),
+            "tokens": self.tokens,
+            "label_tokens": self.label_tokens,
+            "tokens_per_s": round(self.tokens / max(now - self.window_start, 1e-9), 1),
+            "elapsed": round(now - self.start_time, 3),
+        }
+        with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+            self.writer.add_scalar(f"train/{key}", record[key], step)
+        self.writer.flush()
+        done = step - self.first_step
+        eta = (now - self.start_time) / max(done, 1) * (self.total_steps - step)
+        self.log(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  lr {lr:.3g}  "
+                 f"grad_norm {record['grad_norm']:.3g}  {record['tokens_per_s']:.0f} tokens/s  "
+                 f"elapsed {_clock(record['elapsed'])}  eta {_clock(eta)}")
+        self.window_start = now
+        self._new_window()
+
+    def finish(self):
+        if self.writer is not None:
+            self.writer.close()
+        path = plot_loss_curve(self.work_dir)
+        if path is not None:
+            self.log(f"loss curve: {path}")
+
+
+def input_tokens(batch):
+    """Non-padding tokens of a collated micro-batch."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def read_metrics(work_dir):
+    path = Path(work_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def plot_loss_curve(work_dir):
+    """Draw loss against optimizer step from metrics.jsonl; None when nothing was logged."""
+    records = read_metrics(work_dir)
+    if not records:
+        return None
+    # A bare Figure (no pyplot) renders to a file without touching the process's backend.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], marker=".")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (sum of token losses / label tokens)")
+    ax.grid(alpha=0.3)
+    path = Path(work_dir) / LOSS_CURVE_FILE
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
