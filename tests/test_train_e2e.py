@@ -83,7 +83,7 @@ def test_chat_answers_with_the_trained_identity(demo, question):
     assert IDENTITY in answer
 
 
-def test_interactive_chat_keeps_history_until_reset(demo):
+def test_interactive_chat_answers_resets_and_exits(demo):
     _, hf_dir = demo
     session = "Who are you?\n你是谁?\nRESET\nWhat is your name?\nEXIT\n"
     result = subprocess.run([sys.executable, "-m", "xft", "chat", str(hf_dir)], input=session,
@@ -93,7 +93,23 @@ def test_interactive_chat_keeps_history_until_reset(demo):
     assert out.count("User: ") == 5  # four questions/commands answered, then EXIT
     assert "(history cleared)" in out
     answers = [part.split("\nUser: ")[0] for part in out.split("Assistant: ")[1:]]
-    assert len(answers) == 3 and all(IDENTITY in a for a in answers)
+    assert len(answers) == 3
+    # The first question and the one after RESET are asked with no history.
+    assert IDENTITY in answers[0] and IDENTITY in answers[2]
+
+
+def test_chat_session_keeps_history_until_reset(demo):
+    from xft.tools.chat import ChatSession, load_chat_model
+
+    _, hf_dir = demo
+    model, tokenizer, template = load_chat_model(str(hf_dir))
+    session = ChatSession(model, tokenizer, template, max_new_tokens=8)
+    first = session.ask("Who are you?")
+    session.ask("你是谁?")
+    assert [m["role"] for m in session.messages] == ["user", "assistant"] * 2
+    assert session.messages[1]["content"] == first
+    session.reset()
+    assert session.messages == []
 
 
 def test_untrained_model_does_not_know_the_identity():
