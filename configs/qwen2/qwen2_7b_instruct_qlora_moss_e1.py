@@ -3,6 +3,6 @@ _base_ = [
     '../_base_/datasets/moss.py',
     '../_base_/schedules/qlora.py',
 ]
-# MOSS plugin calls become tool calls, which qwen2_chat renders (Qwen2.5's format).
+# qwen2_chat renders tool calls (Qwen2.5's format), which MOSS plugin calls become.
 model = dict(quantization=dict(bits=4))
 train = dict(epochs=1)
