@@ -29,9 +29,11 @@ from transformers import (AutoModelForCausalLM, GemmaConfig, GlmConfig, LlamaCon
 from xft.config import list_configs, load_config
 from xft.config.loader import config_text, load_raw_config
 from xft.data.formats import FORMATS
-from xft.data.templates import TEMPLATES
+from xft.data.pipeline import build_dataset
+from xft.data.templates import TEMPLATES, get_template
 from xft.engine.builder import build_experiment
 from xft.engine.mmengine_backend import METRICS_FILE, run_mmengine
+from xft.model.build import build_tokenizer
 
 CONFIGS = list_configs()
 
@@ -68,6 +70,7 @@ RECORDS = {
                              {"role": "assistant", "content": "1, 2, 3."}]}],
     "guanaco": [{"text": "### Human: What is a monopsony?### Assistant: A market with one buyer."},
                 {"text": "### Human: Hi### Assistant: Hello!### Human: Bye### Assistant: Bye!"}],
+    # A plugin call without thoughts: qwen2_chat, paired with moss, must render the tool call.
     "moss": [{"meta_instruction": "You are MOSS.\n- Inner thoughts: disabled.\n"
                                   "- Calculator: enabled. API: Calculate(expression)\n",
               "num_turns": 1,
@@ -212,3 +215,30 @@ def test_every_chat_family_has_lora_and_qlora_configs():
 def test_every_dataset_format_of_the_matrix_is_used():
     used = {ds["format"] for name in CONFIGS for ds in load_raw_config(name).datasets}
     assert set(RECORDS) <= used <= set(FORMATS), used
+
+
+# Real public files in each dataset format (shared/data; see its MANIFEST.md), and the
+# records known to be bad in them (OpenAI's cookbook file has 3 replies no user prompts).
+REAL_DATA = {"alpaca": ("datasets/alpaca/alpaca_en_demo.json", 0),
+             "alpaca_zh": ("datasets/alpaca/alpaca_zh_demo.json", 0),
+             "openai": ("datasets/openai/toy_chat_fine_tuning.jsonl", 3),
+             "moss": ("datasets/moss/moss_003_sft_no_plugins_sample.jsonl", 0),
+             "pretrain": ("datasets/pretrain/c4_demo.jsonl", 0)}
+
+
+@pytest.mark.parametrize("fmt", sorted(REAL_DATA))
+def test_configs_of_each_dataset_format_read_real_data(fmt, shared_data, assets):
+    """The first config using each format builds its data from a real file of that format
+    with its own template, refusing none of the first 60 records but the known bad ones."""
+    name = next(n for n in CONFIGS
+                if any(ds["format"] == fmt for ds in load_raw_config(n).datasets))
+    path, known_bad = REAL_DATA[fmt]
+    _, experiment = load_config(name, {
+        "datasets": [dict(path=str(shared_data / path), format=fmt, max_samples=60)],
+        "tokenizer.path": assets.tokenizer(load_raw_config(name).template),
+        "data.on_bad_record": "skip", "data.max_length": 4096})
+    tokenizer = build_tokenizer(experiment)
+    template = get_template(experiment.template, tokenizer, experiment.data.train_on)
+    dataset, (report,) = build_dataset(experiment, tokenizer, template, log=lambda *_: None)
+    assert report.skipped_bad == known_bad
+    assert len(dataset) > 0
