@@ -1,0 +1,6 @@
+_base_ = [
+    '../_base_/models/internlm2.py',
+    '../_base_/datasets/alpaca_zh.py',
+    '../_base_/schedules/full.py',
+]
+model = dict(path='internlm/internlm2-chat-1_8b')

@@ -1,0 +1,6 @@
+_base_ = [
+    '../_base_/models/llama3.py',
+    '../_base_/datasets/guanaco.py',
+    '../_base_/schedules/qlora.py',
+]
+model = dict(quantization=dict(bits=4))

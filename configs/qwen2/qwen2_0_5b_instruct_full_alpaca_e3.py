@@ -1,0 +1,6 @@
+_base_ = [
+    '../_base_/models/qwen2.py',
+    '../_base_/datasets/alpaca.py',
+    '../_base_/schedules/full.py',
+]
+model = dict(path='Qwen/Qwen2-0.5B-Instruct')
