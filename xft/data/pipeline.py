@@ -1,10 +1,16 @@
 """Build the training dataset from the config's dataset list.
 
-load records (JSON/JSONL read here for precise errors; other types through
-`datasets.load_dataset`) → fill placeholders → format map fn → conversation →
-encode (template + tokenizer) → a torch Dataset of {input_ids, labels}.
+Per source file (cached, see xft.data.cache): load records (JSON/JSONL read
+here for precise errors; other types through `datasets.load_dataset`) → fill
+placeholders → format map fn → conversation → encode (template + tokenizer;
+over-long samples dropped or truncated per the dataset's policy). Then all
+sources are mixed by ratio (xft.data.mix) and optionally packed into rows of
+max_length (xft.data.pack). The result is a torch Dataset of {input_ids,
+labels} (+ position_ids when packed) and a DataReport that counts every record
+and sample that was dropped, truncated, repeated or packed.
 """
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,8 +18,11 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from xft.data import cache
 from xft.data.encode import EncodeStats, encode_conversations
 from xft.data.formats import get_format, to_conversation
+from xft.data.mix import check_ratios, mix
+from xft.data.pack import pack_samples
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
 
@@ -42,11 +51,17 @@ class SourceReport:
     skipped_bad: int = 0
     skip_reasons: list = field(default_factory=list)
     stats: EncodeStats = field(default_factory=EncodeStats)
+    truncation: str = "drop"  # the policy applied to over-long samples
+    cache: str = "off"  # 'hit' (loaded), 'built' (encoded and stored), 'off' or 'uncacheable'
+    cache_entry: str = ""
 
     def lines(self):
         s = self.stats
         yield (f"{self.path}: {self.records} records → {s.samples} samples "
                f"({s.label_tokens} trained tokens of {s.tokens})")
+        if self.cache in ("hit", "built"):
+            verb = "loaded from" if self.cache == "hit" else "stored in"
+            yield f"  cache {self.cache}: {verb} {self.cache_entry}"
         for label, count in [("bad records skipped", self.skipped_bad),
                              ("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
@@ -133,38 +148,145 @@ def fill_placeholders(value, placeholders):
     return value
 
 
+def _encoded_source(ds_cfg, experiment, tokenizer, template, truncation):
+    """Read, convert and encode one dataset file: (samples, SourceReport)."""
+    records = read_records(ds_cfg.path)
+    if ds_cfg.max_samples is not None:
+        records = records[:ds_cfg.max_samples]
+    report = SourceReport(path=ds_cfg.path, records=len(records), truncation=truncation)
+    conversations = []
+    for index, record in enumerate(records):
+        try:
+            record = fill_placeholders(record, ds_cfg.placeholders)
+            messages = to_conversation(ds_cfg.format, record)
+            if experiment.system is not None and messages[0]["role"] != "system":
+                messages = [{"role": "system", "content": experiment.system,
+                             "loss": None}] + messages
+            template.render(messages)  # template-specific checks (e.g. no system role)
+        except RecordError as e:
+            if experiment.data.on_bad_record == "error":
+                raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
+            report.skipped_bad += 1
+            report.skip_reasons.append(str(e))
+            continue
+        conversations.append(messages)
+    samples, report.stats = encode_conversations(
+        conversations, template, tokenizer, experiment.data.max_length, truncation)
+    return samples, report
+
+
+def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
+    """(key, key parts) of a dataset's cache entry, or None when its path is not local."""
+    content = cache.file_fingerprint(resolve_path(ds_cfg.path))
+    if content is None:
+        return None
+    parts = {
+        "version": cache.CACHE_VERSION,
+        "file": content,
+        "format": ds_cfg.format,
+        "map_fn": cache.code_fingerprint(get_format(ds_cfg.format)),
+        "code": cache.code_fingerprint(*cache.ENCODING_MODULES, _encoded_source),
+        "placeholders": ds_cfg.placeholders,
+        "max_samples": ds_cfg.max_samples,
+        "system": experiment.system,
+        "template": repr(template),
+        "tokenizer": cache.tokenizer_fingerprint(tokenizer),
+        "max_length": experiment.data.max_length,
+        "truncation": truncation,
+        "on_bad_record": experiment.data.on_bad_record,
+    }
+    return cache.cache_key(parts), parts
+
+
+def _report_to_dict(report):
+    data = dataclasses.asdict(report)
+    del data["stats"]["lengths"], data["cache"], data["cache_entry"]
+    return data
+
+
+def _report_from_dict(data, samples):
+    stats = EncodeStats(**data.pop("stats"))
+    stats.lengths = [len(s["input_ids"]) for s in samples]
+    return SourceReport(stats=stats, **data)
+
+
+def load_source(ds_cfg, experiment, tokenizer, template):
+    """One dataset's encoded samples and report, from the cache when possible."""
+    truncation = ds_cfg.truncation or experiment.data.truncation
+    if not experiment.data.cache:
+        return _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+    keyed = source_cache_key(ds_cfg, experiment, tokenizer, template, truncation)
+    if keyed is None:
+        samples, report = _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+        report.cache = "uncacheable"
+        return samples, report
+    key, parts = keyed
+    root = cache.cache_root(experiment.data.cache_dir)
+    hit = cache.load(root, key)
+    if hit is not None:
+        samples, data = hit
+        report = _report_from_dict(data, samples)
+        report.path = ds_cfg.path  # the same bytes may live under another name
+        report.cache, report.cache_entry = "hit", str(root / "datasets" / key)
+        return samples, report
+    samples, report = _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+    entry = cache.save(root, key, parts, samples, _report_to_dict(report))
+    report.cache, report.cache_entry = "built", str(entry)
+    return samples, report
+
+
+@dataclass
+class DataReport:
+    """The whole build: one SourceReport per file, the mixture, the packing."""
+
+    sources: list
+    samples: int  # samples (or packed rows) in the training dataset
+    mixture: list = None  # [xft.data.mix.MixPart] when datasets have ratios
+    packing: object = None  # xft.data.pack.PackStats when data.pack is on
+
+    def lines(self):
+        for source in self.sources:
+            yield from source.lines()
+        yield from self.combined_lines()
+
+    def combined_lines(self):
+        """What happened after the sources were read: mixture and packing."""
+        if self.mixture:
+            total = sum(part.used for part in self.mixture)
+            yield f"mixture: {total} samples"
+            for part in self.mixture:
+                yield part.line(total)
+        if self.packing:
+            yield self.packing.line()
+
+
 def build_dataset(experiment, tokenizer, template, log=print):
-    """The training dataset and one report per source file."""
-    all_samples, reports = [], []
+    """The training dataset and its DataReport (also written to `log`, line by line)."""
+    data = experiment.data
+    # Config problems fail before any file is read.
     for ds_cfg in experiment.datasets:
-        get_format(ds_cfg.format)  # unknown format names fail before any file is read
-        records = read_records(ds_cfg.path)
-        if ds_cfg.max_samples is not None:
-            records = records[:ds_cfg.max_samples]
-        report = SourceReport(path=ds_cfg.path, records=len(records))
-        conversations = []
-        for index, record in enumerate(records):
-            try:
-                record = fill_placeholders(record, ds_cfg.placeholders)
-                messages = to_conversation(ds_cfg.format, record)
-                if experiment.system is not None and messages[0]["role"] != "system":
-                    messages = [{"role": "system", "content": experiment.system,
-                                 "loss": None}] + messages
-                template.render(messages)  # template-specific checks (e.g. no system role)
-            except RecordError as e:
-                if experiment.data.on_bad_record == "error":
-                    raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
-                report.skipped_bad += 1
-                report.skip_reasons.append(str(e))
-                continue
-            conversations.append(messages)
-        samples, report.stats = encode_conversations(
-            conversations, template, tokenizer, experiment.data.max_length,
-            experiment.data.truncation)
-        all_samples += samples
-        reports.append(report)
+        get_format(ds_cfg.format)
+    mixing = check_ratios(experiment.datasets, data.mix_size)
+    sources = []
+    for ds_cfg in experiment.datasets:
+        samples, report = load_source(ds_cfg, experiment, tokenizer, template)
         for line in report.lines():
             log(line)
-    if not all_samples:
+        sources.append((report, samples))
+    reports = [report for report, _ in sources]
+    mixture = None
+    if mixing:
+        samples, mixture = mix([(r.path, s) for r, s in sources],
+                               [d.ratio for d in experiment.datasets], data.mix_size,
+                               seed=experiment.seed)
+    else:
+        samples = [sample for _, source_samples in sources for sample in source_samples]
+    if not samples:
         raise DataError("no training samples left after filtering; see the report above")
-    return SFTDataset(all_samples), reports
+    packing = None
+    if data.pack:
+        samples, packing = pack_samples(samples, data.max_length, seed=experiment.seed)
+    report = DataReport(reports, len(samples), mixture, packing)
+    for line in report.combined_lines():
+        log(line)
+    return SFTDataset(samples), report

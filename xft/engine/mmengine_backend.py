@@ -23,7 +23,7 @@ from xft.data.sampler import RunBatchSampler
 from xft.engine.export import export_hf
 from xft.engine.safe_load import allow_checkpoint_globals
 from xft.engine.schedule import lr_factor
-from xft.model.loss import token_loss_sum
+from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.model.optimizer import build_optimizer
 
 METRICS_FILE = "metrics.jsonl"
@@ -37,15 +37,17 @@ class CausalLMModel(BaseModel):
         super().__init__(data_preprocessor=dict(type="BaseDataPreprocessor"))
         self.lm = lm
 
-    def forward(self, input_ids, attention_mask, labels, mode="loss"):
+    def forward(self, input_ids, labels, attention_mask=None, position_ids=None, mode="loss"):
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = causal_lm_logits(self.lm, input_ids, attention_mask, position_ids)
         loss_sum, count = token_loss_sum(logits, labels)
+        # Packed rows have no attention mask: their slots (padding included) are counted.
+        tokens = attention_mask.sum() if attention_mask is not None else input_ids.numel()
         # `loss` is what is optimised; the other entries are only logged.
         return {"loss": loss_sum / count.clamp(min=1),
                 "label_tokens": count.float(),
-                "tokens": attention_mask.sum().float()}
+                "tokens": torch.as_tensor(tokens).float()}
 
 
 @PARAM_SCHEDULERS.register_module(name="XftStepLR")

@@ -19,3 +19,15 @@ def token_loss_sum(logits, labels):
                                reduction="sum")
     count = (shift_labels != IGNORE_INDEX).sum()
     return loss_sum, count
+
+
+def causal_lm_logits(model, input_ids, attention_mask=None, position_ids=None):
+    """Logits of a training batch from either collator (padded or packed rows).
+
+    use_cache=False matters for packed rows: when the model creates a KV cache
+    (config.use_cache is True by default), transformers ignores the position_ids
+    restarts and builds one causal mask over the whole row, letting samples
+    attend to each other.
+    """
+    return model(input_ids=input_ids, attention_mask=attention_mask,
+                 position_ids=position_ids, use_cache=False).logits
