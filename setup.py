@@ -28,6 +28,7 @@ setup(
         "sentencepiece",
         "protobuf",
         "numpy",
+        "matplotlib",  # xft check-dataset's length histogram
     ],
     extras_require={
         "qlora": ["bitsandbytes>=0.50"],
