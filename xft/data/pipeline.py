@@ -19,7 +19,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from xft.data import cache
-from xft.data.encode import EncodeStats, encode_conversations
+from xft.data.encode import EncodeStats, encode_rendered
 from xft.data.formats import get_format, to_conversation
 from xft.data.mix import check_ratios, mix
 from xft.data.pack import pack_samples
@@ -154,7 +154,7 @@ def _encoded_source(ds_cfg, experiment, tokenizer, template, truncation):
     if ds_cfg.max_samples is not None:
         records = records[:ds_cfg.max_samples]
     report = SourceReport(path=ds_cfg.path, records=len(records), truncation=truncation)
-    conversations = []
+    rendered = []
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
@@ -162,16 +162,15 @@ def _encoded_source(ds_cfg, experiment, tokenizer, template, truncation):
             if experiment.system is not None and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": experiment.system,
                              "loss": None}] + messages
-            template.render(messages)  # template-specific checks (e.g. no system role)
+            # Rendering also runs the template's own checks (e.g. no system role).
+            rendered.append(template.render(messages))
         except RecordError as e:
             if experiment.data.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
             report.skipped_bad += 1
             report.skip_reasons.append(str(e))
-            continue
-        conversations.append(messages)
-    samples, report.stats = encode_conversations(
-        conversations, template, tokenizer, experiment.data.max_length, truncation)
+    samples, report.stats = encode_rendered(rendered, tokenizer, experiment.data.max_length,
+                                            truncation)
     return samples, report
 
 
