@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 CACHE_VERSION = 1
-# Modules whose code decides what a sample looks like.
-ENCODING_MODULES = ("xft.data.conversation", "xft.data.formats", "xft.data.templates",
-                    "xft.data.encode")
+# Modules whose code decides what a sample looks like (reading records included).
+ENCODING_MODULES = ("xft.data.pipeline", "xft.data.conversation", "xft.data.formats",
+                    "xft.data.templates", "xft.data.encode")
 
 
 def cache_root(cache_dir=None):

@@ -15,6 +15,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from torch.utils.data import Dataset
 
@@ -30,7 +31,8 @@ SKIP_REASON_SAMPLES = 5
 
 
 class SFTDataset(Dataset):
-    """Encoded samples: each item is {'input_ids': [...], 'labels': [...]}."""
+    """Encoded samples: each item is {'input_ids': [...], 'labels': [...]}, plus
+    'position_ids' when the samples are packed rows."""
 
     def __init__(self, samples):
         self.samples = samples
@@ -184,7 +186,7 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
         "file": content,
         "format": ds_cfg.format,
         "map_fn": cache.code_fingerprint(get_format(ds_cfg.format)),
-        "code": cache.code_fingerprint(*cache.ENCODING_MODULES, _encoded_source),
+        "code": cache.code_fingerprint(*cache.ENCODING_MODULES),
         "placeholders": ds_cfg.placeholders,
         "max_samples": ds_cfg.max_samples,
         "system": experiment.system,
@@ -240,8 +242,8 @@ class DataReport:
 
     sources: list
     samples: int  # samples (or packed rows) in the training dataset
-    mixture: list = None  # [xft.data.mix.MixPart] when datasets have ratios
-    packing: object = None  # xft.data.pack.PackStats when data.pack is on
+    mixture: Optional[list] = None  # [xft.data.mix.MixPart] when datasets have ratios
+    packing: Optional[object] = None  # xft.data.pack.PackStats when data.pack is on
 
     def lines(self):
         for source in self.sources:
