@@ -5,7 +5,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from tests.conftest import DEMO_CONFIG, run_cli, write_config
+from conftest import DEMO_CONFIG, run_cli, write_config
 from xft.data.encode import encode_conversations
 from xft.data.templates import get_template
 from xft.paths import resolve_path

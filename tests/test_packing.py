@@ -1,18 +1,23 @@
 """Packing: rows of several samples behave exactly like the samples run one by one."""
 
+import json
 import math
 import random
 
 import pytest
 import torch
+from conftest import DEMO_CONFIG
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from xft.config import load_config
 from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
 from xft.data.collate import PackedCollator, PadCollator
 from xft.data.encode import IGNORE_INDEX
 from xft.data.pack import assign_rows, pack_samples
 from xft.data.pipeline import build_dataset
 from xft.data.templates import get_template
+from xft.engine.builder import build_experiment
+from xft.engine.mmengine_backend import CausalLMModel, run_mmengine
 from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.paths import resolve_path
 
@@ -168,8 +173,6 @@ def test_alpaca_demo_packs_with_at_most_2_percent_waste(shared_data):
 
 
 def test_mmengine_model_sees_packed_rows_as_separate_samples():
-    from xft.engine.mmengine_backend import CausalLMModel
-
     lm = AutoModelForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"),
                                               dtype=torch.float32)
     wrapped = CausalLMModel(lm)
@@ -186,13 +189,6 @@ def test_mmengine_model_sees_packed_rows_as_separate_samples():
 
 
 def test_training_on_packed_rows_runs_and_learns(tmp_path):
-    import json
-
-    from tests.conftest import DEMO_CONFIG
-    from xft.config import load_config
-    from xft.engine.builder import build_experiment
-    from xft.engine.mmengine_backend import run_mmengine
-
     cfg, experiment = load_config(DEMO_CONFIG, {"data.pack": True, "train.batch_size": 2,
                                                 "train.max_steps": 12, "train.log_interval": 4})
     built = build_experiment(experiment, cfg.pretty_text, tmp_path, log=lambda _: None)

@@ -60,8 +60,9 @@ def encode_rendered(rendered, tokenizer, max_length, truncation="drop", batch_si
     samples, stats = [], EncodeStats()
     for begin in range(0, len(rendered), batch_size):
         chunk = rendered[begin:begin + batch_size]
+        # verbose=False: no warning about the model's max length; max_length is handled below.
         batch = tokenizer([r.text for r in chunk], add_special_tokens=False,
-                          return_offsets_mapping=True)
+                          return_offsets_mapping=True, verbose=False)
         for r, ids, offsets in zip(chunk, batch["input_ids"], batch["offset_mapping"]):
             labels = labels_from_spans(ids, offsets, r.loss_spans)
             if len(ids) > max_length:

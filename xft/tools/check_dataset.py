@@ -99,8 +99,8 @@ def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None
         f"p{p}={n}" for p, n in percentiles(lengths).items()))
     _, packing = pack_samples([dataset[i] for i in range(len(dataset))], max_length,
                               seed=experiment.seed)
-    state = "on" if experiment.data.pack else "off (data.pack=False)"
-    out(f"packing {state}: {packing.rows} rows of {max_length} tokens would hold the "
+    state = "on:" if experiment.data.pack else "off (data.pack=False); if on,"
+    out(f"packing {state} {packing.rows} rows of {max_length} tokens hold the "
         f"{packing.samples} samples, efficiency {100 * packing.efficiency:.2f}%")
     plot = Path(plot or f"{Path(cfg.filename).stem}_lengths.png")
     write_histogram(lengths, max_length, plot)
