@@ -29,7 +29,7 @@ setup(
         "protobuf",
         "numpy",
         "tensorboard",  # training scalars (work_dir/tensorboard), both engines
-        "matplotlib",  # work_dir/loss_curve.png at the end of a run
+        "matplotlib",  # work_dir/loss_curve.png; xft check-dataset's length histogram
     ],
     extras_require={
         "qlora": ["bitsandbytes>=0.50"],

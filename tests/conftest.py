@@ -27,6 +27,19 @@ def write_config(directory, text, name="cfg.py"):
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Keep the dataset cache of every test (and CLI subprocess) out of the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("xft-cache")
+    previous = os.environ.get("XFT_CACHE_DIR")
+    os.environ["XFT_CACHE_DIR"] = str(root)
+    yield root
+    if previous is None:
+        del os.environ["XFT_CACHE_DIR"]
+    else:
+        os.environ["XFT_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     if not SHARED_DATA.is_dir():

@@ -54,8 +54,8 @@ def test_placeholders_fill_nested_strings():
 def test_shipped_self_cognition_data_builds(tokenizer):
     exp = _experiment("xft://data/self_cognition.json",
                       placeholders={"name": "Tuna", "author": "xft"})
-    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=lambda _: None)
-    assert len(dataset) == reports[0].records == len(read_records("xft://data/self_cognition.json"))
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=lambda _: None)
+    assert len(dataset) == report.sources[0].records == len(read_records("xft://data/self_cognition.json"))
     text = tokenizer.decode(dataset[0]["input_ids"])
     assert "Tuna" in text and "{{" not in text
 
@@ -130,9 +130,9 @@ def test_bad_records_can_be_skipped_and_are_counted(tmp_path, tokenizer):
     records = [good, {"instruction": "q"}, good, {"instruction": "q", "output": 1}]
     path = _write(tmp_path, "data.json", json.dumps(records))
     lines = []
-    dataset, reports = build_dataset(_experiment(path, on_bad_record="skip"), tokenizer,
-                                     get_template("chatml"), log=lines.append)
-    assert len(dataset) == 2 and reports[0].skipped_bad == 2
+    dataset, report = build_dataset(_experiment(path, on_bad_record="skip"), tokenizer,
+                                    get_template("chatml"), log=lines.append)
+    assert len(dataset) == 2 and report.sources[0].skipped_bad == 2
     report = "\n".join(lines)
     assert "bad records skipped: 2" in report
     assert "field 'output': missing field" in report

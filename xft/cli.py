@@ -32,6 +32,14 @@ def cmd_copy_cfg(args):
     print(f"xft: copied to {copy_config(args.name, args.dest)}")
 
 
+def cmd_check_dataset(args):
+    from xft.tools.check_dataset import check_dataset
+
+    color = {"auto": None, "always": True, "never": False}[args.color]
+    check_dataset(args.config, cfg_options=args.cfg_options, num_samples=args.samples,
+                  plot=args.plot, color=color)
+
+
 def cmd_chat(args):
     from xft.tools.chat import run_chat
 
@@ -83,6 +91,18 @@ def build_parser():
     p.add_argument("name", help="config name (see list-cfg)")
     p.add_argument("dest", help="destination directory")
     p.set_defaults(func=cmd_copy_cfg)
+
+    p = sub.add_parser("check-dataset", parents=[common],
+                       help="validate a config's datasets, show masked samples and statistics")
+    p.add_argument("config", help="config name (see list-cfg) or path to a config file")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="override config keys, e.g. data.max_length=1024")
+    p.add_argument("--samples", type=int, default=3, help="how many samples to show")
+    p.add_argument("--plot", help="where to write the length histogram "
+                   "(default: <config name>_lengths.png)")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
+                   help="mark trained text in colour (auto: when printing to a terminal)")
+    p.set_defaults(func=cmd_check_dataset)
 
     p = sub.add_parser("chat", parents=[common], help="chat with a model or adapter directory")
     p.add_argument("model", help="model directory, hub id, or an adapter directory")

@@ -78,6 +78,11 @@ class DatasetCfg:
     # e.g. dict(name='Xiaoxi') for self-cognition data.
     placeholders: Dict[str, str] = field(default_factory=dict)
     max_samples: Optional[int] = None  # use at most this many records (first N)
+    # Over-long samples of this dataset: 'drop' or 'truncate'; None uses data.truncation.
+    truncation: Optional[Literal["drop", "truncate"]] = None
+    # Fraction of the final mixture taken from this dataset (up- or down-sampled,
+    # seeded). Set it on every dataset or on none; the ratios must sum to 1.
+    ratio: Optional[float] = None
 
 
 @dataclass
@@ -93,6 +98,17 @@ class DataCfg:
     train_on: Literal["all", "last"] = "all"
     shuffle: bool = True
     num_workers: int = 0
+    # Size of the mixture when datasets have ratios: a number of samples, or
+    # 'sum' (as many as all datasets hold together), 'no_upsample' (largest size
+    # that repeats no sample), 'no_downsample' (smallest size that uses every sample).
+    mix_size: Union[int, Literal["sum", "no_upsample", "no_downsample"]] = "sum"
+    # Pack several samples into each row of up to max_length tokens (per-sample
+    # position_ids, no attention across samples).
+    pack: bool = False
+    # Reuse encoded datasets from the cache; it is keyed on everything that
+    # shapes the samples (file contents, tokenizer, template, max_length, ...).
+    cache: bool = True
+    cache_dir: Optional[str] = None  # default: $XFT_CACHE_DIR or ~/.cache/xft
 
 
 @dataclass

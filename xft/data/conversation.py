@@ -125,14 +125,16 @@ def _check_message(msg, i, where, previous):
 EXTRA_PARTS = ("tools", "tool_calls", "reasoning_content")
 
 
-def check_rendered(messages, render, template_name):
+def check_rendered(messages, render, template_name, text=None):
     """Raise RecordError when a template leaves a tool or reasoning part unrendered.
 
     `render(messages)` returns the rendered text. A part counts as rendered when
     the text changes without it, so templates of families without tool or
     reasoning support reject such records instead of dropping the part silently.
+    `text` is the full rendering when the caller already has it.
     """
-    text = render(messages)
+    if text is None:
+        text = render(messages)
     for i, msg in enumerate(messages):
         for key in EXTRA_PARTS:
             if not msg.get(key):

@@ -49,7 +49,13 @@ def labels_from_spans(input_ids, offsets, spans):
 
 def encode_conversations(conversations, template, tokenizer, max_length, truncation="drop",
                          batch_size=1000):
-    """Encode conversations in batches. Returns (samples, EncodeStats).
+    """Render and encode conversations. Returns (samples, EncodeStats)."""
+    return encode_rendered([template.render(c) for c in conversations], tokenizer, max_length,
+                           truncation, batch_size)
+
+
+def encode_rendered(rendered, tokenizer, max_length, truncation="drop", batch_size=1000):
+    """Encode rendered conversations (templates.Rendered) in batches. Returns (samples, EncodeStats).
 
     truncation='drop' drops a sample longer than max_length; 'truncate' keeps the
     sample's tail from its last trained token (the final end-of-turn marker) on,
@@ -57,11 +63,12 @@ def encode_conversations(conversations, template, tokenizer, max_length, truncat
     teaches the model to stop.
     """
     samples, stats = [], EncodeStats()
-    for begin in range(0, len(conversations), batch_size):
-        rendered = [template.render(c) for c in conversations[begin:begin + batch_size]]
-        batch = tokenizer([r.text for r in rendered], add_special_tokens=False,
-                          return_offsets_mapping=True)
-        for r, ids, offsets in zip(rendered, batch["input_ids"], batch["offset_mapping"]):
+    for begin in range(0, len(rendered), batch_size):
+        chunk = rendered[begin:begin + batch_size]
+        # verbose=False: no warning about the model's max length; max_length is handled below.
+        batch = tokenizer([r.text for r in chunk], add_special_tokens=False,
+                          return_offsets_mapping=True, verbose=False)
+        for r, ids, offsets in zip(chunk, batch["input_ids"], batch["offset_mapping"]):
             labels = labels_from_spans(ids, offsets, r.loss_spans)
             if len(ids) > max_length:
                 if truncation == "drop":

@@ -1,21 +1,31 @@
 """Build the training dataset from the config's dataset list.
 
-load records (JSON/JSONL read here for precise errors; other types through
-`datasets.load_dataset`) → fill placeholders → format map fn → conversation
-(or a document, for pretraining) → encode (template + tokenizer; documents get
-BOS/EOS and no template) → a torch Dataset of {input_ids, labels}.
+Per source file (cached, see xft.data.cache): load records (JSON/JSONL read
+here for precise errors; other types through `datasets.load_dataset`) → fill
+placeholders → format map fn → conversation (or a document, for pretraining) →
+encode (template + tokenizer; over-long samples dropped or truncated per the
+dataset's policy; documents get BOS/EOS, no template, and are split). Then all
+sources are mixed by ratio (xft.data.mix) and optionally packed into rows of
+max_length (xft.data.pack). The result is a torch Dataset of {input_ids,
+labels} (+ position_ids when packed) and a DataReport that counts every record
+and sample that was dropped, truncated, repeated or packed.
 """
 
+import dataclasses
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from torch.utils.data import Dataset
 
+from xft.data import cache
 from xft.data.conversation import check_rendered, with_system
-from xft.data.encode import EncodeStats, encode_conversations, encode_documents
+from xft.data.encode import EncodeStats, encode_documents, encode_rendered
 from xft.data.formats import format_name, get_format, to_conversation
+from xft.data.mix import check_ratios, mix
+from xft.data.pack import pack_samples
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
 
@@ -23,7 +33,8 @@ SKIP_REASON_SAMPLES = 5
 
 
 class SFTDataset(Dataset):
-    """Encoded samples: each item is {'input_ids': [...], 'labels': [...]}."""
+    """Encoded samples: each item is {'input_ids': [...], 'labels': [...]}, plus
+    'position_ids' when the samples are packed rows."""
 
     def __init__(self, samples):
         self.samples = samples
@@ -44,15 +55,20 @@ class SourceReport:
     skipped_bad: int = 0
     skip_reasons: list = field(default_factory=list)
     stats: EncodeStats = field(default_factory=EncodeStats)
+    truncation: str = "drop"  # the policy applied to over-long samples
+    cache: str = "off"  # 'hit' (loaded), 'built' (encoded and stored), 'off' or 'uncacheable'
+    cache_entry: str = ""
 
     def lines(self):
         s = self.stats
         yield (f"{self.path}: {self.records} records → {s.samples} samples "
                f"({s.label_tokens} trained tokens of {s.tokens})")
+        if self.cache in ("hit", "built"):
+            verb = "loaded from" if self.cache == "hit" else "stored in"
+            yield f"  cache {self.cache}: {verb} {self.cache_entry}"
         for label, count in [("bad records skipped", self.skipped_bad),
                              ("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
-                             ("documents split into max_length pieces", s.split_documents),
                              ("samples with no trained token dropped", s.dropped_no_label)]:
             if count:
                 yield f"  {label}: {count}"
@@ -137,12 +153,12 @@ def fill_placeholders(value, placeholders):
 
 
 def map_records(records, ds_cfg, experiment, template, report):
-    """Records → (conversations, documents) through the dataset's format map function.
+    """Records → (rendered conversations, documents) through the dataset's format map fn.
 
     A bad record raises DataError naming file, record index and field, or (with
     data.on_bad_record='skip') is counted in `report` with its reason.
     """
-    conversations, documents = [], []
+    rendered, documents = [], []
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
@@ -151,8 +167,11 @@ def map_records(records, ds_cfg, experiment, template, report):
                 documents.append(mapped)
                 continue
             mapped = with_system(mapped, experiment.system)
-            # Template-specific checks (e.g. no system role), and nothing left unrendered.
-            check_rendered(mapped, lambda m: template.render(m).text, template.name)
+            # Rendering runs the template's own checks (e.g. no system role); then
+            # nothing the record holds may be left out of the text.
+            result = template.render(mapped)
+            check_rendered(mapped, lambda m: template.render(m).text, template.name,
+                           text=result.text)
         except RecordError as e:
             if experiment.data.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
@@ -165,32 +184,143 @@ def map_records(records, ds_cfg, experiment, template, report):
             # The user's function crashed: say on which record (never skipped; likely a bug).
             raise DataError(f"format function {format_name(ds_cfg.format)} raised "
                             f"{type(e).__name__}: {e}", file=ds_cfg.path, index=index) from e
-        conversations.append(mapped)
-    return conversations, documents
+        rendered.append(result)
+    return rendered, documents
+
+
+def _encoded_source(ds_cfg, experiment, tokenizer, template, truncation):
+    """Read, convert and encode one dataset file: (samples, SourceReport)."""
+    records = read_records(ds_cfg.path)
+    if ds_cfg.max_samples is not None:
+        records = records[:ds_cfg.max_samples]
+    report = SourceReport(path=ds_cfg.path, records=len(records), truncation=truncation)
+    rendered, documents = map_records(records, ds_cfg, experiment, template, report)
+    max_length = experiment.data.max_length
+    samples, report.stats = encode_rendered(rendered, tokenizer, max_length, truncation)
+    if documents:
+        doc_samples, doc_stats = encode_documents(documents, tokenizer, max_length)
+        samples += doc_samples
+        report.stats.merge(doc_stats)
+    return samples, report
+
+
+def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
+    """(key, key parts) of a dataset's cache entry, or None when it cannot be keyed:
+    a path that is not a local file, or a map function whose source is unreadable."""
+    content = cache.file_fingerprint(resolve_path(ds_cfg.path))
+    if content is None:
+        return None
+    try:
+        map_fn = cache.code_fingerprint(get_format(ds_cfg.format))
+    except (OSError, TypeError):
+        return None
+    parts = {
+        "version": cache.CACHE_VERSION,
+        "file": content,
+        "format": format_name(ds_cfg.format),
+        "map_fn": map_fn,
+        "code": cache.code_fingerprint(*cache.ENCODING_MODULES),
+        "placeholders": ds_cfg.placeholders,
+        "max_samples": ds_cfg.max_samples,
+        "system": experiment.system,
+        "template": repr(template),
+        "tokenizer": cache.tokenizer_fingerprint(tokenizer),
+        "max_length": experiment.data.max_length,
+        "truncation": truncation,
+        "on_bad_record": experiment.data.on_bad_record,
+    }
+    return cache.cache_key(parts), parts
+
+
+def _report_to_dict(report):
+    data = dataclasses.asdict(report)
+    del data["stats"]["lengths"], data["cache"], data["cache_entry"]
+    return data
+
+
+def _report_from_dict(data, samples):
+    stats = EncodeStats(**data.pop("stats"))
+    stats.lengths = [len(s["input_ids"]) for s in samples]
+    return SourceReport(stats=stats, **data)
+
+
+def load_source(ds_cfg, experiment, tokenizer, template):
+    """One dataset's encoded samples and report, from the cache when possible."""
+    truncation = ds_cfg.truncation or experiment.data.truncation
+    if not experiment.data.cache:
+        return _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+    keyed = source_cache_key(ds_cfg, experiment, tokenizer, template, truncation)
+    if keyed is None:
+        samples, report = _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+        report.cache = "uncacheable"
+        return samples, report
+    key, parts = keyed
+    root = cache.cache_root(experiment.data.cache_dir)
+    hit = cache.load(root, key)
+    if hit is not None:
+        samples, data = hit
+        report = _report_from_dict(data, samples)
+        report.path = ds_cfg.path  # the same bytes may live under another name
+        report.cache, report.cache_entry = "hit", str(root / "datasets" / key)
+        return samples, report
+    samples, report = _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+    entry = cache.save(root, key, parts, samples, _report_to_dict(report))
+    report.cache, report.cache_entry = "built", str(entry)
+    return samples, report
+
+
+@dataclass
+class DataReport:
+    """The whole build: one SourceReport per file, the mixture, the packing."""
+
+    sources: list
+    samples: int  # samples (or packed rows) in the training dataset
+    mixture: Optional[list] = None  # [xft.data.mix.MixPart] when datasets have ratios
+    packing: Optional[object] = None  # xft.data.pack.PackStats when data.pack is on
+
+    def lines(self):
+        for source in self.sources:
+            yield from source.lines()
+        yield from self.combined_lines()
+
+    def combined_lines(self):
+        """What happened after the sources were read: mixture and packing."""
+        if self.mixture:
+            total = sum(part.used for part in self.mixture)
+            yield f"mixture: {total} samples"
+            for part in self.mixture:
+                yield part.line(total)
+        if self.packing:
+            yield self.packing.line()
 
 
 def build_dataset(experiment, tokenizer, template, log=print):
-    """The training dataset and one report per source file."""
-    all_samples, reports = [], []
+    """The training dataset and its DataReport (also written to `log`, line by line)."""
+    data = experiment.data
+    # Config problems fail before any file is read.
     for ds_cfg in experiment.datasets:
-        get_format(ds_cfg.format)  # unknown format names fail before any file is read
-        records = read_records(ds_cfg.path)
-        if ds_cfg.max_samples is not None:
-            records = records[:ds_cfg.max_samples]
-        report = SourceReport(path=ds_cfg.path, records=len(records))
-        conversations, documents = map_records(records, ds_cfg, experiment, template, report)
-        samples, report.stats = encode_conversations(
-            conversations, template, tokenizer, experiment.data.max_length,
-            experiment.data.truncation)
-        if documents:
-            doc_samples, doc_stats = encode_documents(documents, tokenizer,
-                                                      experiment.data.max_length)
-            samples += doc_samples
-            report.stats.merge(doc_stats)
-        all_samples += samples
-        reports.append(report)
+        get_format(ds_cfg.format)
+    mixing = check_ratios(experiment.datasets, data.mix_size)
+    sources = []
+    for ds_cfg in experiment.datasets:
+        samples, report = load_source(ds_cfg, experiment, tokenizer, template)
         for line in report.lines():
             log(line)
-    if not all_samples:
+        sources.append((report, samples))
+    reports = [report for report, _ in sources]
+    mixture = None
+    if mixing:
+        samples, mixture = mix([(r.path, s) for r, s in sources],
+                               [d.ratio for d in experiment.datasets], data.mix_size,
+                               seed=experiment.seed)
+    else:
+        samples = [sample for _, source_samples in sources for sample in source_samples]
+    if not samples:
         raise DataError("no training samples left after filtering; see the report above")
-    return SFTDataset(all_samples), reports
+    packing = None
+    if data.pack:
+        samples, packing = pack_samples(samples, data.max_length, seed=experiment.seed)
+    report = DataReport(reports, len(samples), mixture, packing)
+    for line in report.combined_lines():
+        log(line)
+    return SFTDataset(samples), report

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from xft.data.collate import PadCollator
+from xft.data.collate import collator_for
 from xft.data.pipeline import build_dataset
 from xft.data.templates import get_template
 from xft.engine.plan import plan_training
@@ -38,5 +38,5 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
         f"({experiment.method.type}); {len(dataset)} samples, {plan.total_steps} optimizer steps")
     return BuiltExperiment(experiment, tokenizer, template, dataset,
-                           PadCollator(tokenizer.pad_token_id), model, plan, Path(work_dir),
+                           collator_for(experiment, tokenizer), model, plan, Path(work_dir),
                            config_text)

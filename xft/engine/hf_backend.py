@@ -32,7 +32,7 @@ from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.errors import XftError
-from xft.model.loss import token_loss_sum
+from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.model.optimizer import build_optimizer
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -64,14 +64,14 @@ class XftTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-        loss_sum, label_tokens = token_loss_sum(outputs.logits, labels)
+        logits = causal_lm_logits(model, inputs)
+        loss_sum, label_tokens = token_loss_sum(logits, labels)
         if num_items_in_batch is None:  # a batch on its own (evaluation)
             num_items_in_batch = window_label_tokens([labels])
         loss = loss_sum * loss_scale(num_items_in_batch)
         if model.training:
             self.monitor.count_tokens(input_tokens(inputs), label_tokens)
-        return (loss, outputs) if return_outputs else loss
+        return (loss, {"logits": logits}) if return_outputs else loss
 
 
 class XftCallback(TrainerCallback):

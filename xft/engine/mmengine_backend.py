@@ -31,7 +31,7 @@ from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.windows import window_loader
 from xft.errors import XftError
-from xft.model.loss import token_loss_sum
+from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.model.optimizer import build_optimizer
 
 
@@ -52,8 +52,7 @@ class CausalLMModel(BaseModel):
         """(token-loss sum, label tokens) of one micro-batch; its other keys go to the LM."""
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
-        inputs = {k: v for k, v in batch.items() if k != "labels"}  # e.g. position_ids
-        return token_loss_sum(self.lm(**inputs).logits, batch["labels"])
+        return token_loss_sum(causal_lm_logits(self.lm, batch), batch["labels"])
 
     def train_step(self, data, optim_wrapper):
         window = self.data_preprocessor(data, True)  # moves every micro-batch to the device

@@ -24,3 +24,16 @@ def token_loss_sum(logits, labels):
                                shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                reduction="sum")
     return loss_sum, count_label_tokens(labels)
+
+
+def causal_lm_logits(model, batch):
+    """Logits of a training batch from either collator (padded or packed rows).
+
+    Every key but `labels` goes to the model (attention_mask, position_ids...).
+    use_cache=False matters for packed rows: when the model creates a KV cache
+    (config.use_cache is True by default), transformers ignores the position_ids
+    restarts and builds one causal mask over the whole row, letting samples
+    attend to each other.
+    """
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return model(**inputs, use_cache=False).logits

@@ -1,0 +1,131 @@
+"""A cache of encoded datasets, one entry per source file.
+
+Encoding (read → format map fn → template → tokenize) is the slow part of
+building the data; its result for one file is stored under a key that hashes
+everything that shapes it: the file's bytes, the format map function's code,
+placeholders, the template definition, the tokenizer (its whole serialized
+vocabulary, merges, normalizer and special tokens), max_length, the truncation
+policy, and the source of xft's encoding modules. Any change gives a new key,
+so a stale entry is never read. Mixing and packing are cheap and seeded, so
+they run on every build.
+
+Layout: <root>/datasets/<key>/{samples.npz, report.json, key.json}; entries are
+written to a temporary folder and renamed into place, so a crash mid-write
+never leaves a half entry behind.
+"""
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+CACHE_VERSION = 1
+# Modules whose code decides what a sample looks like (reading records included).
+ENCODING_MODULES = ("xft.data.pipeline", "xft.data.conversation", "xft.data.formats",
+                    "xft.data.templates", "xft.data.encode")
+
+
+def cache_root(cache_dir=None):
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("XFT_CACHE_DIR"):
+        return Path(os.environ["XFT_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xft"
+
+
+def _sha256(data):
+    return hashlib.sha256(data if isinstance(data, bytes) else data.encode("utf-8")).hexdigest()
+
+
+def file_fingerprint(path):
+    """Hash of a file's bytes, or of every file under a folder; None for a hub name."""
+    path = Path(path)
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return _sha256("".join(f"{p.relative_to(path)}:{file_fingerprint(p)}\n" for p in files))
+    return None  # not local: nothing to hash, so it is not cached
+
+
+def tokenizer_fingerprint(tokenizer):
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    serialized = backend.to_str() if backend is not None else json.dumps(
+        sorted(tokenizer.get_vocab().items()))
+    specials = json.dumps(tokenizer.all_special_tokens)
+    return _sha256(f"{type(tokenizer).__name__}\n{specials}\n{serialized}")
+
+
+def code_fingerprint(*objects):
+    """Hash of the source code of modules (a package: all its files) or functions.
+
+    Raises OSError when an object's source cannot be read (e.g. a function
+    defined in a config file MMEngine executed from a temporary copy).
+    """
+    import importlib
+
+    sources = []
+    for obj in objects:
+        if isinstance(obj, str):
+            obj = importlib.import_module(obj)
+        if hasattr(obj, "__path__"):  # a package: every module in it
+            for path in sorted(Path(next(iter(obj.__path__))).rglob("*.py")):
+                sources.append(path.read_text(encoding="utf-8"))
+        else:
+            sources.append(inspect.getsource(obj))
+    return _sha256("\n".join(sources))
+
+
+def cache_key(parts):
+    """The entry name for a dict of JSON-serializable key parts."""
+    return _sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False))[:32]
+
+
+def load(root, key):
+    """(samples, report dict) from the entry, or None when there is none."""
+    entry = Path(root) / "datasets" / key
+    try:
+        report = json.loads((entry / "report.json").read_text(encoding="utf-8"))
+        arrays = np.load(entry / "samples.npz")
+        ids, labels, offsets = arrays["input_ids"], arrays["labels"], arrays["offsets"]
+    except (OSError, ValueError, KeyError):
+        return None
+    samples = [{"input_ids": ids[a:b].tolist(), "labels": labels[a:b].tolist()}
+               for a, b in zip(offsets[:-1], offsets[1:])]
+    return samples, report
+
+
+def save(root, key, parts, samples, report):
+    """Store an entry atomically; returns its folder."""
+    datasets_dir = Path(root) / "datasets"
+    datasets_dir.mkdir(parents=True, exist_ok=True)
+    entry = datasets_dir / key
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=datasets_dir))
+    try:
+        lengths = [len(s["input_ids"]) for s in samples]
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        flat = lambda name: np.fromiter((t for s in samples for t in s[name]), dtype=np.int64,
+                                        count=int(offsets[-1]))
+        np.savez(tmp / "samples.npz", input_ids=flat("input_ids"), labels=flat("labels"),
+                 offsets=offsets)
+        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
+        (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
+                                      encoding="utf-8")
+        if entry.exists():  # written meanwhile by another run with the same key
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return entry

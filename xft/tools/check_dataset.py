@@ -1,0 +1,108 @@
+"""`xft check-dataset CFG`: validate a config's data and show what training will see.
+
+Builds the datasets exactly as training does (every record is validated;
+data.on_bad_record decides between failing and skipping with a count), then
+prints a few samples with the trained tokens marked, length statistics, the
+drop / truncation counts and the packing efficiency, and writes a histogram of
+sample lengths to a PNG.
+"""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from xft.data.encode import IGNORE_INDEX
+
+PERCENTILES = (0, 50, 90, 95, 99, 100)
+ANSI_TRAINED, ANSI_RESET = "\033[1;32m", "\033[0m"
+
+
+def masked_text(tokenizer, input_ids, labels, color=False):
+    """The decoded sample with trained tokens marked: ANSI green, or [[...]] without colour."""
+    opening, closing = (ANSI_TRAINED, ANSI_RESET) if color else ("[[", "]]")
+    pieces, run, run_trained = [], [], None
+    for token, label in zip(input_ids, labels):
+        trained = label != IGNORE_INDEX
+        if run and trained != run_trained:
+            pieces.append((run_trained, tokenizer.decode(run)))
+            run = []
+        run.append(token)
+        run_trained = trained
+    if run:
+        pieces.append((run_trained, tokenizer.decode(run)))
+    return "".join(f"{opening}{text}{closing}" if trained else text for trained, text in pieces)
+
+
+def percentiles(lengths, points=PERCENTILES):
+    """Nearest-rank percentiles of a list of numbers (p0 = min, p100 = max)."""
+    ordered = sorted(lengths)
+    return {p: ordered[min(len(ordered) - 1, max(0, -(-p * len(ordered) // 100) - 1))]
+            for p in points}
+
+
+def write_histogram(lengths, max_length, path):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(lengths, bins=min(50, max(1, len(set(lengths)))), color="#4878a8")
+    ax.axvline(max_length, color="#c03030", linestyle="--", label=f"max_length {max_length}")
+    ax.set_xlabel("tokens per sample")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{len(lengths)} samples kept (truncated ones at max_length)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None, out=print):
+    """Run the check; returns the DataReport. `plot` defaults to <config stem>_lengths.png."""
+    from xft.config import load_config
+    from xft.data.pack import pack_samples
+    from xft.data.pipeline import build_dataset
+    from xft.data.templates import get_template
+    from xft.model.build import build_tokenizer
+
+    cfg, experiment = load_config(config, cfg_options)
+    if color is None:
+        color = sys.stdout.isatty()
+    tokenizer = build_tokenizer(experiment)
+    template = get_template(experiment.template)
+    # Samples are shown and measured one by one; packing is measured separately below.
+    unpacked = dataclasses.replace(experiment,
+                                   data=dataclasses.replace(experiment.data, pack=False))
+    dataset, report = build_dataset(unpacked, tokenizer, template, log=out)
+
+    out("")
+    for index in range(min(num_samples, len(dataset))):
+        sample = dataset[index]
+        out(f"--- sample {index} ({len(sample['input_ids'])} tokens; "
+            f"trained text {'in green' if color else 'in [[ ]]'}) ---")
+        out(masked_text(tokenizer, sample["input_ids"], sample["labels"], color))
+
+    max_length = experiment.data.max_length
+    stats = [source.stats for source in report.sources]
+    lengths = [n for s in stats for n in s.lengths]
+    out("")
+    out("--- statistics ---")
+    out(f"records: {sum(s.records for s in report.sources)}, "
+        f"bad records skipped: {sum(s.skipped_bad for s in report.sources)}")
+    out(f"samples: {sum(s.samples for s in stats)} kept, {len(dataset)} in the training set; "
+        f"dropped as longer than max_length ({max_length}): "
+        f"{sum(s.dropped_too_long for s in stats)}, "
+        f"truncated: {sum(s.truncated for s in stats)}, "
+        f"dropped with no trained token: {sum(s.dropped_no_label for s in stats)}")
+    out("token length percentiles: " + ", ".join(
+        f"p{p}={n}" for p, n in percentiles(lengths).items()))
+    _, packing = pack_samples([dataset[i] for i in range(len(dataset))], max_length,
+                              seed=experiment.seed)
+    state = "on:" if experiment.data.pack else "off (data.pack=False); if on,"
+    out(f"packing {state} {packing.rows} rows of {max_length} tokens hold the "
+        f"{packing.samples} samples, efficiency {100 * packing.efficiency:.2f}%")
+    plot = Path(plot or f"{Path(cfg.filename).stem}_lengths.png")
+    write_histogram(lengths, max_length, plot)
+    out(f"length histogram written to {plot}")
+    return report
