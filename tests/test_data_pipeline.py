@@ -150,7 +150,8 @@ def test_skipped_records_of_a_real_file_are_counted_with_their_reason(shared_dat
     lines = []
     exp = _experiment(path, "openai", on_bad_record="skip")
     exp.data.max_length = 4096
-    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    reports = report.sources
     assert reports[0].records == 10 and reports[0].skipped_bad == 3
     assert ("    3 × field 'messages': the first non-system message must come from the user"
             in lines)
@@ -164,7 +165,8 @@ def test_pretrain_documents_build_without_a_template(tmp_path, tokenizer):
     lines = []
     exp = _experiment(path, "pretrain")
     exp.system = "ignored for documents"
-    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    reports = report.sources
     assert tokenizer.decode(dataset[0]["input_ids"]) == texts[0] + tokenizer.eos_token
     assert reports[0].stats.split_documents == 1 and len(dataset) > 2
     assert all(len(s["input_ids"]) <= 256 for s in dataset.samples)

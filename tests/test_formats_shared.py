@@ -173,8 +173,8 @@ def _build(path, fmt, log=lambda _: None, **data):
     exp = Experiment(model=ModelCfg(path="xft://tiny-llama"), template="chatml",
                      datasets=[DatasetCfg(path=str(path), format=fmt)],
                      data=DataCfg(max_length=100_000, **data))
-    dataset, reports = build_dataset(exp, tokenizer, get_template("chatml"), log=log)
-    return tokenizer, dataset, reports[0]
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=log)
+    return tokenizer, dataset, report.sources[0]
 
 
 def test_moss_replies_are_the_trained_tokens(shared_data):
