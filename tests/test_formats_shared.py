@@ -252,4 +252,5 @@ def test_moss_plugin_records_are_rejected_by_a_template_without_tools(shared_dat
     assert sum(reasons.values()) == 200 and set(reasons) <= {
         "field 'messages[2].reasoning_content': template 'chatml' does not render "
         "reasoning_content",
-        "field 'messages': template 'chatml' cannot render role 'tool'"}
+        "field 'messages[1]': template 'chatml' cannot render assistant tool_calls",
+        "field 'messages[3]': template 'chatml' cannot render assistant tool_calls"}

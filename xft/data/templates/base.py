@@ -3,9 +3,10 @@
 A template is a handful of format strings plus a few named options for the ways
 model families differ (where the system prompt goes, which contents are
 trimmed, whether roles must alternate, where tool definitions go and how tool
-calls look). `render()` builds the training text and its loss spans; `to_jinja()` writes the same rules as a
-`chat_template` for exported tokenizers. Both read the same fields, and a test
-checks they agree for every registered template.
+calls look). `render()` builds the training text and its loss spans;
+`to_jinja()` writes the same rules as a `chat_template` for exported
+tokenizers. Both read the same fields, and a test checks they agree for every
+registered template.
 
 Format strings may use these placeholders (other braces are literal text):
 {content}, {bos_token}, {eos_token} (the tokenizer's, see `bind`) and, in
