@@ -206,3 +206,22 @@ def test_parts_a_template_cannot_render_make_the_record_bad(tmp_path, tokenizer)
             build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml"),
                           log=lambda _: None)
         assert message in str(info.value)
+
+
+def test_system_prompt_of_records_with_tools_but_none_of_their_own(tmp_path, tokenizer):
+    # The record's own system prompt wins, then the config's `system`, then the template's
+    # default; the tool definitions follow whichever it is, in the system turn.
+    tools = [{"name": "lookup", "description": "Look it up", "parameters": {}}]
+    turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]
+    records = [{"conversations": turns, "tools": json.dumps(tools)},
+               {"conversations": turns, "tools": json.dumps(tools), "system": "Own."}]
+    path = _write(tmp_path, "tools.json", json.dumps(records))
+    template = get_template("qwen2_chat", tokenizer)
+    for system, first in [(None, "You are a helpful assistant."), ("Be brief.", "Be brief.")]:
+        exp = _experiment(path, "sharegpt")
+        exp.system, exp.data.max_length = system, 2048
+        dataset, _ = build_dataset(exp, tokenizer, template, log=lambda _: None)
+        texts = [tokenizer.decode(sample["input_ids"]) for sample in dataset.samples]
+        for text, prompt in zip(texts, [first, "Own."]):
+            assert text.startswith(f"<|im_start|>system\n{prompt}\n\n# Tools\n")
+            assert '"name": "lookup"' in text

@@ -83,6 +83,50 @@ def test_sharegpt_glaive_toolcall_file(shared_data):
     assert calls == sum(bool(m.get("tool_calls")) for ms in mapped.values() for m in ms) > 100
 
 
+def test_glaive_toolcall_file_trains_on_calls_and_replies_with_qwen2_chat(shared_data):
+    """Every record builds with its tool definitions; only replies and calls are trained."""
+    from transformers import AutoTokenizer
+
+    from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
+    from xft.data.pipeline import build_dataset
+    from xft.data.templates import get_template
+
+    tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers" / "qwen2")
+    path = shared_data / "datasets/sharegpt/glaive_toolcall_en_demo.json"
+    exp = Experiment(model=ModelCfg(path="xft://tiny-llama"), template="qwen2_chat",
+                     datasets=[DatasetCfg(path=str(path), format="sharegpt")],
+                     data=DataCfg(max_length=100_000, on_bad_record="skip"))
+    dataset, reports = build_dataset(exp, tokenizer, get_template("qwen2_chat", tokenizer),
+                                     log=lambda _: None)
+    records = read_records(str(path))
+    assert reports[0].skipped_bad == 0 and len(dataset) == len(records) == 300
+    for sample, record in zip(dataset.samples, records):
+        runs, run = [], []
+        for token, label in zip(sample["input_ids"], sample["labels"]):
+            if label != -100:
+                run.append(token)
+            elif run:
+                runs.append(tokenizer.decode(run))
+                run = []
+        # The replies as written in the record: text, or a call in Qwen2.5's <tool_call> form.
+        replies = []
+        for turn in record["conversations"]:
+            if turn["from"] == "gpt":
+                replies.append(turn["value"] + "<|im_end|>")
+            elif turn["from"] == "function_call":
+                call = json.loads(turn["value"])
+                replies.append("<tool_call>\n" + json.dumps(
+                    {"name": call["name"], "arguments": call["arguments"]}, ensure_ascii=False)
+                    + "\n</tool_call><|im_end|>")
+        assert runs == replies
+        text = tokenizer.decode(sample["input_ids"])
+        tools = json.loads(record["tools"])
+        # No system prompt in the records: Qwen's default one, followed by the definitions.
+        assert text.startswith("<|im_start|>system\nYou are a helpful assistant.")
+        assert ("# Tools" in text) == bool(tools)
+        assert all(json.dumps(tool, ensure_ascii=False) in text for tool in tools)
+
+
 def _moss_body(raw, opening, closing):
     text = raw.strip()
     assert text.startswith(opening) and text.endswith(closing)
@@ -208,4 +252,5 @@ def test_moss_plugin_records_are_rejected_by_a_template_without_tools(shared_dat
     assert sum(reasons.values()) == 200 and set(reasons) <= {
         "field 'messages[2].reasoning_content': template 'chatml' does not render "
         "reasoning_content",
-        "field 'messages': template 'chatml' cannot render role 'tool'"}
+        "field 'messages[1]': template 'chatml' cannot render assistant tool_calls",
+        "field 'messages[3]': template 'chatml' cannot render assistant tool_calls"}

@@ -73,6 +73,35 @@ TOOL_CHAT = [
     {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
 ]
 TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3"}
+# Tool definitions as the formats put them on the system message. Mistral v0.3's template drops
+# a function's "return" and writes string values unescaped (the quotes below stay raw).
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": 'Weather "now" in a city, in °C',
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]},
+        "return": {"type": "number"}}},
+    {"type": "function", "function": {"name": "get_time", "description": "Local time",
+                                      "parameters": {"type": "object", "properties": {}}}},
+]
+TOOL_DEFS_CHATS = {
+    # A record with tools but no system prompt: the formats' placeholder system message.
+    "tool_defs": [{"role": "system", "content": None, "tools": TOOLS}] + TOOL_CHAT,
+    "tool_defs_system": [dict(SYSTEM, tools=TOOLS)] + TOOL_CHAT,
+    "tool_defs_plain": [{"role": "system", "content": None, "tools": TOOLS},
+                        *CONVERSATIONS["multi"]],
+}
+
+
+def hf_form(messages):
+    """(messages, tools) for apply_chat_template: tools as its `tools=` argument, and no
+    system message where the conversation's stands for the default one (content None)."""
+    if messages[0]["role"] != "system" or "tools" not in messages[0]:
+        return messages, None
+    first, rest = messages[0], messages[1:]
+    if first["content"] is None:
+        return rest, first["tools"]
+    return [{"role": "system", "content": first["content"]}] + rest, first["tools"]
 
 
 @lru_cache(maxsize=None)
@@ -89,9 +118,10 @@ def reference(name):
     return (FIXTURES / f"{name}.jinja").read_text(encoding="utf-8")
 
 
-def jinja_render(tokenizer, chat_template, messages, add_generation_prompt=False, tokenize=False):
+def jinja_render(tokenizer, chat_template, messages, add_generation_prompt=False, tokenize=False,
+                 tools=None):
     out = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=tokenize,
-                                        add_generation_prompt=add_generation_prompt)
+                                        add_generation_prompt=add_generation_prompt, tools=tools)
     return list(out["input_ids"]) if tokenize else out
 
 
@@ -210,6 +240,8 @@ def _to_jinja_cases():
             yield pytest.param(name, messages, id=f"{name}-{key}")
         if name in TOOL_TEMPLATES:
             yield pytest.param(name, TOOL_CHAT, id=f"{name}-tools")
+            for key, messages in TOOL_DEFS_CHATS.items():
+                yield pytest.param(name, messages, id=f"{name}-{key}")
 
 
 @pytest.mark.parametrize("name, messages", list(_to_jinja_cases()))
@@ -225,6 +257,10 @@ def test_to_jinja_renders_what_render_renders(name, messages):
                 jinja_render(tokenizer, jinja, msgs, gen)
             continue
         assert jinja_render(tokenizer, jinja, msgs, gen) == expected
+        # Exported, the template also takes tool definitions as apply_chat_template's `tools=`.
+        hf_msgs, tools = hf_form(msgs)
+        if tools:
+            assert jinja_render(tokenizer, jinja, hf_msgs, gen, tools=tools) == expected
 
 
 def test_to_jinja_raises_where_render_refuses_alternation():
@@ -248,6 +284,13 @@ def test_qwen2_tool_calls_and_results_match_qwen25_reference():
     ref = reference("qwen2_chat_tools")
     for msgs, gen in [(TOOL_CHAT, False), (TOOL_CHAT[:-1], True), (TOOL_CHAT[:2], False)]:
         assert template.render(msgs, gen).text == jinja_render(tokenizer, ref, msgs, gen)
+    # Tool definitions: after the system prompt, or the default one, in the system turn.
+    for messages in TOOL_DEFS_CHATS.values():
+        for msgs, gen in [(messages, False), (messages[:-1], True)]:
+            text = template.render(msgs, gen).text
+            hf_msgs, tools = hf_form(msgs)
+            assert text == jinja_render(tokenizer, ref, hf_msgs, gen, tools=tools)
+            assert "# Tools" in text and '"name": "get_time"' in text and "None" not in text
     # A call that follows some content keeps the content.
     with_text = [TOOL_CHAT[0], dict(TOOL_CHAT[1], content="Let me check.")]
     assert template.render(with_text).text == jinja_render(tokenizer, ref, with_text)
@@ -266,6 +309,45 @@ def test_tool_results_are_never_trained_and_calls_are():
     assert '"arguments": {"city": "Rome"}' in runs[0]
     assert runs[1] == TOOL_CHAT[-1]["content"] + "<|im_end|>"
     assert not any("temp" in run for run in runs)
+
+
+@pytest.mark.parametrize("name", sorted(TOOL_TEMPLATES))
+@pytest.mark.parametrize("key", ["tool_defs", "tool_defs_system"])
+def test_tool_definitions_are_rendered_but_never_trained(name, key):
+    tokenizer = family_tokenizer("mistral" if name == "mistral_v3" else name)
+    template = get_template(name, tokenizer)
+    with_defs = TOOL_DEFS_CHATS[key]
+    without = ([] if with_defs[0]["content"] is None else [SYSTEM]) + TOOL_CHAT
+    samples, _ = encode_conversations([with_defs, without], template, tokenizer, 4096)
+    # Same trained text as the conversation without definitions, and the definitions are
+    # in the untrained prompt.
+    assert _trained_runs(tokenizer, samples[0]) == _trained_runs(tokenizer, samples[1])
+    untrained = tokenizer.decode([t for t, label in zip(samples[0]["input_ids"],
+                                                        samples[0]["labels"]) if label == -100])
+    assert "Local time" in untrained and "get_weather" in untrained
+    assert len(samples[0]["input_ids"]) > len(samples[1]["input_ids"])
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(TEMPLATES) if n != "auto"])
+def test_a_system_message_without_content_is_the_default_system_prompt(name):
+    # The formats' placeholder for "no system prompt in the record": the template's default
+    # (or no system turn), as if the message were absent; never the text "None".
+    tokenizer = family_tokenizer("mistral" if name == "mistral_v3" else name)
+    template = get_template(name, tokenizer)
+    jinja = template.to_jinja()
+    for messages in (CONVERSATIONS["single"], CONVERSATIONS["multi"]):
+        placeholder = [{"role": "system", "content": None}] + messages
+        for msgs, gen in [(placeholder, False), (placeholder[:-1], True)]:
+            text = template.render(msgs, gen).text
+            assert text == template.render(msgs[1:], gen).text and "None" not in text
+            assert jinja_render(tokenizer, jinja, msgs, gen) == text
+
+
+def test_tool_definitions_must_be_function_specs():
+    template = get_template("qwen2_chat", family_tokenizer("qwen2_chat"))
+    bad = [{"role": "system", "content": None, "tools": [{"name": "f"}]}] + TOOL_CHAT
+    with pytest.raises(RecordError, match=r"messages\[0\]\.tools\[0\]"):
+        template.render(bad)
 
 
 @pytest.mark.parametrize("name", sorted(set(TEMPLATES) - TOOL_TEMPLATES - {"auto"}))
@@ -360,6 +442,23 @@ def test_auto_labels_equal_the_named_template_labels(name):
             assert tokenizer.decode(extra) == "\n"
         else:
             assert got[0]["labels"] == want[0]["labels"], key
+
+
+def test_auto_with_tool_definitions_equals_the_named_template():
+    # auto passes the system message's tools as `tools=` and leaves a content-None system
+    # message out, so the tokenizer's template applies its own default system prompt.
+    tokenizer = family_tokenizer("qwen2_chat")
+    with_reference = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,
+                                             eos_token=tokenizer.eos_token,
+                                             additional_special_tokens=["<|im_start|>",
+                                                                        "<|im_end|>"])
+    with_reference.chat_template = reference("qwen2_chat_tools")
+    auto = get_template("auto", with_reference)
+    named = get_template("qwen2_chat", tokenizer)
+    for messages in TOOL_DEFS_CHATS.values():
+        got, _ = encode_conversations([messages], auto, with_reference, 4096)
+        want, _ = encode_conversations([messages], named, tokenizer, 4096)
+        assert got == want
 
 
 def test_auto_train_on_last_and_loss_flags():

@@ -7,7 +7,7 @@ InternLM2-chat's, on its sentencepiece model with the chat tokens named as upstr
 """
 
 import pytest
-from test_templates import CONVERSATIONS, TOOL_CHAT, reference
+from test_templates import CONVERSATIONS, TOOL_CHAT, TOOL_DEFS_CHATS, hf_form, reference
 
 from xft.data.encode import IGNORE_INDEX, encode_conversations
 from xft.data.templates import get_template
@@ -19,8 +19,10 @@ INTERNLM2_CHAT_TOKENS = {92538: "<|plugin|>", 92539: "<|interpreter|>", 92540: "
 
 
 def apply(tokenizer, messages, chat_template=None, tokenize=True, add_generation_prompt=False):
+    """apply_chat_template on xft's conversation form (tool definitions as `tools=`)."""
+    messages, tools = hf_form(messages)
     out = tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=tokenize,
-                                        add_generation_prompt=add_generation_prompt)
+                                        add_generation_prompt=add_generation_prompt, tools=tools)
     return list(out["input_ids"]) if tokenize else out
 
 
@@ -31,6 +33,18 @@ def assert_matches(template, tokenizer, messages, chat_template=None):
     assert template.render(prompt, add_generation_prompt=True).text == apply(
         tokenizer, prompt, chat_template, tokenize=False, add_generation_prompt=True)
     return samples[0]
+
+
+def trained_runs(tokenizer, sample):
+    """The decoded stretches of trained tokens."""
+    runs, run = [], []
+    for token, label in zip(sample["input_ids"], sample["labels"]):
+        if label != IGNORE_INDEX:
+            run.append(token)
+        elif run:
+            runs.append(tokenizer.decode(run))
+            run = []
+    return runs + ([tokenizer.decode(run)] if run else [])
 
 
 def trained_text(tokenizer, sample):
@@ -64,6 +78,21 @@ def test_mistral_v3_tool_calls_equal_its_own_template(mistral):
     sample = assert_matches(template, mistral, TOOL_CHAT)
     trained = trained_text(mistral, sample)
     assert '[TOOL_CALLS] [{"name": "get_weather"' in trained and "temp" not in trained
+
+
+@pytest.mark.parametrize("key", TOOL_DEFS_CHATS)
+def test_mistral_v3_tool_definitions_equal_its_own_template(mistral, key):
+    messages = TOOL_DEFS_CHATS[key]
+    sample = assert_matches(get_template("mistral_v3", mistral), mistral, messages)
+    text = mistral.decode(sample["input_ids"])
+    assert text.count("[AVAILABLE_TOOLS]") == 1 and "None" not in text
+    # Only the replies and calls are trained: not the definitions, not the tool results.
+    replies = [m for m in messages if m["role"] == "assistant"]
+    runs = trained_runs(mistral, sample)
+    assert len(runs) == len(replies)
+    for run, reply in zip(runs, replies):
+        assert run.endswith("</s>") and "AVAILABLE_TOOLS" not in run and "temp" not in run
+        assert run.startswith("[TOOL_CALLS]") == bool(reply.get("tool_calls"))
 
 
 def test_mistral_v3_refuses_roles_that_do_not_alternate(mistral):
@@ -113,6 +142,16 @@ def test_qwen2_tool_calls_equal_qwen25_template(qwen2):
                    reference("qwen2_chat_tools"))
 
 
+@pytest.mark.parametrize("key", TOOL_DEFS_CHATS)
+def test_qwen2_tool_definitions_equal_qwen25_template(qwen2, key):
+    messages = TOOL_DEFS_CHATS[key]
+    sample = assert_matches(get_template("qwen2_chat", qwen2), qwen2, messages,
+                            reference("qwen2_chat_tools"))
+    runs = trained_runs(qwen2, sample)
+    assert not any("# Tools" in run or "get_time" in run or "temp" in run for run in runs)
+    assert runs[-1] == messages[-1]["content"] + "<|im_end|>"
+
+
 @pytest.fixture(scope="module")
 def internlm2_chat(shared_data, tmp_path_factory):
     """The InternLM2 sentencepiece model with its last six pieces renamed as upstream does."""
@@ -145,3 +184,16 @@ def test_internlm2_model_file_alone_is_refused(shared_data):
     plain = AutoTokenizer.from_pretrained(shared_data / "tokenizers" / "internlm2")
     with pytest.raises(ConfigError, match="<|im_end|>"):
         get_template("internlm2_chat", plain)
+
+
+def test_mistral_v3_tool_definitions_only_before_the_last_user_message(mistral):
+    # The one difference from Mistral's template: it finds "the last user message" by
+    # comparing contents, so an earlier message with the same text gets the definitions too.
+    tools = TOOL_DEFS_CHATS["tool_defs"][0]["tools"]
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] * 2
+    text = get_template("mistral_v3", mistral).render(
+        [{"role": "system", "content": None, "tools": tools}] + turns).text
+    official = mistral.apply_chat_template(turns, tools=tools, tokenize=False)
+    assert official.count("[AVAILABLE_TOOLS]") == 2 and text.count("[AVAILABLE_TOOLS]") == 1
+    first_block = official[len("<s>"):official.index("[INST]")]
+    assert text == official.replace(first_block, "", 1)

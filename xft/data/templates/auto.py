@@ -49,9 +49,10 @@ class AutoTemplate:
         if self.tokenizer is None:
             raise ConfigError("template 'auto' renders with the tokenizer's chat_template; bind it "
                               "with get_template('auto', tokenizer)")
+        messages, tools = hf_chat(messages)
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+                messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
         except Exception as e:  # jinja raise_exception, missing keys...
             raise RecordError(f"the tokenizer's chat_template failed: {e}",
                               field="messages") from None
@@ -119,3 +120,18 @@ class AutoTemplate:
         return self.tokenizer.chat_template
 
 
+
+
+def hf_chat(messages):
+    """(messages, tools) as apply_chat_template takes them.
+
+    xft keeps tool definitions on the system message; jinja templates take them as
+    `tools=`. A system message with content None (a record with tools but no
+    system prompt) is left out, so the template uses its own default.
+    """
+    if not (messages and messages[0]["role"] == "system"):
+        return messages, None
+    first, rest = messages[0], messages[1:]
+    if first["content"] is not None:
+        rest = [{k: v for k, v in first.items() if k != "tools"}] + rest
+    return rest, first.get("tools") or None

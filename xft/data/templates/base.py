@@ -2,10 +2,11 @@
 
 A template is a handful of format strings plus a few named options for the ways
 model families differ (where the system prompt goes, which contents are
-trimmed, whether roles must alternate, how tool calls look). `render()` builds
-the training text and its loss spans; `to_jinja()` writes the same rules as a
-`chat_template` for exported tokenizers. Both read the same fields, and a test
-checks they agree for every registered template.
+trimmed, whether roles must alternate, where tool definitions go and how tool
+calls look). `render()` builds the training text and its loss spans;
+`to_jinja()` writes the same rules as a `chat_template` for exported
+tokenizers. Both read the same fields, and a test checks they agree for every
+registered template.
 
 Format strings may use these placeholders (other braces are literal text):
 {content}, {bos_token}, {eos_token} (the tokenizer's, see `bind`) and, in
@@ -59,6 +60,9 @@ class ChatTemplate:
     tool: str = ""
     tool_group: Tuple[str, str] = ("", "")
     tool_calls: Optional[str] = None  # how assistant tool_calls render: a key of TOOL_CALL_STYLES
+    # Where and how the tool definitions (the system message's `tools`) render: a key of
+    # TOOL_DEFINITION_STYLES. They are prompt text, never trained.
+    tool_definitions: Optional[str] = None
     stop_words: Tuple[str, ...] = ()  # strings that end generation in chat
     description: str = ""
     # Set by bind(): the tokenizer's special tokens and which assistant turns are trained.
@@ -72,6 +76,13 @@ class ChatTemplate:
         if self.tool_calls is not None and self.tool_calls not in TOOL_CALL_STYLES:
             raise ValueError(f"template '{self.name}': unknown tool_calls style "
                              f"{self.tool_calls!r}")
+        style = TOOL_DEFINITION_STYLES.get(self.tool_definitions)
+        if self.tool_definitions is not None and style is None:
+            raise ValueError(f"template '{self.name}': unknown tool_definitions style "
+                             f"{self.tool_definitions!r}")
+        if style and style.placement == "system" and not self.system:
+            raise ValueError(f"template '{self.name}': tool definitions that go into the system "
+                             "prompt need a system role")
 
     # ------------------------------------------------------------------ binding
 
@@ -111,9 +122,13 @@ class ChatTemplate:
             parts.append(text)
             length += len(text)
 
-        system, body = self._split_system(messages)
+        system, tools, body = self._split_system(messages)
         self._check_roles(body)
         last_answer = max((i for i, m in enumerate(body) if m["role"] == "assistant"), default=-1)
+        last_user = max((i for i, m in enumerate(body) if m["role"] == "user"), default=-1)
+        tools_style = TOOL_DEFINITION_STYLES[self.tool_definitions] if tools else None
+        if tools_style and tools_style.placement == "system":
+            system = (system or "") + tools_style.render(tools)
         trained = False  # whether the latest reply is trained
         emit(self._fill(self.prefix))
         if system is not None and self.system_placement == "turn":
@@ -121,6 +136,8 @@ class ChatTemplate:
         for i, msg in enumerate(body):
             role = msg["role"]
             if role == "user":
+                if tools_style and tools_style.placement == "last_user" and i == last_user:
+                    emit(tools_style.render(tools))
                 content = msg["content"]
                 merge = (self.system_placement == "first_user" and i == 0
                          or self.system_placement == "final_user" and i == len(body) - 1)
@@ -155,13 +172,22 @@ class ChatTemplate:
         return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
 
     def _split_system(self, messages):
+        """(system prompt, tool definitions to render, the other messages).
+
+        A system message whose content is None (a record with tools but no system
+        prompt) stands for the default system prompt, like a missing one.
+        """
+        system, tools, body = None, None, messages
         if messages and messages[0]["role"] == "system":
-            system, body = messages[0]["content"], messages[1:]
-        else:
-            system, body = self.default_system, messages
+            system, tools, body = messages[0]["content"], messages[0].get("tools"), messages[1:]
+        if system is None:
+            system = self.default_system
         if system is not None and not self.system:
             raise RecordError(f"template '{self.name}' has no system role", field="messages")
-        return system, body
+        if not (tools and self.tool_definitions):
+            return system, None, body  # unrendered tools are caught by check_rendered
+        _check_tools(tools, "messages[0].tools")
+        return system, tools, body
 
     def _check_roles(self, body):
         expected = "user"
@@ -196,13 +222,19 @@ class ChatTemplate:
 
     def to_jinja(self) -> str:
         """A jinja chat_template that renders exactly what render() renders."""
-        default = "none" if self.default_system is None else _lit(self.default_system)
         out = [self._expr(self.prefix)]
-        out.append("{%- if messages and messages[0]['role'] == 'system' -%}"
-                   "{%- set system = messages[0]['content'] -%}"
-                   "{%- set loop_messages = messages[1:] -%}{%- else -%}"
-                   f"{{%- set system = {default} -%}}"
-                   "{%- set loop_messages = messages -%}{%- endif -%}")
+        out.append("{%- set system = none -%}{%- set loop_messages = messages -%}"
+                   "{%- if messages and messages[0]['role'] == 'system' -%}"
+                   "{%- set system = messages[0]['content'] | default(none) -%}"
+                   "{%- set loop_messages = messages[1:] -%}{%- endif -%}")
+        # A system message without content (apply_chat_template drops a None content) stands
+        # for the default system prompt, as in render().
+        if self.default_system is not None:
+            out.append("{%- if system is none -%}"
+                       f"{{%- set system = {_lit(self.default_system)} -%}}{{%- endif -%}}")
+        tools_style = TOOL_DEFINITION_STYLES.get(self.tool_definitions)
+        if tools_style:
+            out.append(self._tools_jinja(tools_style))
         if not self.system:
             out.append("{%- if system is not none -%}"
                        + _raise(f"template {self.name} has no system role") + "{%- endif -%}")
@@ -221,6 +253,9 @@ class ChatTemplate:
                        "{%- endif -%}{%- endfor -%}")
         out.append("{%- for message in loop_messages -%}")
         out.append("{%- if message['role'] == 'user' -%}")
+        if tools_style and tools_style.placement == "last_user":
+            out.append("{%- if tool_defs and loop.index0 == last_user.index -%}{{ tools_text }}"
+                       "{%- endif -%}")
         merge = {"first_user": "loop.first", "final_user": "loop.last"}.get(self.system_placement)
         if merge and self.system:
             merged = f"({self._expr(self.system, 'system', bare=True)} + message['content'])"
@@ -254,6 +289,25 @@ class ChatTemplate:
                    + "{%- else -%}" + self._expr(self.closing) + "{%- endif -%}")
         return "".join(out)
 
+    @staticmethod
+    def _tools_jinja(style):
+        """Sets `tool_defs` (apply_chat_template's `tools=`, else the system message's `tools`)
+        and, when there are any, `tools_text`; for placement 'system' appends it to `system`,
+        for 'last_user' finds the last user message (`last_user.index`)."""
+        out = ["{%- if tools is defined and tools -%}{%- set tool_defs = tools -%}"
+               "{%- elif messages and messages[0]['role'] == 'system' -%}"
+               "{%- set tool_defs = messages[0].tools -%}"
+               "{%- else -%}{%- set tool_defs = none -%}{%- endif -%}"
+               "{%- if tool_defs -%}" + style.jinja + "{%- endif -%}"]
+        if style.placement == "system":
+            out.append("{%- if tool_defs -%}{%- set system = (system or '') + tools_text -%}"
+                       "{%- endif -%}")
+        else:
+            out.append("{%- set last_user = namespace(index=-1) -%}"
+                       "{%- for message in loop_messages -%}{%- if message['role'] == 'user' -%}"
+                       "{%- set last_user.index = loop.index0 -%}{%- endif -%}{%- endfor -%}")
+        return "".join(out)
+
     def _trimmed(self, role, expr):
         return f"({expr} | trim)" if role in self.strip_roles else expr
 
@@ -272,6 +326,20 @@ class ChatTemplate:
         if bare:
             return "(" + " + ".join(terms or ['""']) + ")"
         return "{{ " + " + ".join(terms) + " }}" if terms else ""
+
+
+def _tojson(value):
+    """What the tojson filter of transformers' chat-template jinja writes."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _raise(message):
+    return "{{ raise_exception(" + _lit(message) + ") }}"
+
+
+def _lit(text):
+    """A jinja string literal (jinja accepts JSON-style double-quoted strings)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -328,6 +396,81 @@ TOOL_CALL_STYLES = {
 }
 
 
+@dataclass(frozen=True)
+class ToolDefinitionStyle:
+    """Where and how the tool definitions render (prompt text, never trained)."""
+
+    # 'system': appended to the system prompt (the default one when the conversation has none)
+    # 'last_user': a block just before the last user message
+    placement: str
+    render: object  # tools -> text
+    jinja: str  # the same as a jinja snippet: sets `tools_text` from `tool_defs`
+
+
+_QWEN_TOOLS_HEAD = ("\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+                    "query.\n\nYou are provided with function signatures within <tools></tools> "
+                    "XML tags:\n<tools>")
+_QWEN_TOOLS_TAIL = ("\n</tools>\n\nFor each function call, return a json object with function "
+                    "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
+
+
+def _qwen_tools(tools):
+    return _QWEN_TOOLS_HEAD + "".join("\n" + _tojson(tool) for tool in tools) + _QWEN_TOOLS_TAIL
+
+
+_QWEN_TOOLS_JINJA = (
+    "{%- set tools_ns = namespace(text='') -%}"
+    "{%- for tool in tool_defs -%}"
+    "{%- set tools_ns.text = tools_ns.text + '\\n' + (tool | tojson) -%}"
+    "{%- endfor -%}"
+    "{%- set tools_text = " + _lit(_QWEN_TOOLS_HEAD) + " + tools_ns.text + "
+    + _lit(_QWEN_TOOLS_TAIL) + " -%}")
+
+
+def _mistral_tools(tools):
+    # As Mistral v0.3's template writes them: string values are quoted, not JSON-escaped.
+    items = []
+    for tool in tools:
+        fields = ", ".join(f'"{key}": "{value}"' if isinstance(value, str)
+                           else f'"{key}": {_tojson(value)}'
+                           for key, value in tool["function"].items() if key != "return")
+        items.append('{"type": "function", "function": {' + fields + "}}")
+    return "[AVAILABLE_TOOLS] [" + ", ".join(items) + "][/AVAILABLE_TOOLS]"
+
+
+_MISTRAL_TOOLS_JINJA = (
+    "{%- set tools_ns = namespace(text='') -%}"
+    "{%- for tool in tool_defs -%}"
+    "{%- set fields = namespace(text='') -%}"
+    "{%- for key, value in tool.function.items() if key != 'return' -%}"
+    "{%- set fields.text = fields.text + '\"' + key + '\": '"
+    " + ('\"' + value + '\"' if value is string else (value | tojson))"
+    " + ('' if loop.last else ', ') -%}"
+    "{%- endfor -%}"
+    "{%- set tools_ns.text = tools_ns.text + '{\"type\": \"function\", \"function\": {'"
+    " + fields.text + '}}' + ('' if loop.last else ', ') -%}"
+    "{%- endfor -%}"
+    "{%- set tools_text = '[AVAILABLE_TOOLS] [' + tools_ns.text + '][/AVAILABLE_TOOLS]' -%}")
+
+TOOL_DEFINITION_STYLES = {
+    # Qwen2.5: a '# Tools' section with one JSON schema per line, after the system prompt.
+    "qwen": ToolDefinitionStyle("system", _qwen_tools, _QWEN_TOOLS_JINJA),
+    # Mistral v0.3: [AVAILABLE_TOOLS] [...][/AVAILABLE_TOOLS] before the last [INST].
+    "mistral": ToolDefinitionStyle("last_user", _mistral_tools, _MISTRAL_TOOLS_JINJA),
+}
+
+
+def _check_tools(tools, where):
+    if not isinstance(tools, list):
+        raise RecordError("must be a list of tool specs", field=where)
+    for j, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not (isinstance(function, dict) and isinstance(function.get("name"), str)):
+            raise RecordError("must be {'type': 'function', 'function': {'name': ..., ...}}",
+                              field=f"{where}[{j}]")
+
+
 def _check_tool_calls(calls, where):
     if not isinstance(calls, list):
         raise RecordError("must be a list", field=where)
@@ -358,16 +501,3 @@ def check_stop_words(template, tokenizer):
                               f"tokenizer splits it into {len(ids)} tokens; load a tokenizer "
                               "that defines it as a special token (see docs/templates.md)")
 
-
-def _tojson(value):
-    """What the tojson filter of transformers' chat-template jinja writes."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _raise(message):
-    return "{{ raise_exception(" + _lit(message) + ") }}"
-
-
-def _lit(text):
-    """A jinja string literal (jinja accepts JSON-style double-quoted strings)."""
-    return json.dumps(text, ensure_ascii=False)

@@ -37,10 +37,11 @@ FAMILIES = [
     ChatTemplate(name="chatml", description="ChatML without a default system prompt "
                  "(xft's tiny default model)", **_CHATML),
     ChatTemplate(
-        name="qwen2_chat", description="Qwen2 / Qwen2.5 instruct (ChatML, tool calls)",
+        name="qwen2_chat", description="Qwen2 / Qwen2.5 instruct (ChatML, tools)",
         default_system="You are a helpful assistant.",
         tool="\n<tool_response>\n{content}\n</tool_response>",
-        tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen", **_CHATML),
+        tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen",
+        tool_definitions="qwen", **_CHATML),
     ChatTemplate(name="yi_chat", description="Yi-6B/34B chat (ChatML, no default system prompt)",
                  **_CHATML),
     ChatTemplate(name="internlm2_chat", description="InternLM2 chat (BOS + ChatML)",
@@ -72,11 +73,11 @@ FAMILIES = [
         system_placement="first_user", user=" [INST] {content} [/INST]", **_INST),
     ChatTemplate(
         name="mistral_v3",
-        description="Mistral 7B Instruct v0.3 (system in the final [INST], tool calls)",
+        description="Mistral 7B Instruct v0.3 (system in the final [INST], tools)",
         system_placement="final_user", user="[INST] {content}[/INST]",
         strip_roles=("assistant",),
         tool='[TOOL_RESULTS] {"content": {content}, "call_id": "{tool_call_id}"}[/TOOL_RESULTS]',
-        tool_calls="mistral", **_INST),
+        tool_calls="mistral", tool_definitions="mistral", **_INST),
     ChatTemplate(
         name="gemma", description="Gemma / Gemma 2 instruct (no system role)",
         prefix="{bos_token}", user="<start_of_turn>user\n{content}<end_of_turn>\n",
