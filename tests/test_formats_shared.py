@@ -96,10 +96,10 @@ def test_glaive_toolcall_file_trains_on_calls_and_replies_with_qwen2_chat(shared
     exp = Experiment(model=ModelCfg(path="xft://tiny-llama"), template="qwen2_chat",
                      datasets=[DatasetCfg(path=str(path), format="sharegpt")],
                      data=DataCfg(max_length=100_000, on_bad_record="skip"))
-    dataset, reports = build_dataset(exp, tokenizer, get_template("qwen2_chat", tokenizer),
-                                     log=lambda _: None)
+    dataset, report = build_dataset(exp, tokenizer, get_template("qwen2_chat", tokenizer),
+                                    log=lambda _: None)
     records = read_records(str(path))
-    assert reports[0].skipped_bad == 0 and len(dataset) == len(records) == 300
+    assert report.sources[0].skipped_bad == 0 and len(dataset) == len(records) == 300
     for sample, record in zip(dataset.samples, records):
         runs, run = [], []
         for token, label in zip(sample["input_ids"], sample["labels"]):

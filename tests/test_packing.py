@@ -18,6 +18,7 @@ from xft.data.pipeline import build_dataset
 from xft.data.templates import get_template
 from xft.engine.builder import build_experiment
 from xft.engine.mmengine_backend import CausalLMModel, run_mmengine
+from xft.engine.monitor import input_tokens
 from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.paths import resolve_path
 
@@ -66,7 +67,7 @@ def test_packed_logits_equal_each_sample_run_alone(model_paths, arch, attn):
     batch = PackedCollator(pad_token_id=0)(rows)
     assert "attention_mask" not in batch
     with torch.no_grad():
-        packed = causal_lm_logits(model, batch["input_ids"], position_ids=batch["position_ids"])
+        packed = causal_lm_logits(model, batch)
         for r, row in enumerate(rows):
             start = 0
             for position in range(1, len(row["position_ids"]) + 1):
@@ -91,13 +92,12 @@ def test_packed_loss_equals_loss_of_samples_run_alone():
     with torch.no_grad():
         batch = PackedCollator(0)(rows)
         packed_sum, packed_count = token_loss_sum(
-            causal_lm_logits(model, batch["input_ids"], position_ids=batch["position_ids"]),
+            causal_lm_logits(model, batch),
             batch["labels"])
         alone_sum, alone_count = 0.0, 0
         for sample in samples:  # a plain per-sample computation with the padded collator
             b = PadCollator(0)([sample])
-            s, c = token_loss_sum(causal_lm_logits(model, b["input_ids"], b["attention_mask"]),
-                                  b["labels"])
+            s, c = token_loss_sum(causal_lm_logits(model, b), b["labels"])
             alone_sum, alone_count = alone_sum + s, alone_count + c
     assert int(packed_count) == int(alone_count)
     torch.testing.assert_close(packed_sum, alone_sum, rtol=1e-5, atol=1e-4)
@@ -178,14 +178,15 @@ def test_mmengine_model_sees_packed_rows_as_separate_samples():
     wrapped = CausalLMModel(lm)
     samples = _random_samples([12, 7, 30, 3, 18, 9], lm.config.vocab_size, seed=5)
     rows, _ = pack_samples(samples, max_length=32, seed=0)
+    packed_batch, padded_batch = PackedCollator(0)(rows), PadCollator(0)(samples)
     with torch.no_grad():
-        packed = wrapped(**PackedCollator(0)(rows))
-        padded = wrapped(**PadCollator(0)(samples))  # one padded batch, attention mask
-    assert packed["label_tokens"] == padded["label_tokens"]
-    torch.testing.assert_close(packed["loss"], padded["loss"], rtol=1e-5, atol=1e-5)
+        packed_sum, packed_count = wrapped(packed_batch)
+        padded_sum, padded_count = wrapped(padded_batch)  # one padded batch, attention mask
+    assert packed_count == padded_count
+    torch.testing.assert_close(packed_sum, padded_sum, rtol=1e-5, atol=1e-5)
     # Without an attention mask, the padding at the end of shorter rows is counted too.
-    assert padded["tokens"] == sum(len(s["input_ids"]) for s in samples)
-    assert packed["tokens"] == len(rows) * max(len(r["input_ids"]) for r in rows)
+    assert input_tokens(padded_batch) == sum(len(s["input_ids"]) for s in samples)
+    assert input_tokens(packed_batch) == len(rows) * max(len(r["input_ids"]) for r in rows)
 
 
 def test_training_on_packed_rows_runs_and_learns(tmp_path):

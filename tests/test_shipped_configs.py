@@ -32,7 +32,8 @@ from xft.data.formats import FORMATS
 from xft.data.pipeline import build_dataset
 from xft.data.templates import TEMPLATES, get_template
 from xft.engine.builder import build_experiment
-from xft.engine.mmengine_backend import METRICS_FILE, run_mmengine
+from xft.engine.mmengine_backend import run_mmengine
+from xft.engine.monitor import METRICS_FILE
 from xft.model.build import build_tokenizer
 
 CONFIGS = list_configs()
@@ -239,6 +240,7 @@ def test_configs_of_each_dataset_format_read_real_data(fmt, shared_data, assets)
         "data.on_bad_record": "skip", "data.max_length": 4096})
     tokenizer = build_tokenizer(experiment)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
-    dataset, (report,) = build_dataset(experiment, tokenizer, template, log=lambda *_: None)
+    dataset, data_report = build_dataset(experiment, tokenizer, template, log=lambda *_: None)
+    (report,) = data_report.sources
     assert report.skipped_bad == known_bad
     assert len(dataset) > 0

@@ -69,7 +69,8 @@ class SourceReport:
         for label, count in [("bad records skipped", self.skipped_bad),
                              ("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
-                             ("samples with no trained token dropped", s.dropped_no_label)]:
+                             ("samples with no trained token dropped", s.dropped_no_label),
+                             ("documents split into max_length pieces", s.split_documents)]:
             if count:
                 yield f"  {label}: {count}"
         for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
