@@ -13,8 +13,10 @@ names, intervals and resume positions all count optimizer steps.
 """
 
 import math
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -128,6 +130,36 @@ class ExportHook(Hook):
         runner.logger.info(f"Hugging Face artifact written to {out}")
 
 
+@HOOKS.register_module(name="XftRngStateHook")
+class RngStateHook(Hook):
+    """Store the random generators in each checkpoint and restore them on resume.
+
+    MMEngine checkpoints hold no RNG state, so a resumed run would draw other
+    dropout masks than the uninterrupted run and end with other weights.
+    """
+
+    KEY = "xft_rng_state"
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        checkpoint[self.KEY] = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        state = checkpoint.get(self.KEY)
+        if state is None:  # a checkpoint written before xft stored RNG state
+            runner.logger.warning("checkpoint has no RNG state: dropout masks will differ")
+            return
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _lm(runner):
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     return model.lm
@@ -197,7 +229,8 @@ def run_mmengine(built, resume=None):
         param_scheduler=[scheduler],
         default_hooks=default_hooks,
         custom_hooks=[MonitorHook(monitor, chat),
-                      ExportHook(built.tokenizer, built.template, built.config_text)],
+                      ExportHook(built.tokenizer, built.template, built.config_text),
+                      RngStateHook()],
         randomness=dict(seed=exp.seed),
         resume=checkpoint is not None,
         load_from=checkpoint,
