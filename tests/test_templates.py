@@ -38,12 +38,15 @@ FAMILY_TOKENS = {
     "zephyr": ("<s>", "</s>", []),
     "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
                                 "<|observation|>"]),
+    "moss": ("<s>", "</s>", ["<|Human|>", "<|Inner Thoughts|>", "<|Commands|>", "<|Results|>",
+                             "<|MOSS|>", "<eoh>", "<eot>", "<eoc>", "<eor>", "<eom>"]),
 }
 # The one deliberate difference from a reference: xft closes a ChatGLM3 conversation with EOS
 # (its chat_template ends a reply with nothing; ChatGLM3's fine-tuning script appends EOS).
 APPENDS_EOS = {"chatglm3"}
-# mistral_v3's reference is its real tokenizer_config (test_templates_real.py); auto has none.
-NO_FIXTURE = {"mistral_v3", "auto"}
+# mistral_v3's reference is its real tokenizer_config (test_templates_real.py); auto has none;
+# MOSS ships no chat_template: test_templates_moss.py checks moss against the raw MOSS records.
+NO_FIXTURE = {"mistral_v3", "auto", "moss"}
 
 SYSTEM = {"role": "system", "content": "You are Tuna, a terse assistant."}
 CONVERSATIONS = {
@@ -132,7 +135,7 @@ def cases():
         yield pytest.param(messages[:-1], True, id=key + "-prompt")
 
 
-FAMILIES = sorted(FAMILY_TOKENS)
+FAMILIES = sorted(set(FAMILY_TOKENS) - NO_FIXTURE)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -350,7 +353,7 @@ def test_tool_definitions_must_be_function_specs():
         template.render(bad)
 
 
-@pytest.mark.parametrize("name", sorted(set(TEMPLATES) - TOOL_TEMPLATES - {"auto"}))
+@pytest.mark.parametrize("name", sorted(set(TEMPLATES) - TOOL_TEMPLATES - {"auto", "moss"}))
 def test_templates_without_a_tool_format_refuse_tool_messages(name):
     template = get_template(name, family_tokenizer("mistral" if name == "mistral_v3" else name))
     with pytest.raises(RecordError, match="tool"):

@@ -63,6 +63,9 @@ class ChatTemplate:
     # Where and how the tool definitions (the system message's `tools`) render: a key of
     # TOOL_DEFINITION_STYLES. They are prompt text, never trained.
     tool_definitions: Optional[str] = None
+    # Format of an assistant message's reasoning_content, rendered before assistant_prefix and
+    # trained (the model writes its thoughts); '' means the family does not render reasoning.
+    reasoning: str = ""
     stop_words: Tuple[str, ...] = ()  # strings that end generation in chat
     description: str = ""
     # Set by bind(): the tokenizer's special tokens and which assistant turns are trained.
@@ -151,6 +154,8 @@ class ChatTemplate:
                 if msg.get("tool_calls"):
                     self._emit_tool_calls(msg, emit, trained)
                 else:
+                    if self.reasoning and msg.get("reasoning_content"):
+                        emit(self._fill(self.reasoning, msg["reasoning_content"]), trained)
                     emit(self._fill(self.assistant_prefix))
                     content = self._strip("assistant", msg["content"])
                     emit(content + self._fill(self.assistant_suffix), trained)
@@ -271,6 +276,10 @@ class ChatTemplate:
             style = TOOL_CALL_STYLES[self.tool_calls]
             out.append("{%- if message.tool_calls -%}" + self._expr(style.prefix)
                        + style.jinja + self._expr(style.suffix + style.separator) + "{%- else -%}")
+        if self.reasoning:
+            out.append("{%- if message.reasoning_content -%}"
+                       + self._expr(self.reasoning, "message.reasoning_content")
+                       + "{%- endif -%}")
         out.append(self._expr(self.assistant_prefix + "{content}" + self.assistant_suffix
                               + self.turn_separator,
                               self._trimmed("assistant", "message['content']")))
@@ -387,12 +396,52 @@ _MISTRAL_CALLS_JINJA = (
     "{%- if not loop.last -%}{{ ', ' }}{%- endif -%}"
     "{%- endfor -%}{{ ']' }}")
 
+
+def _moss_argument(call, where):
+    """A MOSS plugin call's single argument as command text: xft.data.formats.moss unquotes
+    a plain string literal and keeps any other argument as written."""
+    arguments = call["function"]["arguments"]
+    values = list(arguments.values()) if isinstance(arguments, dict) else []
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise RecordError("MOSS commands take exactly one string argument", field=where)
+    return values[0] if '"' in values[0] else '"' + values[0] + '"'
+
+
+def _moss_calls(template, msg):
+    if msg["content"]:
+        raise RecordError("MOSS commands cannot carry text besides the calls", field="content")
+    thoughts = msg.get("reasoning_content")
+    commands = ", ".join(call["function"]["name"] + "("
+                         + _moss_argument(call, f"tool_calls[{i}].function.arguments") + ")"
+                         for i, call in enumerate(msg["tool_calls"]))
+    return (("<|Inner Thoughts|>: " + thoughts + "<eot>\n" if thoughts else "")
+            + "<|Commands|>: " + commands + "<eoc>")
+
+
+_MOSS_CALLS_JINJA = (
+    "{%- if message['content'] -%}"
+    + _raise("MOSS commands cannot carry text besides the calls") + "{%- endif -%}"
+    "{%- if message.reasoning_content -%}"
+    "{{ '<|Inner Thoughts|>: ' + message.reasoning_content + '<eot>\\n' }}{%- endif -%}"
+    "{%- set ns = namespace(calls=[]) -%}"
+    "{%- for call in message.tool_calls -%}"
+    "{%- set values = call.function.arguments.values() | list -%}"
+    "{%- if values | length != 1 or values[0] is not string -%}"
+    + _raise("MOSS commands take exactly one string argument") + "{%- endif -%}"
+    "{%- set argument = values[0] if '\"' in values[0] else '\"' + values[0] + '\"' -%}"
+    "{%- set ns.calls = ns.calls + [call.function.name + '(' + argument + ')'] -%}"
+    "{%- endfor -%}"
+    "{{ '<|Commands|>: ' + ns.calls | join(', ') + '<eoc>' }}")
+
 TOOL_CALL_STYLES = {
     # Qwen2.5 / ChatML: calls follow the content inside the assistant turn.
     "qwen": ToolCallStyle("<|im_start|>assistant\n", "<|im_end|>", "\n", _qwen_calls,
                           _QWEN_CALLS_JINJA),
     # Mistral v0.3: the reply is only the calls, closed by EOS.
     "mistral": ToolCallStyle("", "{eos_token}", "", _mistral_calls, _MISTRAL_CALLS_JINJA),
+    # MOSS-003: '<|Inner Thoughts|>: ...<eot>\n<|Commands|>: Name("arg"), ...<eoc>' (the
+    # thoughts are optional); tags and all are the model's output, so all of it is trained.
+    "moss": ToolCallStyle("", "", "\n", _moss_calls, _MOSS_CALLS_JINJA),
 }
 
 

@@ -108,4 +108,15 @@ FAMILIES = [
         system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
         assistant_prefix="<|assistant|>\n", assistant_suffix="{eos_token}",
         turn_separator="\n"),
+    # MOSS-003 SFT's own tagged format (fnlp/moss-003-sft-data). The meta_instruction is the
+    # system prompt, verbatim. Thoughts and commands, tags included, are the model's output and
+    # trained; '<|MOSS|>: ' is the generation prompt. Parts that are "None" in the data are
+    # not rendered (see docs/templates.md).
+    ChatTemplate(
+        name="moss", description="MOSS-003 (<|Human|>, <|Inner Thoughts|>, <|Commands|>, "
+                                 "<|Results|>, <|MOSS|>)",
+        system="{content}", user="<|Human|>: {content}<eoh>\n",
+        reasoning="<|Inner Thoughts|>: {content}<eot>\n",
+        assistant_prefix="<|MOSS|>: ", assistant_suffix="<eom>", turn_separator="\n",
+        tool="<|Results|>:\n{content}\n<eor>\n", tool_calls="moss"),
 ]
