@@ -13,20 +13,26 @@ import torch
 from xft.data.encode import IGNORE_INDEX
 
 
+def _pad_ids_and_labels(samples, pad_token_id):
+    """Right-padded input_ids and labels tensors, and each sample's length."""
+    lengths = [len(s["input_ids"]) for s in samples]
+    shape = (len(samples), max(lengths))
+    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+    for row, (sample, n) in enumerate(zip(samples, lengths)):
+        input_ids[row, :n] = torch.tensor(sample["input_ids"])
+        labels[row, :n] = torch.tensor(sample["labels"])
+    return input_ids, labels, lengths
+
+
 class PadCollator:
     def __init__(self, pad_token_id):
         self.pad_token_id = pad_token_id
 
     def __call__(self, samples):
-        longest = max(len(s["input_ids"]) for s in samples)
-        batch = len(samples)
-        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
-        for row, sample in enumerate(samples):
-            n = len(sample["input_ids"])
-            input_ids[row, :n] = torch.tensor(sample["input_ids"])
-            labels[row, :n] = torch.tensor(sample["labels"])
+        input_ids, labels, lengths = _pad_ids_and_labels(samples, self.pad_token_id)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, n in enumerate(lengths):
             attention_mask[row, :n] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -36,15 +42,10 @@ class PackedCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows):
-        longest = max(len(r["input_ids"]) for r in rows)
-        batch = len(rows)
-        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)
+        input_ids, labels, lengths = _pad_ids_and_labels(rows, self.pad_token_id)
+        batch, longest = input_ids.shape
         position_ids = torch.arange(longest).repeat(batch, 1)  # padding: a block from 0
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            input_ids[i, :n] = torch.tensor(row["input_ids"])
-            labels[i, :n] = torch.tensor(row["labels"])
+        for i, (row, n) in enumerate(zip(rows, lengths)):
             position_ids[i, :n] = torch.tensor(row["position_ids"])
             position_ids[i, n:] -= n
         return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
