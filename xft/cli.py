@@ -58,6 +58,22 @@ def cmd_template(args):
         print(f"xft: wrote {count} samples to {args.output}")
 
 
+def cmd_vocab(args):
+    from xft.tools import vocab
+
+    if args.action == "train":
+        path, lines = vocab.train_vocab(args.corpus, args.out, args.vocab_size, args.model_type,
+                                        args.text_field or ["text"], args.character_coverage)
+        print(f"xft: trained a {args.model_type} sentencepiece model of {args.vocab_size} "
+              f"pieces on {lines} lines: {path}")
+        return
+    report = vocab.merge_sentencepiece(args.base, args.add, args.out,
+                                       keep_digit_pieces=args.keep_digit_pieces)
+    for line in report.lines():
+        print(f"xft: {line}")
+    print(f"xft: merged tokenizer saved to {args.out}")
+
+
 def build_parser():
     from mmengine.config import DictAction
 
@@ -127,6 +143,30 @@ def build_parser():
     r.add_argument("--train-on", choices=["all", "last"], default="all",
                    help="train every assistant turn (all) or only the final one (last)")
     p.set_defaults(func=cmd_template)
+
+    p = sub.add_parser("vocab", parents=[common], help="train a sentencepiece vocabulary, or "
+                       "merge one into a model's tokenizer")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = actions.add_parser("train", parents=[common], help="train a sentencepiece model")
+    t.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
+                   help=".txt (one sentence a line) or .json/.jsonl/.csv/.parquet records")
+    t.add_argument("--text-field", action="append", metavar="NAME",
+                   help="record field holding text (repeatable; default: text)")
+    t.add_argument("--vocab-size", type=int, required=True)
+    t.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
+    t.add_argument("--character-coverage", type=float, default=0.9995,
+                   help="share of characters covered by the vocabulary (rest: <unk>)")
+    t.add_argument("--out", required=True, help="directory for tokenizer.model")
+    m = actions.add_parser("merge", parents=[common],
+                           help="append new pieces to a sentencepiece-based tokenizer")
+    m.add_argument("--base", required=True, help="base tokenizer directory (with tokenizer.model)")
+    m.add_argument("--add", required=True,
+                   help="sentencepiece .model file, or a directory holding one")
+    m.add_argument("--out", required=True, help="directory for the merged tokenizer")
+    m.add_argument("--keep-digit-pieces", action="store_true",
+                   help="also add pieces that join digits to other characters when the base "
+                        "splits digits")
+    p.set_defaults(func=cmd_vocab)
     return parser
 
 

@@ -1,0 +1,290 @@
+"""`xft vocab train` and `xft vocab merge`: extend a tokenizer's vocabulary.
+
+train  a sentencepiece model (BPE or unigram) on raw text: .txt files (every
+       line is a sentence) or dataset files (.json / .jsonl / .csv / .parquet)
+       whose records hold the text in named fields.
+merge  append the pieces of such a model that the base tokenizer lacks to a
+       sentencepiece-based base tokenizer (Llama, Mistral, ...). Every base id
+       keeps its token; see `merge_sentencepiece` for how the pieces are placed.
+"""
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from xft.errors import ConfigError, DataError
+from xft.paths import resolve_path
+
+SPM_FILE = "tokenizer.model"  # the name under which transformers finds a sentencepiece model
+MERGE_REPORT = "xft_vocab_merge.json"
+TEXT_SUFFIXES = (".txt", ".text")
+# Files of the base tokenizer that carry over to the merged one. tokenizer.json is rebuilt
+# from the merged sentencepiece model, so slow and fast tokenizers agree.
+CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+NORMAL = 1  # sentencepiece ModelProto.SentencePiece.Type.NORMAL
+
+
+# ---------------------------------------------------------------- training
+
+def corpus_lines(paths, text_fields=("text",)):
+    """Yield the corpus's non-empty lines; errors name the file, record and field."""
+    from xft.data.pipeline import read_records
+
+    for path in paths:
+        resolved = Path(resolve_path(path))
+        if resolved.suffix.lower() in TEXT_SUFFIXES:
+            if not resolved.is_file():
+                raise DataError("file not found", file=path)
+            try:
+                text = resolved.read_text(encoding="utf-8-sig")
+            except UnicodeDecodeError as e:
+                raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                                file=path) from None
+            yield from (line for line in text.splitlines() if line.strip())
+            continue
+        for index, record in enumerate(read_records(path)):
+            if not isinstance(record, dict):
+                raise DataError(f"record must be an object, got {type(record).__name__}",
+                                file=path, index=index)
+            for name in text_fields:
+                value = record.get(name)
+                if not isinstance(value, str):
+                    reason = "missing" if name not in record else \
+                        f"must be a string, got {type(value).__name__}"
+                    raise DataError(f"{reason} (choose the text fields with --text-field)",
+                                    file=path, index=index, field=name)
+                yield from (line for line in value.splitlines() if line.strip())
+
+
+def train_vocab(corpus, out_dir, vocab_size, model_type="bpe", text_fields=("text",),
+                character_coverage=0.9995):
+    """Train a sentencepiece model on the corpus; returns the path of OUT/tokenizer.model."""
+    import sentencepiece as spm
+
+    lines = list(corpus_lines(corpus, text_fields))
+    if not lines:
+        raise DataError(f"the corpus ({', '.join(map(str, corpus))}) holds no text")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = out / Path(SPM_FILE).stem
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size,
+            model_type=model_type, character_coverage=character_coverage,
+            # Lines are sentences or paragraphs; long ones are kept, not skipped.
+            max_sentence_length=1 << 16, minloglevel=2)
+    except RuntimeError as e:  # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
+        raise ConfigError(f"sentencepiece training failed: {e}") from None
+    return out / SPM_FILE, len(lines)
+
+
+# ---------------------------------------------------------------- merging
+
+@dataclass
+class MergeReport:
+    base: str
+    add: str
+    base_size: int  # pieces of the base sentencepiece model
+    added: int  # pieces appended
+    skipped_existing: int  # already in the base
+    skipped_not_text: int  # control, unknown, byte pieces of the added model
+    skipped_digits: int  # digits joined to other characters, where the base splits digits
+    skipped_unreachable: int  # BPE merges can never produce them
+    size: int = 0  # tokens in the merged tokenizer
+    added_pieces: list = field(default_factory=list, repr=False)
+
+    def lines(self):
+        return [f"base {self.base}: {self.base_size} pieces; adding from {self.add}",
+                f"added {self.added} pieces (ids {self.base_size}..{self.size - 1}); skipped "
+                f"{self.skipped_existing} already in the base, {self.skipped_not_text} control/"
+                f"byte/unknown pieces, {self.skipped_digits} joining digits to other characters "
+                f"(the base splits digits), {self.skipped_unreachable} that BPE merges cannot "
+                f"produce",
+                f"merged tokenizer: {self.size} tokens"]
+
+
+def find_spm(path, role):
+    """The sentencepiece model file given as a file or as a directory holding one."""
+    p = Path(resolve_path(path))
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / SPM_FILE).is_file():
+            return p / SPM_FILE
+        models = sorted(p.glob("*.model"))
+        if len(models) == 1:
+            return models[0]
+        if models:
+            raise ConfigError(f"{role} '{path}' holds several .model files "
+                              f"({', '.join(m.name for m in models)}); name one")
+    raise ConfigError(f"{role} '{path}': no sentencepiece model (a .model file or a directory "
+                      f"with {SPM_FILE})")
+
+
+def load_proto(path):
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(Path(path).read_bytes())
+    except Exception as e:  # protobuf's DecodeError
+        raise ConfigError(f"'{path}' is not a sentencepiece model: {e}") from None
+    return proto
+
+
+def scores_below(floor, count):
+    """`count` float32 scores, strictly decreasing, all below `floor`.
+
+    sentencepiece BPE merges the pair whose merged piece scores highest, and the fast
+    tokenizer converted from it ranks merges by id; pieces appended with ever lower scores
+    therefore merge after every base piece, in the order given, in both.
+    """
+    import numpy as np
+
+    scores, value = [], np.float32(floor)
+    for _ in range(count):
+        value = np.nextafter(value, np.float32(-np.inf), dtype=np.float32)
+        scores.append(float(value))
+    return scores
+
+
+def candidate_pieces(base, add, report, keep_digit_pieces=False):
+    """Normal pieces of `add` to append to `base`, in `add`'s order (best first)."""
+    have = {p.piece for p in base.pieces}
+    split_digits = base.trainer_spec.split_digits and not keep_digit_pieces
+    pieces = []
+    for p in add.pieces:
+        if p.type != NORMAL:
+            report.skipped_not_text += 1
+        elif p.piece in have:
+            report.skipped_existing += 1
+        elif split_digits and len(p.piece) > 1 and any(c.isdigit() for c in p.piece):
+            report.skipped_digits += 1
+        else:
+            have.add(p.piece)
+            pieces.append(p.piece)
+    return pieces
+
+
+def merged_proto(base_proto, pieces):
+    """The base sentencepiece model with `pieces` appended (for the slow tokenizer)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    merged = sentencepiece_model_pb2.ModelProto()
+    merged.CopyFrom(base_proto)
+    for piece, score in zip(pieces, scores_below(min(p.score for p in base_proto.pieces),
+                                                 len(pieces))):
+        merged.pieces.add(piece=piece, score=score, type=NORMAL)
+    merged.trainer_spec.vocab_size = len(merged.pieces)
+    return merged
+
+
+def extended_bpe(tokenizer_json, pieces):
+    """The fast tokenizer's JSON with `pieces` appended to its BPE vocabulary.
+
+    The base's merges keep their ranks; each new piece gets a merge for every way to
+    split it into two vocabulary entries (as transformers converts a sentencepiece BPE
+    model), ranked after all base merges in the pieces' order: the same priority as the
+    scores given in `merged_proto`.
+    """
+    data = json.loads(tokenizer_json)
+    model = data["model"]
+    if model.get("type") != "BPE":
+        raise ConfigError(f"xft vocab merge extends BPE tokenizers; this base's fast tokenizer "
+                          f"is {model.get('type')}")
+    vocab, merges = model["vocab"], model["merges"]
+    merges_as_text = bool(merges) and isinstance(merges[0], str)
+    for piece in pieces:
+        vocab[piece] = len(vocab)
+    for piece in pieces:
+        splits = sorted(((piece[:i], piece[i:]) for i in range(1, len(piece))
+                         if piece[:i] in vocab and piece[i:] in vocab),
+                        key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        merges.extend(" ".join(pair) if merges_as_text else list(pair) for pair in splits)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def write_merged(base_dir, base_proto, base_json, pieces, out):
+    """OUT: tokenizer.model and tokenizer.json with `pieces` appended, base config files."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPM_FILE).write_bytes(merged_proto(base_proto, pieces).SerializeToString())
+    (out / "tokenizer.json").write_text(extended_bpe(base_json, pieces), encoding="utf-8")
+    for name in CARRIED_FILES:
+        if (base_dir / name).is_file():
+            shutil.copy(base_dir / name, out / name)
+
+
+def unreachable(tokenizer, pieces):
+    """Pieces the fast tokenizer's BPE model does not produce from their own text."""
+    model = tokenizer.backend_tokenizer.model
+    if type(model).__name__ != "BPE":
+        return []
+    return [p for p in pieces if [t.value for t in model.tokenize(p)] != [p]]
+
+
+def check_base_ids(base, merged):
+    """Fail loudly if a base id changed token: a model trained on the base would be broken."""
+    ids = list(range(len(base)))
+    if merged.convert_ids_to_tokens(ids) != base.convert_ids_to_tokens(ids):
+        raise ConfigError("internal error: the merged tokenizer renumbered base tokens")
+
+
+def merge_sentencepiece(base_path, add_path, out_dir, keep_digit_pieces=False):
+    """Append `add`'s new pieces to the sentencepiece-based tokenizer in `base_path`.
+
+    New pieces get ids after the base's and scores below every base piece, so the base's
+    merges always apply first: text the new pieces cannot cover encodes as before, and
+    otherwise tokens are joined, never re-split. Pieces are skipped when the base has
+    them, when they are not text (control, byte, unknown), when they join digits to other
+    characters while the base splits digits (unless `keep_digit_pieces`), and (BPE base) when no merge of two pieces
+    produces them. The fast tokenizer (tokenizer.json) is converted from the merged
+    sentencepiece model by transformers, so the two agree.
+    """
+    from transformers import AutoTokenizer
+
+    base_dir = Path(resolve_path(base_path))
+    if not base_dir.is_dir():
+        raise ConfigError(f"base tokenizer '{base_path}' is not a directory")
+    base_spm = base_dir / SPM_FILE
+    if not base_spm.is_file():
+        raise ConfigError(f"base tokenizer '{base_path}' has no {SPM_FILE}: xft vocab merge "
+                          "extends sentencepiece-based tokenizers (Llama, Mistral, ...)")
+    base_proto = load_proto(base_spm)
+    add_file = find_spm(add_path, "--add")
+    add_proto = load_proto(add_file)
+    base = AutoTokenizer.from_pretrained(str(base_dir))
+    beyond = sorted(i for i in base.added_tokens_decoder if i >= len(base_proto.pieces))
+    if beyond:
+        raise ConfigError(f"base tokenizer '{base_path}' has added tokens after its "
+                          f"sentencepiece pieces (ids {beyond[:5]}...): appended pieces would "
+                          "take their ids")
+
+    base_json = base.backend_tokenizer.to_str()
+    if len(json.loads(base_json)["model"]["vocab"]) != len(base_proto.pieces):
+        raise ConfigError(f"base tokenizer '{base_path}': its tokenizer.json and {SPM_FILE} "
+                          "hold different vocabularies")
+    report = MergeReport(str(base_path), str(add_file), len(base_proto.pieces), 0, 0, 0, 0, 0)
+    pieces = candidate_pieces(base_proto, add_proto, report, keep_digit_pieces)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="xft-vocab-") as tmp:
+        # Drop unreachable pieces until none are left (dropping one can, rarely, strand
+        # another that only it led to).
+        while True:
+            write_merged(base_dir, base_proto, base_json, pieces, Path(tmp))
+            merged = AutoTokenizer.from_pretrained(tmp)
+            dead = set(unreachable(merged, pieces))
+            if not dead:
+                break
+            report.skipped_unreachable += len(dead)
+            pieces = [p for p in pieces if p not in dead]
+        check_base_ids(base, merged)
+        out.mkdir(parents=True, exist_ok=True)
+        for item in Path(tmp).iterdir():
+            shutil.copy(item, out / item.name)
+    report.added, report.size, report.added_pieces = len(pieces), len(merged), pieces
+    meta = {k: v for k, v in asdict(report).items() if k != "added_pieces"}
+    (out / MERGE_REPORT).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    return report
