@@ -30,6 +30,16 @@ class QuantizationCfg:
 
 
 @dataclass
+class ResizeVocabCfg:
+    """Grow the embeddings and output head to an extended tokenizer (docs/vocab.md)."""
+    # How the new tokens' rows start: 'mean' (mean of the base rows) or 'subword_mean'
+    # (mean of the rows of the pieces the base tokenizer splits each new token into).
+    init: Literal["mean", "subword_mean"] = REQUIRED
+    # The tokenizer the model was trained with; None: the one in model.path.
+    base_tokenizer: Optional[str] = None
+
+
+@dataclass
 class ModelCfg:
     path: str = REQUIRED  # hub id, local directory, or xft://NAME for a shipped model
     # Weights dtype: float32 on CPU; bfloat16/float16 on GPU (trainable LoRA weights stay fp32).
@@ -39,6 +49,9 @@ class ModelCfg:
     gradient_checkpointing: bool = False
     # None: full-precision weights. Set (with method.type='lora') for QLoRA; needs bitsandbytes.
     quantization: Optional[QuantizationCfg] = None
+    # None: keep the embeddings. Set when tokenizer.path is an extended tokenizer (xft vocab
+    # merge): new rows are added and initialised; they must train (method.modules_to_save).
+    resize_vocab: Optional[ResizeVocabCfg] = None
 
 
 @dataclass

@@ -33,7 +33,7 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     dataset, _ = build_dataset(experiment, tokenizer, template, log=log)
     plan = plan_training(len(dataset), experiment.train)
-    model = build_model(experiment)
+    model = build_model(experiment, tokenizer, log=log)
     trainable, total = count_parameters(model)
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
         f"({experiment.method.type}); {len(dataset)} samples, {plan.total_steps} optimizer steps")

@@ -50,8 +50,9 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
         raise ConfigError(f"cannot load model from '{path}': {e}") from None
 
 
-def build_model(experiment):
-    """The model ready to train: base weights loaded (quantized for QLoRA), method applied."""
+def build_model(experiment, tokenizer=None, log=print):
+    """The model ready to train: base weights loaded (quantized for QLoRA), embeddings
+    resized to an extended tokenizer (model.resize_vocab, needs `tokenizer`), method applied."""
     cfg = experiment.model
     quantization = None
     if cfg.quantization is not None:
@@ -60,7 +61,16 @@ def build_model(experiment):
         import_bitsandbytes()  # before peft imports it, to keep its import quiet
     model = load_causal_lm(cfg.path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code,
                            quantization)
-    return apply_method(model, experiment.method, cfg.gradient_checkpointing)
+    if cfg.resize_vocab is None:
+        return apply_method(model, experiment.method, cfg.gradient_checkpointing)
+    from xft.model.resize import check_embeddings_train, resize_vocab
+
+    if tokenizer is None:
+        raise ConfigError("model.resize_vocab needs the tokenizer to resize to")
+    log(resize_vocab(model, tokenizer, cfg.resize_vocab, cfg.path).line())
+    model = apply_method(model, experiment.method, cfg.gradient_checkpointing)
+    check_embeddings_train(model, experiment.method)
+    return model
 
 
 def count_parameters(model):
