@@ -73,6 +73,10 @@ def train_vocab(corpus, out_dir, vocab_size, model_type="bpe", text_fields=("tex
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size,
             model_type=model_type, character_coverage=character_coverage,
+            # Pieces as they appear in raw text: the bases this vocabulary is merged into
+            # (Llama, Mistral) do not normalize, so NFKC-folded pieces ("，" → ",") would
+            # not match their input.
+            normalization_rule_name="identity",
             # Lines are sentences or paragraphs; long ones are kept, not skipped.
             max_sentence_length=1 << 16, minloglevel=2)
     except RuntimeError as e:  # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
