@@ -19,6 +19,7 @@ from xft.cli import main
 from xft.config import load_config
 from xft.errors import ConfigError
 from xft.model.build import build_model, build_tokenizer
+from xft.paths import resolve_path
 
 EN = ["The quick brown fox jumps over the lazy dog.",
       "I am an AI assistant developed to help you.",
@@ -88,16 +89,16 @@ def encode(tokenizer, text):
 # ---------------------------------------------------------------- xft vocab train
 
 @pytest.mark.parametrize("model_type,size", [("bpe", 150), ("unigram", 130)])
-def test_vocab_train_reads_text_files_and_record_fields(model_type, size, tmp_path):
+def test_vocab_train_reads_text_files_and_record_fields(model_type, size, tmp_path, capsys):
     txt = tmp_path / "a.txt"
     txt.write_text("\n".join(ZH[:8]) + "\n", encoding="utf-8")
     records = tmp_path / "b.json"  # a JSON list, text taken from two fields
     records.write_text(json.dumps([{"q": a, "a": b} for a, b in zip(ZH[8::2], ZH[9::2])],
                                   ensure_ascii=False), encoding="utf-8")
-    result = run_cli("vocab", "train", "--corpus", str(txt), str(records), "--text-field", "q",
-                     "--text-field", "a", "--vocab-size", str(size), "--model-type", model_type,
-                     "--out", str(tmp_path / "out"))
-    assert f"on {len(ZH)} lines" in result.stdout
+    assert main(["vocab", "train", "--corpus", str(txt), str(records), "--text-field", "q",
+                 "--text-field", "a", "--vocab-size", str(size), "--model-type", model_type,
+                 "--out", str(tmp_path / "out")]) == 0
+    assert f"on {len(ZH)} lines" in capsys.readouterr().out
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString((tmp_path / "out" / "tokenizer.model").read_bytes())
     assert len(proto.pieces) == size
@@ -159,18 +160,67 @@ def test_merge_keeps_digits_split_when_the_base_splits_them(tiny):
         assert digits == 0 or len(token.lstrip("▁")) == 1, token
 
 
-def test_merge_refuses_a_base_without_sentencepiece_model(tiny, tmp_path, capsys):
-    assert main(["vocab", "merge", "--base", "xft://tiny-llama", "--add", str(tiny["add"]),
+def test_merge_refuses_bases_it_cannot_extend(tiny, tmp_path, capsys):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    word_level = tmp_path / "word_level"
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(
+        {"a": 0, "[UNK]": 1}, unk_token="[UNK]"))).save_pretrained(word_level)
+    assert main(["vocab", "merge", "--base", str(word_level), "--add", str(tiny["add"]),
                  "--out", str(tmp_path / "o")]) == 1
-    assert "has no tokenizer.model" in capsys.readouterr().err
+    assert "is not a byte-level BPE tokenizer" in capsys.readouterr().err
     assert main(["vocab", "merge", "--base", str(tiny["base"]), "--add", str(tmp_path),
                  "--out", str(tmp_path / "o")]) == 1
     assert "no sentencepiece model" in capsys.readouterr().err
 
 
+def boundaries(tokenizer, ids):
+    """Where the tokens of `ids` end, in bytes (a byte-level token spells one char a byte)."""
+    ends, total = set(), 0
+    for token in tokenizer.convert_ids_to_tokens(ids):
+        total += len(token)
+        ends.add(total)
+    return ends
+
+
+@pytest.fixture(scope="module")
+def bytelevel(tiny):
+    """The Chinese model merged into xft's tiny model's tokenizer (GPT-2 style byte-level
+    BPE, no tokenizer.model)."""
+    from xft.tools.vocab import merge_tokenizer
+
+    out = tiny["root"] / "merged_bytelevel"
+    return out, merge_tokenizer("xft://tiny-llama", tiny["add"], out)
+
+
+def test_merge_into_a_byte_level_bpe_base(bytelevel):
+    out, report = bytelevel
+    base = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+    merged = AutoTokenizer.from_pretrained(out)
+    assert len(merged) == len(base) + report.added and report.added > report.intermediate > 0
+    ids = list(range(len(base)))
+    assert merged.convert_ids_to_tokens(ids) == base.convert_ids_to_tokens(ids)
+    assert merged.chat_template == base.chat_template
+    # Every Chinese text encodes to fewer tokens, new ones among them, and decodes back.
+    for text in ZH + [EXTRA_ZH]:
+        new_ids = encode(merged, text)
+        assert len(new_ids) < len(encode(base, text)) and max(new_ids) >= len(base)
+        assert merged.decode(new_ids) == text
+    # Whole pieces of the added model are single tokens.
+    assert encode(merged, "人工智能") == [merged.convert_tokens_to_ids(
+        "".join(merged.convert_ids_to_tokens(encode(merged, "人工智能"))))]
+    # English: base merges rank first, so new tokens only join base tokens.
+    for text in EN:
+        before, after = encode(base, text), encode(merged, text)
+        assert merged.decode(after) == text
+        assert boundaries(merged, after) <= boundaries(base, before)
+
+
 def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, tmp_path):
     """The real recipe: chinese_sp (20000 unigram pieces) into Mistral v0.3 (32768, BPE)."""
-    from xft.tools.vocab import merge_sentencepiece
+    from xft.tools.vocab import merge_tokenizer
 
     base_dir = shared_data / "tokenizers" / "mistral-7b-instruct-v0.3"
     add = shared_data / "tokenizers" / "chinese_sp" / "chinese_sp.model"
@@ -186,7 +236,7 @@ def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, 
     reductions = {}
     for keep_digits in (False, True):
         out = tmp_path / f"digits_{keep_digits}"
-        report = merge_sentencepiece(base_dir, add, out, keep_digit_pieces=keep_digits)
+        report = merge_tokenizer(base_dir, add, out, keep_digit_pieces=keep_digits)
         merged = AutoTokenizer.from_pretrained(out)
         assert len(merged) == len(base) + report.added
         assert merged.convert_ids_to_tokens(ids) == base.convert_ids_to_tokens(ids)
@@ -303,3 +353,34 @@ train = dict(batch_size=4, max_steps=12, log_interval=1, warmup_ratio=0.0,
     merged_size = len(AutoTokenizer.from_pretrained(tiny["merged"]))
     rows = {k: v.shape[0] for k, v in weights.items() if "embed_tokens" in k or "lm_head" in k}
     assert rows and set(rows.values()) == {merged_size}, rows
+
+
+def test_subword_mean_on_a_tied_byte_level_model(tiny, bytelevel, tmp_path):
+    """xft's tiny model ties its head to the embeddings; new rows follow the base split."""
+    out, _ = bytelevel
+    experiment = load_config(str(write_config(tmp_path, f"""
+model = dict(path='xft://tiny-llama', resize_vocab=dict(init='subword_mean'))
+tokenizer = dict(path={str(out)!r})
+template = 'chatml'
+datasets = [dict(path={str(tiny['corpus'])!r}, format='pretrain')]
+method = dict(type='full')
+""")))[1]
+    tokenizer = build_tokenizer(experiment)
+    model = build_model(experiment, tokenizer, log=lambda *_: None)
+    base = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+    old = LlamaForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"))
+    old = old.get_input_embeddings().weight.detach()
+    new = model.get_input_embeddings().weight.detach()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert new.shape[0] == len(tokenizer) and torch.equal(new[:len(base)], old)
+    # Independent split: the base tokenizer encoding each new token's text, for the tokens
+    # whose bytes are whole characters (intermediate tokens hold parts of characters).
+    checked = 0
+    for token_id in range(len(base), len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        if "\ufffd" in text or encode(tokenizer, text) != [token_id]:
+            continue
+        split = encode(base, text)
+        assert torch.allclose(new[token_id], old[split].mean(0), atol=1e-6), text
+        checked += 1
+    assert checked > 100

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from xft.tools.vocab import merge_sentencepiece
+from xft.tools.vocab import merge_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for label, keep in (("+ chinese_sp (digits split)", False),
                             ("+ chinese_sp (all pieces)", True)):
-            report = merge_sentencepiece(base_dir, add, Path(tmp) / label, keep)
+            report = merge_tokenizer(base_dir, add, Path(tmp) / label, keep)
             tokenizer = AutoTokenizer.from_pretrained(Path(tmp) / label)
             results[f"{label}\n{report.size} tokens"] = tokens_per_char(tokenizer, texts)
     base = next(iter(results.values()))[0]

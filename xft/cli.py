@@ -67,7 +67,7 @@ def cmd_vocab(args):
         print(f"xft: trained a {args.model_type} sentencepiece model of {args.vocab_size} "
               f"pieces on {lines} lines: {path}")
         return
-    report = vocab.merge_sentencepiece(args.base, args.add, args.out,
+    report = vocab.merge_tokenizer(args.base, args.add, args.out,
                                        keep_digit_pieces=args.keep_digit_pieces)
     for line in report.lines():
         print(f"xft: {line}")

@@ -4,8 +4,9 @@ train  a sentencepiece model (BPE or unigram) on raw text: .txt files (every
        line is a sentence) or dataset files (.json / .jsonl / .csv / .parquet)
        whose records hold the text in named fields.
 merge  append the pieces of such a model that the base tokenizer lacks to a
-       sentencepiece-based base tokenizer (Llama, Mistral, ...). Every base id
-       keeps its token; see `merge_sentencepiece` for how the pieces are placed.
+       sentencepiece-based base tokenizer (Llama, Mistral, ...; see
+       `merge_into_sentencepiece`) or a byte-level BPE one (Qwen2, Llama 3; see
+       xft.tools.vocab_bytelevel). Every base id keeps its token.
 """
 
 import json
@@ -24,6 +25,7 @@ TEXT_SUFFIXES = (".txt", ".text")
 # from the merged sentencepiece model, so slow and fast tokenizers agree.
 CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 NORMAL = 1  # sentencepiece ModelProto.SentencePiece.Type.NORMAL
+SPACE = "\u2581"  # "▁", sentencepiece's spelling of a space
 
 
 # ---------------------------------------------------------------- training
@@ -95,7 +97,8 @@ class MergeReport:
     skipped_existing: int  # already in the base
     skipped_not_text: int  # control, unknown, byte pieces of the added model
     skipped_digits: int  # digits joined to other characters, where the base splits digits
-    skipped_unreachable: int  # BPE merges can never produce them
+    skipped_unreachable: int  # BPE merges (or the pre-tokenizer) can never produce them
+    intermediate: int = 0  # byte-level bases: tokens added only to build a piece
     size: int = 0  # tokens in the merged tokenizer
     added_pieces: list = field(default_factory=list, repr=False)
 
@@ -105,7 +108,8 @@ class MergeReport:
                 f"{self.skipped_existing} already in the base, {self.skipped_not_text} control/"
                 f"byte/unknown pieces, {self.skipped_digits} joining digits to other characters "
                 f"(the base splits digits), {self.skipped_unreachable} that BPE merges cannot "
-                f"produce",
+                f"produce" + (f"; {self.intermediate} of the added tokens are intermediate "
+                              "steps of byte-level merges" if self.intermediate else ""),
                 f"merged tokenizer: {self.size} tokens"]
 
 
@@ -210,11 +214,11 @@ def extended_bpe(tokenizer_json, pieces):
     return json.dumps(data, ensure_ascii=False)
 
 
-def write_merged(base_dir, base_proto, base_json, pieces, out):
-    """OUT: tokenizer.model and tokenizer.json with `pieces` appended, base config files."""
+def write_files(base_dir, out, files):
+    """`files` (name → bytes) and the base's config files into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / SPM_FILE).write_bytes(merged_proto(base_proto, pieces).SerializeToString())
-    (out / "tokenizer.json").write_text(extended_bpe(base_json, pieces), encoding="utf-8")
+    for name, content in files.items():
+        (out / name).write_bytes(content)
     for name in CARRIED_FILES:
         if (base_dir / name).is_file():
             shutil.copy(base_dir / name, out / name)
@@ -235,60 +239,85 @@ def check_base_ids(base, merged):
         raise ConfigError("internal error: the merged tokenizer renumbered base tokens")
 
 
-def merge_sentencepiece(base_path, add_path, out_dir, keep_digit_pieces=False):
-    """Append `add`'s new pieces to the sentencepiece-based tokenizer in `base_path`.
+def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False):
+    """Append the new pieces of the sentencepiece model `add_path` to the tokenizer in
+    `base_path` (sentencepiece-based, or byte-level BPE) and save it to `out_dir`.
 
-    New pieces get ids after the base's and scores below every base piece, so the base's
-    merges always apply first: text the new pieces cannot cover encodes as before, and
-    otherwise tokens are joined, never re-split. Pieces are skipped when the base has
-    them, when they are not text (control, byte, unknown), when they join digits to other
-    characters while the base splits digits (unless `keep_digit_pieces`), and (BPE base) when no merge of two pieces
-    produces them. The fast tokenizer (tokenizer.json) is converted from the merged
-    sentencepiece model by transformers, so the two agree.
+    Base ids never change, and new tokens are ranked after every base merge, so text the
+    new pieces cannot cover encodes as before. Returns a MergeReport (also written to
+    OUT/xft_vocab_merge.json).
     """
     from transformers import AutoTokenizer
 
     base_dir = Path(resolve_path(base_path))
     if not base_dir.is_dir():
         raise ConfigError(f"base tokenizer '{base_path}' is not a directory")
-    base_spm = base_dir / SPM_FILE
-    if not base_spm.is_file():
-        raise ConfigError(f"base tokenizer '{base_path}' has no {SPM_FILE}: xft vocab merge "
-                          "extends sentencepiece-based tokenizers (Llama, Mistral, ...)")
-    base_proto = load_proto(base_spm)
     add_file = find_spm(add_path, "--add")
     add_proto = load_proto(add_file)
-    base = AutoTokenizer.from_pretrained(str(base_dir))
-    beyond = sorted(i for i in base.added_tokens_decoder if i >= len(base_proto.pieces))
-    if beyond:
-        raise ConfigError(f"base tokenizer '{base_path}' has added tokens after its "
-                          f"sentencepiece pieces (ids {beyond[:5]}...): appended pieces would "
-                          "take their ids")
-
-    base_json = base.backend_tokenizer.to_str()
-    if len(json.loads(base_json)["model"]["vocab"]) != len(base_proto.pieces):
-        raise ConfigError(f"base tokenizer '{base_path}': its tokenizer.json and {SPM_FILE} "
-                          "hold different vocabularies")
-    report = MergeReport(str(base_path), str(add_file), len(base_proto.pieces), 0, 0, 0, 0, 0)
-    pieces = candidate_pieces(base_proto, add_proto, report, keep_digit_pieces)
+    try:
+        base = AutoTokenizer.from_pretrained(str(base_dir))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load base tokenizer '{base_path}': {e}") from None
+    report = MergeReport(str(base_path), str(add_file), len(base), 0, 0, 0, 0, 0)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="xft-vocab-") as tmp:
-        # Drop unreachable pieces until none are left (dropping one can, rarely, strand
-        # another that only it led to).
-        while True:
-            write_merged(base_dir, base_proto, base_json, pieces, Path(tmp))
-            merged = AutoTokenizer.from_pretrained(tmp)
-            dead = set(unreachable(merged, pieces))
-            if not dead:
-                break
-            report.skipped_unreachable += len(dead)
-            pieces = [p for p in pieces if p not in dead]
+        tmp = Path(tmp)
+        if (base_dir / SPM_FILE).is_file():
+            merged = merge_into_sentencepiece(base_dir, base, add_proto, report,
+                                              keep_digit_pieces, tmp)
+        else:
+            from xft.tools.vocab_bytelevel import merge_bytelevel
+
+            tokenizer_json = merge_bytelevel(base, base_path, add_proto, report)
+            write_files(base_dir, tmp, {"tokenizer.json": tokenizer_json.encode("utf-8")})
+            merged = AutoTokenizer.from_pretrained(str(tmp))
         check_base_ids(base, merged)
         out.mkdir(parents=True, exist_ok=True)
-        for item in Path(tmp).iterdir():
+        for item in tmp.iterdir():
             shutil.copy(item, out / item.name)
-    report.added, report.size, report.added_pieces = len(pieces), len(merged), pieces
+    report.size = len(merged)
     meta = {k: v for k, v in asdict(report).items() if k != "added_pieces"}
     (out / MERGE_REPORT).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
     return report
+
+
+def merge_into_sentencepiece(base_dir, base, add_proto, report, keep_digit_pieces, tmp):
+    """Merge into a sentencepiece-based base; the merged tokenizer, written to `tmp`.
+
+    New pieces get ids after the base's and scores below every base piece, so the base's
+    merges always apply first and new pieces only ever join base tokens. Pieces are
+    skipped when the base has them, when they are not text (control, byte, unknown), when
+    they join digits to other characters while the base splits digits (unless
+    `keep_digit_pieces`), and (BPE base) when no merge of two pieces produces them. The
+    sentencepiece model (slow tokenizer) and tokenizer.json (fast) are extended side by
+    side with the same priorities.
+    """
+    from transformers import AutoTokenizer
+
+    base_proto = load_proto(base_dir / SPM_FILE)
+    report.base_size = len(base_proto.pieces)
+    beyond = sorted(i for i in base.added_tokens_decoder if i >= len(base_proto.pieces))
+    if beyond:
+        raise ConfigError(f"base tokenizer '{report.base}' has added tokens after its "
+                          f"sentencepiece pieces (ids {beyond[:5]}...): appended pieces would "
+                          "take their ids")
+    base_json = base.backend_tokenizer.to_str()
+    if len(json.loads(base_json)["model"]["vocab"]) != len(base_proto.pieces):
+        raise ConfigError(f"base tokenizer '{report.base}': its tokenizer.json and {SPM_FILE} "
+                          "hold different vocabularies")
+    pieces = candidate_pieces(base_proto, add_proto, report, keep_digit_pieces)
+    # Drop unreachable pieces until none are left (dropping one can, rarely, strand
+    # another that only it led to).
+    while True:
+        write_files(base_dir, tmp, {
+            SPM_FILE: merged_proto(base_proto, pieces).SerializeToString(),
+            "tokenizer.json": extended_bpe(base_json, pieces).encode("utf-8")})
+        merged = AutoTokenizer.from_pretrained(str(tmp))
+        dead = set(unreachable(merged, pieces))
+        if not dead:
+            break
+        report.skipped_unreachable += len(dead)
+        pieces = [p for p in pieces if p not in dead]
+    report.added, report.added_pieces = len(pieces), pieces
+    return merged
