@@ -158,8 +158,9 @@ def build_parser():
                    help="share of characters covered by the vocabulary (rest: <unk>)")
     t.add_argument("--out", required=True, help="directory for tokenizer.model")
     m = actions.add_parser("merge", parents=[common],
-                           help="append new pieces to a sentencepiece-based tokenizer")
-    m.add_argument("--base", required=True, help="base tokenizer directory (with tokenizer.model)")
+                           help="append new pieces to a model's tokenizer (base ids unchanged)")
+    m.add_argument("--base", required=True, help="base tokenizer directory: sentencepiece-based "
+                   "(tokenizer.model) or byte-level BPE")
     m.add_argument("--add", required=True,
                    help="sentencepiece .model file, or a directory holding one")
     m.add_argument("--out", required=True, help="directory for the merged tokenizer")
