@@ -123,7 +123,7 @@ def test_merge_appends_new_pieces_and_keeps_every_base_id(tiny):
     report = json.loads((tiny["merged"] / "xft_vocab_merge.json").read_text())
     add = sentencepiece_model_pb2.ModelProto()
     add.ParseFromString(tiny["add"].read_bytes())
-    assert f"added {report['added']} pieces" in tiny["merge_output"]
+    assert f"added {report['added']} tokens" in tiny["merge_output"]
     assert report["added"] > 50 and report["skipped_existing"] > 0
     assert report["added"] + report["skipped_existing"] + report["skipped_not_text"] + \
         report["skipped_digits"] + report["skipped_unreachable"] == len(add.pieces)

@@ -12,7 +12,7 @@ merge  append the pieces of such a model that the base tokenizer lacks to a
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xft.errors import ConfigError, DataError
@@ -92,7 +92,7 @@ def train_vocab(corpus, out_dir, vocab_size, model_type="bpe", text_fields=("tex
 class MergeReport:
     base: str
     add: str
-    base_size: int  # pieces of the base sentencepiece model
+    base_size: int  # tokens of the base (its sentencepiece pieces, if it has a model)
     added: int  # pieces appended
     skipped_existing: int  # already in the base
     skipped_not_text: int  # control, unknown, byte pieces of the added model
@@ -100,17 +100,24 @@ class MergeReport:
     skipped_unreachable: int  # BPE merges (or the pre-tokenizer) can never produce them
     intermediate: int = 0  # byte-level bases: tokens added only to build a piece
     size: int = 0  # tokens in the merged tokenizer
-    added_pieces: list = field(default_factory=list, repr=False)
+    add_normalization: str = "identity"  # the added model's sentencepiece normalizer
 
     def lines(self):
-        return [f"base {self.base}: {self.base_size} pieces; adding from {self.add}",
-                f"added {self.added} pieces (ids {self.base_size}..{self.size - 1}); skipped "
-                f"{self.skipped_existing} already in the base, {self.skipped_not_text} control/"
-                f"byte/unknown pieces, {self.skipped_digits} joining digits to other characters "
-                f"(the base splits digits), {self.skipped_unreachable} that BPE merges cannot "
-                f"produce" + (f"; {self.intermediate} of the added tokens are intermediate "
-                              "steps of byte-level merges" if self.intermediate else ""),
-                f"merged tokenizer: {self.size} tokens"]
+        digits = (f"{self.skipped_digits} joining digits to other characters (the base splits "
+                  "digits), " if self.skipped_digits else "")
+        lines = [f"base {self.base}: {self.base_size} tokens; adding from {self.add}",
+                 f"added {self.added} tokens (ids {self.base_size}..{self.size - 1}); skipped "
+                 f"{self.skipped_existing} pieces already in the base, {self.skipped_not_text} "
+                 f"control/byte/unknown pieces, {digits}{self.skipped_unreachable} that merges "
+                 "cannot produce" + (f"; {self.intermediate} of the added tokens are "
+                                     "intermediate steps of byte-level merges"
+                                     if self.intermediate else ""),
+                 f"merged tokenizer: {self.size} tokens"]
+        if self.add_normalization != "identity":
+            lines.append(f"note: the added model was trained on {self.add_normalization}-"
+                         "normalized text; its pieces holding normalized characters (e.g. ',' "
+                         "for '，') will not match raw text")
+        return lines
 
 
 def find_spm(path, role):
@@ -258,7 +265,8 @@ def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False):
         base = AutoTokenizer.from_pretrained(str(base_dir))
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load base tokenizer '{base_path}': {e}") from None
-    report = MergeReport(str(base_path), str(add_file), len(base), 0, 0, 0, 0, 0)
+    report = MergeReport(str(base_path), str(add_file), len(base), 0, 0, 0, 0, 0,
+                         add_normalization=add_proto.normalizer_spec.name or "identity")
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="xft-vocab-") as tmp:
         tmp = Path(tmp)
@@ -276,8 +284,7 @@ def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False):
         for item in tmp.iterdir():
             shutil.copy(item, out / item.name)
     report.size = len(merged)
-    meta = {k: v for k, v in asdict(report).items() if k != "added_pieces"}
-    (out / MERGE_REPORT).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+    (out / MERGE_REPORT).write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
     return report
 
@@ -319,5 +326,5 @@ def merge_into_sentencepiece(base_dir, base, add_proto, report, keep_digit_piece
             break
         report.skipped_unreachable += len(dead)
         pieces = [p for p in pieces if p not in dead]
-    report.added, report.added_pieces = len(pieces), pieces
+    report.added = len(pieces)
     return merged
