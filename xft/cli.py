@@ -129,6 +129,8 @@ def build_parser():
                    "and the comparison tables (default: xft_eval)")
     p.add_argument("--data", help="dataset file for eval loss and perplexity")
     p.add_argument("--format", default="alpaca", help="format of --data (as in a config)")
+    p.add_argument("--placeholders", nargs="+", metavar="KEY=VALUE",
+                   help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
     p.add_argument("--max-length", type=int, default=2048,
                    help="--data samples longer than this are dropped (and counted)")
     p.add_argument("--batch-size", type=int, default=4)

@@ -33,7 +33,7 @@ COMPARE_MD, COMPARE_HTML = "compare.md", "compare.html"
 # --- loss and perplexity ---------------------------------------------------------------------
 
 def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048,
-                 batch_size=4, system=None, log=print):
+                 batch_size=4, system=None, placeholders=None, log=print):
     """EvalResult (xft.engine.evaluate) of the model on one dataset file."""
     from xft.config.schema import validate
     from xft.data.collate import PadCollator
@@ -43,7 +43,8 @@ def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048
     # The same settings object training builds from a config, so the file is read,
     # mapped, rendered and encoded by the same code (over-long samples dropped, counted).
     experiment = validate({"model": {"path": "unused"}, "template": template.name,
-                           "datasets": [{"path": str(path), "format": fmt}],
+                           "datasets": [{"path": str(path), "format": fmt,
+                                         "placeholders": placeholders or {}}],
                            "data": {"max_length": max_length}, "system": system})
     samples, report = load_source(experiment.datasets[0], experiment, tokenizer, template)
     for line in report.lines():
@@ -88,14 +89,14 @@ def read_task(path, prompt_column, label_column):
     return items
 
 
-def parse_label_map(pairs):
-    """['0=负面', '1=正面'] → {'0': '负面', '1': '正面'}."""
+def parse_pairs(pairs, option):
+    """['0=负面', '1=正面'] → {'0': '负面', '1': '正面'}; `option` names the flag in errors."""
     mapping = {}
     for pair in pairs or []:
-        label, sep, text = pair.partition("=")
-        if not sep or not label.strip() or not text.strip():
-            raise XftError(f"--label-map: expected LABEL=ANSWER, got {pair!r}")
-        mapping[label.strip()] = text.strip()
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise XftError(f"{option}: expected KEY=VALUE, got {pair!r}")
+        mapping[key.strip()] = value.strip()
     return mapping
 
 
@@ -196,7 +197,8 @@ def run_eval(args, log=print):
     items = read_task(args.task, args.prompt_column, args.label_column) if args.task else []
     if args.prompt_format:  # the question asked around each prompt cell
         items = [(args.prompt_format.replace("{input}", prompt), label) for prompt, label in items]
-    label_map = parse_label_map(args.label_map)
+    label_map = parse_pairs(args.label_map, "--label-map")
+    placeholders = parse_pairs(args.placeholders, "--placeholders")
     if args.compare and not (args.prompts or items):
         raise XftError("--compare needs prompts: --prompts FILE or --task")
     out = Path(args.out)
@@ -206,7 +208,7 @@ def run_eval(args, log=print):
     model, tokenizer, template = load_chat_model(args.model, args.adapter, args.template)
     if args.data:
         result = dataset_loss(model, tokenizer, template, args.data, args.format,
-                              args.max_length, args.batch_size, args.system, log)
+                              args.max_length, args.batch_size, args.system, placeholders, log)
         results["loss"] = {"data": args.data, "eval_loss": result.loss, "eval_ppl": result.ppl,
                            "label_tokens": result.label_tokens, "samples": result.samples}
         log(f"eval_loss {result.loss:.4f}  eval_ppl {result.ppl:.4g}  "
