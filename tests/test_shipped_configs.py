@@ -188,6 +188,11 @@ def test_config_trains_two_steps_on_a_tiny_model_of_its_architecture(name, asset
     hf_dir = run_mmengine(built)
 
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).open()]
+    if experiment.val_datasets or experiment.data.test_size is not None:
+        # A config with a validation set evaluates after the last step.
+        evals = [r for r in records if "eval_loss" in r]
+        assert [r["step"] for r in evals] == [2] and math.isfinite(evals[0]["eval_loss"])
+    records = [r for r in records if "loss" in r]  # the training records
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
         assert math.isfinite(r["loss"]) and r["label_tokens"] > 0

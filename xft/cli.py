@@ -46,6 +46,12 @@ def cmd_chat(args):
     run_chat(args)
 
 
+def cmd_eval(args):
+    from xft.tools.eval import run_eval
+
+    run_eval(args)
+
+
 def cmd_template(args):
     from xft.tools import template_cli
 
@@ -128,6 +134,37 @@ def build_parser():
     p.add_argument("--prompt", help="answer this one prompt and exit")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("eval", parents=[common], help="eval loss/perplexity on a dataset, "
+                       "accuracy on a labelled task, answers side by side with a base model")
+    p.add_argument("model", help="model directory, hub id, or an adapter directory")
+    p.add_argument("--adapter", help="PEFT adapter directory to apply to the model")
+    p.add_argument("--template", help="chat template name (default: the one saved with the model)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--out", default="xft_eval", help="folder for results.json, predictions.jsonl "
+                   "and the comparison tables (default: xft_eval)")
+    p.add_argument("--data", help="dataset file for eval loss and perplexity")
+    p.add_argument("--format", default="alpaca", help="format of --data (as in a config)")
+    p.add_argument("--placeholders", nargs="+", metavar="KEY=VALUE",
+                   help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
+    p.add_argument("--max-length", type=int, default=2048,
+                   help="--data samples longer than this are dropped (and counted)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--task", help="labelled task file (CSV with a header row, JSON or JSONL)")
+    p.add_argument("--prompt-column", help="--task column holding the prompt")
+    p.add_argument("--label-column", help="--task column holding the expected label")
+    p.add_argument("--label-map", nargs="+", metavar="LABEL=ANSWER",
+                   help="answer text of each label, e.g. 0=负面 1=正面 (default: the answer "
+                        "must equal the label)")
+    p.add_argument("--prompt-format", help="question around each prompt cell, with {input} "
+                   "where the cell goes")
+    p.add_argument("--compare", metavar="BASE", help="also answer the prompts with BASE and "
+                   "write compare.md / compare.html")
+    p.add_argument("--base-template", help="template for BASE (default: MODEL's)")
+    p.add_argument("--prompts", help="prompts for --compare: a text file (one a line) or JSON/JSONL "
+                   "(default: the --task prompts)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("template", parents=[common], help="list chat templates, or render data "
                        "with one to see its tokens and labels")

@@ -96,6 +96,9 @@ class DatasetCfg:
     # Fraction of the final mixture taken from this dataset (up- or down-sampled,
     # seeded). Set it on every dataset or on none; the ratios must sum to 1.
     ratio: Optional[float] = None
+    # Hold out part of this dataset for validation: a fraction (0 < x < 1) or a count
+    # of its samples, drawn with the seed before mixing; None uses data.test_size.
+    test_size: Optional[Union[int, float]] = None
 
 
 @dataclass
@@ -122,6 +125,9 @@ class DataCfg:
     # shapes the samples (file contents, tokenizer, template, max_length, ...).
     cache: bool = True
     cache_dir: Optional[str] = None  # default: $XFT_CACHE_DIR or ~/.cache/xft
+    # Held out for validation from every dataset without its own test_size: a fraction of
+    # each, or a count shared among them in proportion to their sizes (stratified by source).
+    test_size: Optional[Union[int, float]] = None
 
 
 @dataclass
@@ -132,6 +138,13 @@ class OptimCfg:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     max_grad_norm: Optional[float] = 1.0  # None: no clipping (the norm is still logged)
+
+
+@dataclass
+class EarlyStoppingCfg:
+    # Stop after this many evaluations in a row without an eval_loss below best - min_delta.
+    patience: int = 3
+    min_delta: float = 0.0
 
 
 @dataclass
@@ -147,6 +160,13 @@ class TrainCfg:
     log_interval: int = 10
     save_interval: int = 500  # optimizer steps between checkpoints
     save_total_limit: int = 2  # checkpoints kept on disk
+    # Validation (needs a held-out split or val_datasets): optimizer steps between
+    # evaluations of eval_loss / eval_ppl; None: evaluate once, after the last step.
+    eval_interval: Optional[int] = None
+    # 'eval_loss': export the weights of the lowest eval_loss so far to work_dir/best.
+    save_best: Optional[Literal["eval_loss"]] = None
+    export_best: bool = False  # with save_best: work_dir/hf is the best weights, not the last
+    early_stopping: Optional[EarlyStoppingCfg] = None
 
 
 @dataclass
@@ -170,6 +190,9 @@ class Experiment:
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     evaluation: EvaluationCfg = field(default_factory=EvaluationCfg)
+    # Validation files used whole (besides any held-out test_size split); same keys as
+    # `datasets` except ratio and test_size.
+    val_datasets: List[DatasetCfg] = field(default_factory=list)
     work_dir: Optional[str] = None  # default: work_dirs/<config name>
     seed: int = 42
     system: Optional[str] = None  # system prompt used for training data without one, and by chat
@@ -180,6 +203,7 @@ def validate(raw: dict) -> Experiment:
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
     experiment = _build(Experiment, public, path="")
     _check_method(experiment.method, experiment.model)
+    _check_validation(experiment)
     return experiment
 
 
@@ -203,6 +227,41 @@ def _check_method(method, model):
         raise ConfigError(f"'method.loraplus_lr_ratio' must be > 0, got {method.loraplus_lr_ratio}")
     if method.type == "freeze" and method.trainable_layers < 0:
         raise ConfigError(f"'method.trainable_layers' must be >= 0, got {method.trainable_layers}")
+
+
+def _check_test_size(value, key):
+    if value is None:
+        return
+    if isinstance(value, float) and not 0 < value < 1:
+        raise ConfigError(f"'{key}' as a fraction must be between 0 and 1, got {value}")
+    if isinstance(value, int) and value < 1:
+        raise ConfigError(f"'{key}' as a count must be >= 1, got {value}")
+
+
+def _check_validation(experiment):
+    """A validation set exists when anything asks for evaluation; keys fit together."""
+    _check_test_size(experiment.data.test_size, "data.test_size")
+    for i, ds in enumerate(experiment.datasets):
+        _check_test_size(ds.test_size, f"datasets[{i}].test_size")
+    for i, ds in enumerate(experiment.val_datasets):
+        for key in ("ratio", "test_size"):
+            if getattr(ds, key) is not None:
+                raise ConfigError(f"'val_datasets[{i}].{key}' is not allowed: validation "
+                                  "files are used whole")
+    has_validation = (experiment.data.test_size is not None or experiment.val_datasets
+                      or any(ds.test_size is not None for ds in experiment.datasets))
+    train = experiment.train
+    for key in ("eval_interval", "save_best", "early_stopping"):
+        if getattr(train, key) is not None and not has_validation:
+            raise ConfigError(f"'train.{key}' needs a validation set: set 'data.test_size', "
+                              "a dataset's 'test_size', or 'val_datasets'")
+    if train.eval_interval is not None and train.eval_interval < 1:
+        raise ConfigError(f"'train.eval_interval' must be >= 1, got {train.eval_interval}")
+    if train.export_best and train.save_best is None:
+        raise ConfigError("'train.export_best' needs train.save_best='eval_loss'")
+    if train.early_stopping is not None and train.early_stopping.patience < 1:
+        raise ConfigError(f"'train.early_stopping.patience' must be >= 1, got "
+                          f"{train.early_stopping.patience}")
 
 
 def _build(cls, raw, path):

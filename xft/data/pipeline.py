@@ -271,6 +271,28 @@ def load_source(ds_cfg, experiment, tokenizer, template):
 
 
 @dataclass
+class ValidationReport:
+    """Where the validation samples came from, and their overlap with the training samples."""
+
+    split: list  # [xft.data.split.SplitPart], one per training dataset
+    files: list  # paths of val_datasets, used whole
+    samples: int  # validation samples (before packing)
+    in_training: int  # validation samples identical to a training sample (duplicate records)
+    rows: Optional[int] = None  # packed rows, when data.pack is on
+
+    def lines(self):
+        rows = f", packed into {self.rows} rows" if self.rows is not None else ""
+        yield f"validation: {self.samples} samples{rows}"
+        for part in self.split:
+            if part.held_out:
+                yield part.line()
+        for path in self.files:
+            yield f"  {path}: validation file, used whole"
+        yield (f"  validation samples identical to a training sample: {self.in_training}"
+               + (" (the data holds duplicate records)" if self.in_training else ""))
+
+
+@dataclass
 class DataReport:
     """The whole build: one SourceReport per file, the mixture, the packing."""
 
@@ -278,6 +300,7 @@ class DataReport:
     samples: int  # samples (or packed rows) in the training dataset
     mixture: Optional[list] = None  # [xft.data.mix.MixPart] when datasets have ratios
     packing: Optional[object] = None  # xft.data.pack.PackStats when data.pack is on
+    validation: Optional[ValidationReport] = None  # when a validation set is built
 
     def lines(self):
         for source in self.sources:
@@ -285,7 +308,9 @@ class DataReport:
         yield from self.combined_lines()
 
     def combined_lines(self):
-        """What happened after the sources were read: mixture and packing."""
+        """What happened after the sources were read: split, mixture and packing."""
+        if self.validation:
+            yield from self.validation.lines()
         if self.mixture:
             total = sum(part.used for part in self.mixture)
             yield f"mixture: {total} samples"
@@ -295,11 +320,27 @@ class DataReport:
             yield self.packing.line()
 
 
+def has_validation(experiment):
+    return bool(experiment.data.test_size is not None or experiment.val_datasets
+                or any(d.test_size is not None for d in experiment.datasets))
+
+
 def build_dataset(experiment, tokenizer, template, log=print):
     """The training dataset and its DataReport (also written to `log`, line by line)."""
+    train, _, report = build_datasets(experiment, tokenizer, template, log)
+    return train, report
+
+
+def build_datasets(experiment, tokenizer, template, log=print):
+    """(training dataset, validation dataset or None, DataReport).
+
+    The validation set is the held-out part of each training dataset (test_size,
+    see xft.data.split) plus the val_datasets files; it is never mixed by ratio,
+    and it is packed like the training data when data.pack is on.
+    """
     data = experiment.data
     # Config problems fail before any file is read.
-    for ds_cfg in experiment.datasets:
+    for ds_cfg in [*experiment.datasets, *experiment.val_datasets]:
         get_format(ds_cfg.format)
     mixing = check_ratios(experiment.datasets, data.mix_size)
     sources = []
@@ -309,19 +350,56 @@ def build_dataset(experiment, tokenizer, template, log=print):
             log(line)
         sources.append((report, samples))
     reports = [report for report, _ in sources]
+    named = [(r.path, s) for r, s in sources]
+    validation = None
+    if has_validation(experiment):
+        named, validation, val_report = _validation_samples(named, experiment, tokenizer,
+                                                            template, reports, log)
     mixture = None
     if mixing:
-        samples, mixture = mix([(r.path, s) for r, s in sources],
-                               [d.ratio for d in experiment.datasets], data.mix_size,
+        samples, mixture = mix(named, [d.ratio for d in experiment.datasets], data.mix_size,
                                seed=experiment.seed)
     else:
-        samples = [sample for _, source_samples in sources for sample in source_samples]
+        samples = [sample for _, source_samples in named for sample in source_samples]
     if not samples:
         raise DataError("no training samples left after filtering; see the report above")
     packing = None
     if data.pack:
         samples, packing = pack_samples(samples, data.max_length, seed=experiment.seed)
-    report = DataReport(reports, len(samples), mixture, packing)
+        if validation:
+            validation, val_packing = pack_samples(validation, data.max_length,
+                                                   seed=experiment.seed)
+            val_report.rows = val_packing.rows
+    report = DataReport(reports, len(samples), mixture, packing,
+                        val_report if validation is not None else None)
     for line in report.combined_lines():
         log(line)
-    return SFTDataset(samples), report
+    return SFTDataset(samples), (SFTDataset(validation) if validation is not None else None), report
+
+
+def _validation_samples(named, experiment, tokenizer, template, reports, log):
+    """Split the training sources and read the validation files.
+
+    Returns (training sources, validation samples, ValidationReport)."""
+    from xft.data.split import split_sources
+
+    named, held_out, parts = split_sources(named, experiment.datasets, experiment.data.test_size,
+                                           experiment.seed)
+    samples = list(held_out)
+    for ds_cfg in experiment.val_datasets:
+        file_samples, report = load_source(ds_cfg, experiment, tokenizer, template)
+        for line in report.lines():
+            log(line)
+        samples += file_samples
+    if not samples:
+        raise DataError("the validation set is empty: test_size holds out no sample and "
+                        "val_datasets have none left after filtering")
+    seen = {_sample_key(s) for _, source_samples in named for s in source_samples}
+    overlap = sum(_sample_key(s) in seen for s in samples)
+    report = ValidationReport(parts, [d.path for d in experiment.val_datasets], len(samples),
+                              overlap)
+    return named, samples, report
+
+
+def _sample_key(sample):
+    return tuple(sample["input_ids"]), tuple(sample["labels"])

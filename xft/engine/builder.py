@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xft.data.collate import collator_for
-from xft.data.pipeline import build_dataset
+from xft.data.pipeline import build_datasets
 from xft.data.templates import get_template
 from xft.engine.plan import plan_training
 from xft.model.build import build_model, build_tokenizer, count_parameters
@@ -22,6 +22,7 @@ class BuiltExperiment:
     plan: object
     work_dir: Path
     config_text: str  # the resolved config, saved beside the exported artifact
+    validation: object = None  # held-out SFTDataset (xft.data.split / val_datasets), or None
 
 
 def build_experiment(experiment, config_text, work_dir, log=print):
@@ -31,7 +32,7 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     transformers.set_seed(experiment.seed)
     tokenizer = build_tokenizer(experiment)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
-    dataset, _ = build_dataset(experiment, tokenizer, template, log=log)
+    dataset, validation, _ = build_datasets(experiment, tokenizer, template, log=log)
     plan = plan_training(len(dataset), experiment.train)
     model = build_model(experiment, tokenizer, log=log)
     trainable, total = count_parameters(model)
@@ -39,4 +40,4 @@ def build_experiment(experiment, config_text, work_dir, log=print):
         f"({experiment.method.type}); {len(dataset)} samples, {plan.total_steps} optimizer steps")
     return BuiltExperiment(experiment, tokenizer, template, dataset,
                            collator_for(experiment, tokenizer), model, plan, Path(work_dir),
-                           config_text)
+                           config_text, validation)

@@ -19,14 +19,16 @@ class ChatEvaluator:
         self.tokenizer, self.template, self.system = tokenizer, template, system
         self.path = Path(work_dir) / CHAT_SAMPLES_FILE
         self.log = log
+        self.answered_step = None  # a step is answered once (an evaluation may also ask)
 
     def due(self, step):
         return bool(self.prompts) and bool(self.interval) and step % self.interval == 0
 
     def run(self, model, step):
         """Answer every prompt with `model` as it is at optimizer step `step`."""
-        if not self.prompts:
+        if not self.prompts or step == self.answered_step:
             return
+        self.answered_step = step
         from xft.tools.chat import ChatSession
 
         was_training = model.training

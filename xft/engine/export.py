@@ -27,6 +27,12 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None):
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if config_text is not None:
         (tmp / CONFIG_COPY).write_text(config_text, encoding="utf-8")
+    return replace_dir(tmp, out_dir)
+
+
+def replace_dir(tmp, out_dir):
+    """Move the finished folder `tmp` to `out_dir`, replacing a previous one."""
+    tmp, out_dir = Path(tmp), Path(out_dir)
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         if old.exists():

@@ -27,10 +27,11 @@ from transformers.trainer_callback import PrinterCallback
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
-from xft.engine.export import HF_DIR_NAME, export_hf
+from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
+from xft.engine.validation import Validator, export_final
 from xft.errors import XftError
 from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.model.optimizer import build_optimizer
@@ -103,6 +104,21 @@ class XftCallback(TrainerCallback):
         self.monitor.finish()
 
 
+class XftValidationCallback(TrainerCallback):
+    """Runs xft's Validator (eval loss, best weights, early stopping) after each step."""
+
+    def __init__(self, validator):
+        self.validator = validator
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.validator.start(state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.validator.after_step(model, state.global_step):
+            control.should_training_stop = True
+        return control
+
+
 def newest_complete_checkpoint(work_dir):
     """The checkpoint-N folder with the highest N whose trainer state was written, or None."""
     found = []
@@ -170,19 +186,23 @@ def run_hf(built, resume=None):
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
+    callbacks = [XftCallback(monitor, chat)]
+    validator = Validator(built, monitor, chat) if built.validation is not None else None
+    if validator is not None:
+        callbacks.append(XftValidationCallback(validator))
     trainer = XftTrainer(
         model=built.model,
         args=training_arguments(exp, plan, built.work_dir),
         train_dataset=built.dataset,
         data_collator=built.collator,
         optimizers=(optimizer, schedule),
-        callbacks=[XftCallback(monitor, chat)],
+        callbacks=callbacks,
         run_batches=batches,
         monitor=monitor,
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)
-    out = export_hf(trainer.model, built.tokenizer, built.template,
-                    Path(built.work_dir) / HF_DIR_NAME, built.config_text)
+    out = export_final(trainer.model, built.tokenizer, built.template,
+                       Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)
     print(f"Hugging Face artifact written to {out}")
     return out

@@ -26,11 +26,12 @@ from mmengine.registry import HOOKS, PARAM_SCHEDULERS
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
-from xft.engine.export import HF_DIR_NAME, export_hf
+from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.safe_load import allow_checkpoint_globals
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
+from xft.engine.validation import Validator, export_final
 from xft.engine.windows import window_loader
 from xft.errors import XftError
 from xft.model.loss import causal_lm_logits, token_loss_sum
@@ -115,18 +116,37 @@ class MonitorHook(Hook):
         self.monitor.finish()
 
 
+@HOOKS.register_module(name="XftValidationHook")
+class ValidationHook(Hook):
+    """Runs xft's Validator (eval loss, best weights, early stopping) after each step."""
+
+    # Same priority as MonitorHook and registered after it: the step is logged first.
+    priority = "BELOW_NORMAL"
+
+    def __init__(self, validator):
+        self.validator = validator
+
+    def before_train(self, runner):
+        self.validator.start(runner.iter)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.validator.after_step(_lm(runner), runner.iter + 1):
+            runner.train_loop.stop_training = True  # IterBasedTrainLoop checks it each iteration
+
+
 @HOOKS.register_module(name="XftExportHook")
 class ExportHook(Hook):
     """At the end of training, save the Hugging Face artifact into work_dir/hf."""
 
     priority = "LOWEST"
 
-    def __init__(self, tokenizer, template, config_text):
+    def __init__(self, tokenizer, template, config_text, validator=None):
         self.tokenizer, self.template, self.config_text = tokenizer, template, config_text
+        self.validator = validator
 
     def after_train(self, runner):
-        out = export_hf(_lm(runner), self.tokenizer, self.template,
-                        Path(runner.work_dir) / HF_DIR_NAME, self.config_text)
+        out = export_final(_lm(runner), self.tokenizer, self.template,
+                           Path(runner.work_dir) / HF_DIR_NAME, self.config_text, self.validator)
         runner.logger.info(f"Hugging Face artifact written to {out}")
 
 
@@ -220,6 +240,10 @@ def run_mmengine(built, resume=None):
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
+    validator = Validator(built, monitor, chat) if built.validation is not None else None
+    hooks = [MonitorHook(monitor, chat)]
+    if validator is not None:
+        hooks.append(ValidationHook(validator))
     runner = Runner(
         model=CausalLMModel(built.model),
         work_dir=str(built.work_dir),
@@ -228,8 +252,8 @@ def run_mmengine(built, resume=None):
         optim_wrapper=optim_wrapper,
         param_scheduler=[scheduler],
         default_hooks=default_hooks,
-        custom_hooks=[MonitorHook(monitor, chat),
-                      ExportHook(built.tokenizer, built.template, built.config_text),
+        custom_hooks=[*hooks,
+                      ExportHook(built.tokenizer, built.template, built.config_text, validator),
                       RngStateHook()],
         randomness=dict(seed=exp.seed),
         resume=checkpoint is not None,

@@ -3,8 +3,10 @@
 Engines report each optimizer step to a `TrainingMonitor`; every `log_interval`
 steps (and at the last step) it writes one record to work_dir/metrics.jsonl,
 the same scalars to TensorBoard (work_dir/tensorboard), and one console line
-with throughput and ETA. At the end it draws work_dir/loss_curve.png from the
-whole metrics file (a resumed run's earlier records included).
+with throughput and ETA. Validation results (xft.engine.validation) go to the
+same three places as records of their own: {step, eval_loss, eval_ppl, ...}.
+At the end it draws work_dir/loss_curve.png from the whole metrics file (a
+resumed run's earlier records included): training and validation loss.
 """
 
 import json
@@ -75,6 +77,17 @@ class TrainingMonitor:
         self.window_start = now
         self._new_window()
 
+    def write_eval(self, step, record, note=""):
+        """Write a validation record (it holds `eval_loss` and `eval_ppl`) for `step`."""
+        record = {"step": step, **record}
+        with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.writer.add_scalar("eval/loss", record["eval_loss"], step)
+        self.writer.add_scalar("eval/ppl", record["eval_ppl"], step)
+        self.writer.flush()
+        self.log(f"eval @ step {step}/{self.total_steps}  eval_loss {record['eval_loss']:.4f}  "
+                 f"eval_ppl {record['eval_ppl']:.4g}{note}")
+
     def finish(self):
         if self.writer is not None:
             self.writer.close()
@@ -97,16 +110,24 @@ def read_metrics(work_dir):
 
 
 def plot_loss_curve(work_dir):
-    """Draw loss against optimizer step from metrics.jsonl; None when nothing was logged."""
+    """Draw training and validation loss against optimizer step from metrics.jsonl;
+    None when nothing was logged."""
     records = read_metrics(work_dir)
-    if not records:
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    if not train and not evals:
         return None
     # A bare Figure (no pyplot) renders to a file without touching the process's backend.
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records], marker=".")
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker=".",
+            label="training")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], marker="o",
+                label="validation")
+        ax.legend()
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (sum of token losses / label tokens)")
     ax.grid(alpha=0.3)
