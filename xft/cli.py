@@ -46,6 +46,21 @@ def cmd_chat(args):
     run_chat(args)
 
 
+def cmd_convert(args):
+    if args.action == "pth_to_hf":
+        from xft.tools.pth_to_hf import pth_to_hf
+
+        pth_to_hf(args.config, args.checkpoint, args.out, args.max_shard_size, args.cfg_options)
+    elif args.action == "merge":
+        from xft.tools.merge import merge_adapter
+
+        merge_adapter(args.base, args.adapter, args.out, args.dtype, args.max_shard_size)
+    else:
+        from xft.tools.split import split_model
+
+        split_model(args.src, args.out, args.max_shard_size)
+
+
 def cmd_template(args):
     from xft.tools import template_cli
 
@@ -112,6 +127,33 @@ def build_parser():
     p.add_argument("--prompt", help="answer this one prompt and exit")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "
+                       "merge an adapter into its base, re-shard a model")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser("pth_to_hf", parents=[common],
+                           help="training checkpoint (MMEngine iter_N.pth, Trainer "
+                                "checkpoint-N/, DeepSpeed folder) → adapter or model folder")
+    c.add_argument("config", help="the config that trained it (name or file)")
+    c.add_argument("checkpoint", help="iter_N.pth, checkpoint-N folder or DeepSpeed folder")
+    c.add_argument("out", help="output directory")
+    c.add_argument("--max-shard-size", help="full models: largest safetensors file, e.g. 2GB")
+    c.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="the overrides training used, if any")
+    c = actions.add_parser("merge", parents=[common],
+                           help="fold a LoRA/QLoRA adapter into its base → full model folder")
+    c.add_argument("base", help="base model directory or hub id")
+    c.add_argument("adapter", help="PEFT adapter directory")
+    c.add_argument("out", help="output directory")
+    c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="dtype of the merged weights (the base is loaded unquantized in it)")
+    c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB")
+    c = actions.add_parser("split", parents=[common],
+                           help="re-shard a model directory's safetensors")
+    c.add_argument("src", help="model directory")
+    c.add_argument("out", help="output directory")
+    c.add_argument("--max-shard-size", required=True, help="largest file, e.g. 500MB")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("template", parents=[common], help="list chat templates, or render data "
                        "with one to see its tokens and labels")
