@@ -125,7 +125,19 @@ def build_parser():
     p.add_argument("--template", help="chat template name (default: the one saved with the model)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--prompt", help="answer this one prompt and exit")
+    p.add_argument("--prompt-file", metavar="FILE",
+                   help='answer each line of a JSONL file ({"prompt": ...} or {"messages": '
+                        '[...]}) and write JSONL lines with an "answer"')
+    p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
+    p.add_argument("--bits", type=int, choices=[4, 8],
+                   help="load the model quantized by bitsandbytes")
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 (the default): greedy; above 0: sample at this temperature")
+    p.add_argument("--top-p", type=float, help="sampling: nucleus probability mass")
+    p.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens")
+    p.add_argument("--repetition-penalty", type=float, help="e.g. 1.1; 1.0 is none")
+    p.add_argument("--seed", type=int, help="random seed, for reproducible sampling")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "

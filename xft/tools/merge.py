@@ -31,28 +31,13 @@ LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
 def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log=print):
     from xft.engine.export import CONFIG_COPY, META_FILE, fresh_tmp_dir, read_meta, replace_dir
     from xft.model.build import load_causal_lm
-    from xft.model.quant import import_bitsandbytes
 
     if dtype not in DTYPE_NAMES:
         raise XftError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
     base, adapter = resolve_path(base), Path(resolve_path(adapter))
     if not (adapter / "adapter_config.json").is_file():
         raise XftError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
-    import_bitsandbytes()  # before peft imports it, to keep its import quiet
-    from peft import PeftModel
-    from peft.utils import load_peft_weights
-
-    weights = load_peft_weights(str(adapter), device="cpu")
-    model = load_causal_lm(base, DTYPE_NAMES[dtype])
-    vocab = adapter_vocab_size(model, weights)
-    if vocab is not None and vocab != model.get_input_embeddings().weight.shape[0]:
-        log(f"resizing the base's embeddings to the adapter's vocabulary of {vocab}")
-        model.resize_token_embeddings(vocab, mean_resizing=False)  # rows come from the adapter
-    check_adapter_fits(model, weights, adapter, base)
-    try:
-        model = PeftModel.from_pretrained(model, str(adapter))
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise XftError(f"adapter {adapter} does not fit base {base}: {e}") from None
+    model = load_adapter(load_causal_lm(base, DTYPE_NAMES[dtype]), adapter, base, log)
     merged = model.merge_and_unload()
 
     out_dir = Path(out_dir)
@@ -67,6 +52,30 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
     out = replace_dir(tmp, out_dir)
     log(f"xft: merged {adapter} into {base}; {dtype} model written to {out}")
     return out
+
+
+def load_adapter(model, adapter, base, log=print):
+    """PeftModel of `model` (loaded from `base`) with the adapter folder's weights.
+
+    The adapter's tensors are checked against the model first, and the model's
+    embeddings resized to the adapter's vocabulary when it saved them whole.
+    """
+    from xft.model.quant import import_bitsandbytes
+
+    import_bitsandbytes()  # before peft imports it, to keep its import quiet
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+
+    weights = load_peft_weights(str(adapter), device="cpu")
+    vocab = adapter_vocab_size(model, weights)
+    if vocab is not None and vocab != model.get_input_embeddings().weight.shape[0]:
+        log(f"resizing the base's embeddings to the adapter's vocabulary of {vocab}")
+        model.resize_token_embeddings(vocab, mean_resizing=False)  # rows come from the adapter
+    check_adapter_fits(model, weights, adapter, base)
+    try:
+        return PeftModel.from_pretrained(model, str(adapter))
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise XftError(f"adapter {adapter} does not fit base {base}: {e}") from None
 
 
 def adapter_vocab_size(model, weights):
@@ -95,13 +104,15 @@ def check_adapter_fits(model, weights, adapter, base):
         if module is None:
             raise XftError(f"{where}: the base has no module '{module_path}' "
                            "(another architecture?)")
-        weight = getattr(module, "weight", None)
-        if part == "lora_A" and weight is not None and weight.shape[1] != tensor.shape[1]:
-            raise XftError(f"{where}: '{module_path}' takes {weight.shape[1]} inputs in the "
-                           f"base, {tensor.shape[1]} in the adapter (another model size?)")
-        if part == "lora_B" and weight is not None and weight.shape[0] != tensor.shape[0]:
-            raise XftError(f"{where}: '{module_path}' gives {weight.shape[0]} outputs in the "
-                           f"base, {tensor.shape[0]} in the adapter (another model size?)")
+        # in/out_features, not the weight's shape: a 4-bit layer stores its weight packed.
+        inputs, outputs = (getattr(module, "in_features", None),
+                           getattr(module, "out_features", None))
+        if part == "lora_A" and inputs is not None and inputs != tensor.shape[1]:
+            raise XftError(f"{where}: '{module_path}' takes {inputs} inputs in the base, "
+                           f"{tensor.shape[1]} in the adapter (another model size?)")
+        if part == "lora_B" and outputs is not None and outputs != tensor.shape[0]:
+            raise XftError(f"{where}: '{module_path}' gives {outputs} outputs in the base, "
+                           f"{tensor.shape[0]} in the adapter (another model size?)")
 
 
 def _split_lora_key(name):
