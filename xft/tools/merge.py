@@ -44,7 +44,11 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
     tmp = fresh_tmp_dir(out_dir)
     shard = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     merged.save_pretrained(str(tmp), safe_serialization=True, **shard)
-    _tokenizer_for(adapter, base).save_pretrained(str(tmp))
+    tokenizer = _tokenizer_for(adapter, base)
+    if tokenizer is None:
+        log(f"note: neither {adapter} nor {base} has a tokenizer; the merged folder has none")
+    else:
+        tokenizer.save_pretrained(str(tmp))
     meta = {**read_meta(adapter), "adapter": False, "merged_from": str(adapter)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if (adapter / CONFIG_COPY).is_file():
@@ -81,8 +85,11 @@ def load_adapter(model, adapter, base, log=print):
 def adapter_vocab_size(model, weights):
     """Rows of the input embeddings the adapter saved in full (modules_to_save), or None."""
     name = _param_name(model, model.get_input_embeddings().weight)
-    saved = weights.get(PEFT_PREFIX + name)
-    return None if saved is None else saved.shape[0]
+    rows = {tensor.shape[0] for key, tensor in weights.items()
+            if _split_lora_key(key.removeprefix(PEFT_PREFIX)) == (name, None)}
+    if len(rows) > 1:
+        raise XftError(f"the adapter saves the embeddings '{name}' with {sorted(rows)} rows")
+    return rows.pop() if rows else None
 
 
 def check_adapter_fits(model, weights, adapter, base):
@@ -90,10 +97,10 @@ def check_adapter_fits(model, weights, adapter, base):
     params = model.state_dict()  # with tied weights under both names (lm_head too)
     modules = dict(model.named_modules())
     for key, tensor in weights.items():
-        name = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
-        module_path, part = _split_lora_key(name)
+        module_path, part = _split_lora_key(key.removeprefix(PEFT_PREFIX))
         where = f"adapter {adapter} does not fit base {base}"
         if part is None:  # a module saved whole (modules_to_save)
+            name = module_path
             if name not in params:
                 raise XftError(f"{where}: the base has no weight '{name}' (another architecture?)")
             if tuple(params[name].shape) != tuple(tensor.shape):
@@ -116,12 +123,14 @@ def check_adapter_fits(model, weights, adapter, base):
 
 
 def _split_lora_key(name):
-    """('model.layers.0.self_attn.q_proj', 'lora_A') for a LoRA tensor, (name, None) else."""
-    parts = name.split(".")
+    """('model.layers.0.self_attn.q_proj', 'lora_A') for a LoRA tensor, (base weight name,
+    None) for a module saved whole: peft may save it as `X.weight` or, after a vocabulary
+    resize, also as `X.modules_to_save.weight` / `X.original_module.weight`."""
+    parts = [p for p in name.split(".") if p not in ("modules_to_save", "original_module")]
     for i, part in enumerate(parts):
         if part in LORA_PARTS:
             return ".".join(parts[:i]), part
-    return name, None
+    return ".".join(parts), None
 
 
 def _param_name(model, tensor):
@@ -132,4 +141,7 @@ def _tokenizer_for(adapter, base):
     from transformers import AutoTokenizer
 
     source = adapter if (adapter / "tokenizer_config.json").is_file() else base
-    return AutoTokenizer.from_pretrained(str(source))
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError):
+        return None
