@@ -61,6 +61,8 @@ class ChatSession:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.system, self.max_new_tokens = system, max_new_tokens
         self.sampling = sampling or Sampling()
+        # Every text that ends a reply: cut from answers and never streamed.
+        self.stop_texts = [*self.template.stop_words, *getattr(self.template, "stop_strings", ())]
         self.stop_ids, self.stop_strings = self._stops()
         if self.sampling.seed is not None:
             from transformers import set_seed
@@ -72,10 +74,11 @@ class ChatSession:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
     def _stops(self):
-        """(token ids that end a reply, texts that end it but are several tokens here)."""
+        """(token ids that end generation, stop texts that are several tokens here: generate
+        matches those on the decoded text)."""
         ids = {self.tokenizer.eos_token_id} - {None}
         strings = []
-        for word in (*self.template.stop_words, *getattr(self.template, "stop_strings", ())):
+        for word in self.stop_texts:
             tokens = self.tokenizer.encode(word, add_special_tokens=False)
             if len(tokens) == 1:
                 ids.add(tokens[0])
@@ -113,7 +116,7 @@ class ChatSession:
             streamer=streamer, **self.sampling.generate_kwargs(), **extra)
         new_tokens = output[0, inputs["input_ids"].shape[1]:]
         answer = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        return cut_at_stop(answer, self.stop_strings + list(self.template.stop_words))[0]
+        return cut_at_stop(answer, self.stop_texts)[0]
 
 
 def cut_at_stop(text, stops):
@@ -281,7 +284,7 @@ def run_chat(args):
         return
     print(f"Chatting with {args.model} (template {template.name}). "
           f"Type {RESET} to clear the history, {EXIT} or Ctrl-D to quit.")
-    streamer = stop_aware_streamer(tokenizer, session.stop_strings)
+    streamer = stop_aware_streamer(tokenizer, session.stop_texts)
     while True:
         try:
             question = input("\nUser: ").strip()
