@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -186,7 +185,8 @@ def test_merge_an_adapter_that_resized_the_vocabulary(tmp_path, tied):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(tiny_llama_config(tied=tied)).save_pretrained(tmp_path / "base")
+    base = AutoModelForCausalLM.from_config(tiny_llama_config(tied=tied))
+    base.save_pretrained(tmp_path / "base")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
     model.resize_token_embeddings(72)  # 8 new tokens
     peft_model = get_peft_model(model, LoraConfig(
@@ -278,3 +278,50 @@ def test_split_names_a_bad_size_and_a_folder_without_weights(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(XftError, match="holds no safetensors weights"):
         split_model(tmp_path / "empty", tmp_path / "b", "1MB")
+
+
+# Trains one ZeRO-2 step with DeepSpeed's own engine on xft's model (a process of its own:
+# it initialises torch.distributed), saves a DeepSpeed checkpoint and the trained weights.
+DEEPSPEED_STEP = r'''
+import os, sys
+import torch
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[3], RANK="0", WORLD_SIZE="1",
+                  LOCAL_RANK="0")
+import deepspeed
+from xft.config import load_config
+from xft.model.build import build_model
+_, experiment = load_config(sys.argv[1])
+torch.manual_seed(0)
+model = build_model(experiment)
+deepspeed.init_distributed(dist_backend="gloo")
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config={
+    "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
+ids = torch.randint(3, 600, (1, 12), generator=torch.Generator().manual_seed(0))
+engine.backward(engine(input_ids=ids, labels=ids).loss)
+engine.step()
+engine.save_checkpoint(sys.argv[2])
+torch.save({n: p.detach().clone() for n, p in engine.module.named_parameters() if p.requires_grad},
+           os.path.join(sys.argv[2], "trained.pt"))
+'''
+
+
+def test_deepspeed_checkpoint_becomes_an_adapter(tmp_path):
+    pytest.importorskip("deepspeed")
+
+    config = write_config(tmp_path, tiny_config(method=dict(dropout=0.0)))
+    checkpoint = tmp_path / "ds"
+    result = subprocess.run([sys.executable, "-c", DEEPSPEED_STEP, str(config), str(checkpoint),
+                             str(29500 + os.getpid() % 1000)],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (checkpoint / "latest").is_file()
+    out = pth_to_hf(str(config), checkpoint, tmp_path / "adapter")
+    trained = torch.load(checkpoint / "trained.pt")
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    assert len(saved) == len(trained) > 0
+    for name, value in trained.items():
+        key = name.replace(".default", "")
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
+    assert any(value.abs().max() > 0 for name, value in trained.items() if "lora_B" in name)
