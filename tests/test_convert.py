@@ -325,3 +325,9 @@ def test_deepspeed_checkpoint_becomes_an_adapter(tmp_path):
         key = name.replace(".default", "")
         torch.testing.assert_close(saved[key], value, rtol=0, atol=0)
     assert any(value.abs().max() > 0 for name, value in trained.items() if "lora_B" in name)
+    # One tag folder on its own (how MMEngine's DeepSpeed strategy saves iter_N.pth/).
+    tag = pth_to_hf(str(config), checkpoint / "global_step1", tmp_path / "from_tag")
+    from_tag = load_file(str(tag / "adapter_model.safetensors"))
+    assert from_tag.keys() == saved.keys()
+    for key, value in saved.items():
+        torch.testing.assert_close(from_tag[key], value, rtol=0, atol=0)

@@ -8,7 +8,9 @@ hf         a Trainer `checkpoint-N/` folder: the model's own save_pretrained
            output, a PEFT adapter (`adapter_model.safetensors`) or a full model
            (`model.safetensors`, possibly sharded).
 deepspeed  a DeepSpeed checkpoint folder (a `latest` file naming a tag folder with
-           `*_model_states.pt`): consolidated to fp32 with DeepSpeed's public
+           `*_model_states.pt`), or one tag folder itself (MMEngine's DeepSpeed
+           strategy saves `iter_N.pth/` as a tag folder without `latest`):
+           consolidated to fp32 with DeepSpeed's public
            `get_fp32_state_dict_from_zero_checkpoint`. A Trainer folder written
            under DeepSpeed holds both; the DeepSpeed states win, as under ZeRO-3
            the model files may hold only placeholders.
@@ -47,7 +49,8 @@ def checkpoint_source(path):
             return "mmengine"
         raise XftError(f"checkpoint {path}: a file must be an MMEngine iter_N.pth; for a "
                        "Hugging Face Trainer or DeepSpeed checkpoint pass its folder")
-    if (path / DEEPSPEED_LATEST).is_file() or any(path.glob("*/*_model_states.pt")):
+    if (path / DEEPSPEED_LATEST).is_file() or any(path.glob("*/*_model_states.pt")) \
+            or any(path.glob("*_model_states.pt")):
         return "deepspeed"
     if any((path / name).is_file() for name in (ADAPTER_WEIGHTS, MODEL_WEIGHTS, MODEL_INDEX)):
         return "hf"
@@ -114,8 +117,10 @@ def _read_deepspeed(path):
     except ImportError:
         raise XftError(f"{path} is a DeepSpeed checkpoint; reading it needs deepspeed "
                        "(pip install deepspeed)") from None
+    # A tag folder: DeepSpeed reads it as tag `name` of its parent folder.
+    folder, tag = (path.parent, path.name) if any(path.glob("*_model_states.pt")) else (path, None)
     try:
-        return get_fp32_state_dict_from_zero_checkpoint(str(path))
+        return get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
     except (FileNotFoundError, ValueError) as e:
         raise XftError(f"cannot read DeepSpeed checkpoint {path}: {e}") from None
 
