@@ -51,6 +51,20 @@ def cmd_eval(args):
 
     run_eval(args)
 
+def cmd_convert(args):
+    if args.action == "pth_to_hf":
+        from xft.tools.pth_to_hf import pth_to_hf
+
+        pth_to_hf(args.config, args.checkpoint, args.out, args.max_shard_size, args.cfg_options)
+    elif args.action == "merge":
+        from xft.tools.merge import merge_adapter
+
+        merge_adapter(args.base, args.adapter, args.out, args.dtype, args.max_shard_size)
+    else:
+        from xft.tools.split import split_model
+
+        split_model(args.src, args.out, args.max_shard_size)
+
 
 def cmd_template(args):
     from xft.tools import template_cli
@@ -132,7 +146,19 @@ def build_parser():
     p.add_argument("--template", help="chat template name (default: the one saved with the model)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--prompt", help="answer this one prompt and exit")
+    p.add_argument("--prompt-file", metavar="FILE",
+                   help='answer each line of a JSONL file ({"prompt": ...} or {"messages": '
+                        '[...]}) and write JSONL lines with an "answer"')
+    p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
+    p.add_argument("--bits", type=int, choices=[4, 8],
+                   help="load the model quantized by bitsandbytes")
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 (the default): greedy; above 0: sample at this temperature")
+    p.add_argument("--top-p", type=float, help="sampling: nucleus probability mass")
+    p.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens")
+    p.add_argument("--repetition-penalty", type=float, help="e.g. 1.1; 1.0 is none")
+    p.add_argument("--seed", type=int, help="random seed, for reproducible sampling")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("eval", parents=[common], help="eval loss/perplexity on a dataset, "
@@ -165,6 +191,33 @@ def build_parser():
                    "(default: the --task prompts)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "
+                       "merge an adapter into its base, re-shard a model")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser("pth_to_hf", parents=[common],
+                           help="training checkpoint (MMEngine iter_N.pth, Trainer "
+                                "checkpoint-N/, DeepSpeed folder) → adapter or model folder")
+    c.add_argument("config", help="the config that trained it (name or file)")
+    c.add_argument("checkpoint", help="iter_N.pth, checkpoint-N folder or DeepSpeed folder")
+    c.add_argument("out", help="output directory")
+    c.add_argument("--max-shard-size", help="full models: largest safetensors file, e.g. 2GB")
+    c.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="the overrides training used, if any")
+    c = actions.add_parser("merge", parents=[common],
+                           help="fold a LoRA/QLoRA adapter into its base → full model folder")
+    c.add_argument("base", help="base model directory or hub id")
+    c.add_argument("adapter", help="PEFT adapter directory")
+    c.add_argument("out", help="output directory")
+    c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="dtype of the merged weights (the base is loaded unquantized in it)")
+    c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB")
+    c = actions.add_parser("split", parents=[common],
+                           help="re-shard a model directory's safetensors")
+    c.add_argument("src", help="model directory")
+    c.add_argument("out", help="output directory")
+    c.add_argument("--max-shard-size", required=True, help="largest file, e.g. 500MB")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("template", parents=[common], help="list chat templates, or render data "
                        "with one to see its tokens and labels")

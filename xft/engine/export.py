@@ -14,13 +14,17 @@ META_FILE = "xft_meta.json"
 CONFIG_COPY = "xft_config.py"
 
 
-def export_hf(model, tokenizer, template, out_dir, config_text=None):
-    """Save atomically: a crash mid-write never replaces a previous good export."""
+def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_size=None):
+    """Save atomically: a crash mid-write never replaces a previous good export.
+
+    `max_shard_size` (e.g. '2GB') splits a full model's safetensors into shards with
+    an index; PEFT saves an adapter as one file whatever the size.
+    """
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    tmp = fresh_tmp_dir(out_dir)
+    shard = {} if max_shard_size is None or is_peft_model(model) else {
+        "max_shard_size": max_shard_size}
+    model.save_pretrained(str(tmp), safe_serialization=True, **shard)
     tokenizer.chat_template = template.to_jinja()
     tokenizer.save_pretrained(str(tmp))
     meta = {"template": template.name, "adapter": is_peft_model(model)}
@@ -30,8 +34,17 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None):
     return replace_dir(tmp, out_dir)
 
 
+def fresh_tmp_dir(out_dir):
+    """An empty `OUT.tmp` beside `out_dir` to write into before `replace_dir`."""
+    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def replace_dir(tmp, out_dir):
-    """Move the finished folder `tmp` to `out_dir`, replacing a previous one."""
+    """Swap the finished `tmp` in as `out_dir`, removing a previous `out_dir` only after."""
     tmp, out_dir = Path(tmp), Path(out_dir)
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")

@@ -34,6 +34,7 @@ class AutoTemplate:
     tokenizer: object = None
     train_on: str = "all"
     stop_words: tuple = ()
+    stop_strings: tuple = ()
 
     def bind(self, tokenizer=None, train_on="all"):
         if train_on not in TRAIN_ON:

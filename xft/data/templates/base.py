@@ -66,7 +66,10 @@ class ChatTemplate:
     # Format of an assistant message's reasoning_content, rendered before assistant_prefix and
     # trained (the model writes its thoughts); '' means the family does not render reasoning.
     reasoning: str = ""
-    stop_words: Tuple[str, ...] = ()  # strings that end generation in chat
+    stop_words: Tuple[str, ...] = ()  # end-of-turn tokens: end generation in chat
+    # Text that ends generation in chat, matched on the decoded text, so it may be several
+    # tokens (bind() requires each stop word to be one token; these it does not).
+    stop_strings: Tuple[str, ...] = ()
     description: str = ""
     # Set by bind(): the tokenizer's special tokens and which assistant turns are trained.
     special_tokens: Tuple[Tuple[str, str], ...] = ()

@@ -118,5 +118,7 @@ FAMILIES = [
         system="{content}", user="<|Human|>: {content}<eoh>\n",
         reasoning="<|Inner Thoughts|>: {content}<eot>\n",
         assistant_prefix="<|MOSS|>: ", assistant_suffix="<eom>", turn_separator="\n",
-        tool="<|Results|>:\n{content}\n<eor>\n", tool_calls="moss"),
+        tool="<|Results|>:\n{content}\n<eor>\n", tool_calls="moss",
+        # Plain text in most tokenizers (several tokens), so a stop string, not a stop word.
+        stop_strings=("<eom>",)),
 ]

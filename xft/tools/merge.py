@@ -1,0 +1,147 @@
+"""`xft convert merge BASE ADAPTER OUT`: fold a PEFT adapter into its base model.
+
+The base is loaded unquantized in the chosen dtype, so an adapter trained with
+QLoRA is merged into the full-precision weights (the quantized ones it trained
+against are their rounded copies). Before peft loads the adapter, its tensors
+are checked against the base: every module it adapts must exist with matching
+sizes (a clear error names the first that does not), and an adapter whose
+embeddings / output head were trained at a larger vocabulary (`modules_to_save`
+after a vocabulary extension) gets the base resized to that vocabulary first.
+
+The output is a full model directory (safetensors, sharded by
+`max_shard_size`) with the adapter folder's tokenizer (it carries the chat
+template of training; the base's when the adapter folder has none) and xft's
+meta/config files.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from xft.errors import XftError
+from xft.paths import resolve_path
+
+DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PEFT_PREFIX = "base_model.model."
+# Adapter tensor names end in one of these after the adapted module's path.
+LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
+              "lora_magnitude_vector")
+
+
+def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log=print):
+    from xft.engine.export import CONFIG_COPY, META_FILE, fresh_tmp_dir, read_meta, replace_dir
+    from xft.model.build import load_causal_lm
+
+    if dtype not in DTYPE_NAMES:
+        raise XftError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    base, adapter = resolve_path(base), Path(resolve_path(adapter))
+    if not (adapter / "adapter_config.json").is_file():
+        raise XftError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    model = load_adapter(load_causal_lm(base, DTYPE_NAMES[dtype]), adapter, base, log)
+    merged = model.merge_and_unload()
+
+    out_dir = Path(out_dir)
+    tmp = fresh_tmp_dir(out_dir)
+    shard = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    merged.save_pretrained(str(tmp), safe_serialization=True, **shard)
+    tokenizer = _tokenizer_for(adapter, base)
+    if tokenizer is None:
+        log(f"note: neither {adapter} nor {base} has a tokenizer; the merged folder has none")
+    else:
+        tokenizer.save_pretrained(str(tmp))
+    meta = {**read_meta(adapter), "adapter": False, "merged_from": str(adapter)}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    if (adapter / CONFIG_COPY).is_file():
+        shutil.copy2(adapter / CONFIG_COPY, tmp / CONFIG_COPY)
+    out = replace_dir(tmp, out_dir)
+    log(f"xft: merged {adapter} into {base}; {dtype} model written to {out}")
+    return out
+
+
+def load_adapter(model, adapter, base, log=print):
+    """PeftModel of `model` (loaded from `base`) with the adapter folder's weights.
+
+    The adapter's tensors are checked against the model first, and the model's
+    embeddings resized to the adapter's vocabulary when it saved them whole.
+    """
+    from xft.model.quant import import_bitsandbytes
+
+    import_bitsandbytes()  # before peft imports it, to keep its import quiet
+    from peft import PeftModel
+    from peft.utils import load_peft_weights
+
+    weights = load_peft_weights(str(adapter), device="cpu")
+    vocab = adapter_vocab_size(model, weights)
+    if vocab is not None and vocab != model.get_input_embeddings().weight.shape[0]:
+        log(f"resizing the base's embeddings to the adapter's vocabulary of {vocab}")
+        model.resize_token_embeddings(vocab, mean_resizing=False)  # rows come from the adapter
+    check_adapter_fits(model, weights, adapter, base)
+    try:
+        return PeftModel.from_pretrained(model, str(adapter))
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise XftError(f"adapter {adapter} does not fit base {base}: {e}") from None
+
+
+def adapter_vocab_size(model, weights):
+    """Rows of the input embeddings the adapter saved in full (modules_to_save), or None."""
+    name = _param_name(model, model.get_input_embeddings().weight)
+    rows = {tensor.shape[0] for key, tensor in weights.items()
+            if _split_lora_key(key.removeprefix(PEFT_PREFIX)) == (name, None)}
+    if len(rows) > 1:
+        raise XftError(f"the adapter saves the embeddings '{name}' with {sorted(rows)} rows")
+    return rows.pop() if rows else None
+
+
+def check_adapter_fits(model, weights, adapter, base):
+    """Every adapted module exists in the base and its sizes agree; XftError otherwise."""
+    params = model.state_dict()  # with tied weights under both names (lm_head too)
+    modules = dict(model.named_modules())
+    for key, tensor in weights.items():
+        module_path, part = _split_lora_key(key.removeprefix(PEFT_PREFIX))
+        where = f"adapter {adapter} does not fit base {base}"
+        if part is None:  # a module saved whole (modules_to_save)
+            name = module_path
+            if name not in params:
+                raise XftError(f"{where}: the base has no weight '{name}' (another architecture?)")
+            if tuple(params[name].shape) != tuple(tensor.shape):
+                raise XftError(f"{where}: '{name}' is {tuple(tensor.shape)} in the adapter, "
+                               f"{tuple(params[name].shape)} in the base")
+            continue
+        module = modules.get(module_path)
+        if module is None:
+            raise XftError(f"{where}: the base has no module '{module_path}' "
+                           "(another architecture?)")
+        # in/out_features, not the weight's shape: a 4-bit layer stores its weight packed.
+        inputs, outputs = (getattr(module, "in_features", None),
+                           getattr(module, "out_features", None))
+        if part == "lora_A" and inputs is not None and inputs != tensor.shape[1]:
+            raise XftError(f"{where}: '{module_path}' takes {inputs} inputs in the base, "
+                           f"{tensor.shape[1]} in the adapter (another model size?)")
+        if part == "lora_B" and outputs is not None and outputs != tensor.shape[0]:
+            raise XftError(f"{where}: '{module_path}' gives {outputs} outputs in the base, "
+                           f"{tensor.shape[0]} in the adapter (another model size?)")
+
+
+def _split_lora_key(name):
+    """('model.layers.0.self_attn.q_proj', 'lora_A') for a LoRA tensor, (base weight name,
+    None) for a module saved whole: peft may save it as `X.weight` or, after a vocabulary
+    resize, also as `X.modules_to_save.weight` / `X.original_module.weight`."""
+    parts = [p for p in name.split(".") if p not in ("modules_to_save", "original_module")]
+    for i, part in enumerate(parts):
+        if part in LORA_PARTS:
+            return ".".join(parts[:i]), part
+    return ".".join(parts), None
+
+
+def _param_name(model, tensor):
+    return next(name for name, p in model.named_parameters() if p is tensor)
+
+
+def _tokenizer_for(adapter, base):
+    from transformers import AutoTokenizer
+
+    source = adapter if (adapter / "tokenizer_config.json").is_file() else base
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError):
+        return None
