@@ -133,7 +133,11 @@ class TrainCfg:
     warmup_ratio: float = 0.03
     log_interval: int = 10
     save_interval: int = 500  # optimizer steps between checkpoints
-    save_total_limit: int = 2  # checkpoints kept on disk
+    save_total_limit: int = 2  # checkpoints kept on disk (0: all)
+    # Autocast forward and backward to bf16/fp16 while the optimizer updates fp32 master
+    # weights (the trainable weights must be float32: model.dtype, or LoRA adapters).
+    # 'fp16' needs CUDA (dynamic loss scaling); 'bf16' also runs, slowly, on CPU.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
 
 @dataclass
