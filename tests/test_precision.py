@@ -38,12 +38,15 @@ def check_mixed_precision_run(work_dir, reference, tolerance):
         assert a == pytest.approx(b, rel=tolerance)
     assert mixed[-1] < mixed[0]  # it trained
     weights, reference_weights = adapter(work_dir), adapter(reference)
-    # The optimizer updated float32 master weights, close to fp32 training's.
+    # The optimizer updated float32 master weights, close to fp32 training's. Adam's
+    # sign-like steps make single elements differ by up to ~2 lr, so compare norms;
+    # lora_B starts at zero, so its norm is that of the whole update.
     assert {t.dtype for t in weights.values()} == {torch.float32}
     for name, tensor in weights.items():
+        expected = reference_weights[name]
+        assert (tensor - expected).norm() < 0.05 * expected.norm(), name
         if "lora_B" in name:
-            assert tensor.abs().max() > 1e-3  # lora_B starts at zero
-        torch.testing.assert_close(tensor, reference_weights[name], rtol=0.05, atol=2e-3)
+            assert expected.norm() > 1e-2  # it moved from zero
 
 
 @pytest.mark.parametrize("engine", ENGINES)
