@@ -141,9 +141,9 @@ def test_resume_of_an_incomplete_checkpoint_named_explicitly_fails(engine, tmp_p
 
 
 # SIGKILL in the middle of an epoch. 45 samples in micro-batches of 2 make 23
-# micro-batches per epoch; with 2 per step, checkpoints every 5 steps fall
-# inside epochs (after micro-batch 10, 20, 30... of 23 per epoch).
-KILL_OPTIONS = {"train.max_steps": 40, "train.save_interval": 5, "train.save_total_limit": 2,
+# micro-batches per epoch; with 2 per step, checkpoints every 4 steps fall
+# inside epochs (after micro-batch 8, 16, 24, 32... of 23 per epoch).
+KILL_OPTIONS = {"train.max_steps": 24, "train.save_interval": 4, "train.save_total_limit": 2,
                 "train.log_interval": 1, "train.grad_accum": 2, "train.batch_size": 2}
 MICRO_BATCHES_PER_EPOCH = 23
 
