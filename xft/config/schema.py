@@ -159,7 +159,7 @@ class TrainCfg:
     warmup_ratio: float = 0.03
     log_interval: int = 10
     save_interval: int = 500  # optimizer steps between checkpoints
-    save_total_limit: int = 2  # checkpoints kept on disk
+    save_total_limit: int = 2  # checkpoints kept on disk (0: all)
     # Validation (needs a held-out split or val_datasets): optimizer steps between
     # evaluations of eval_loss / eval_ppl; None: evaluate once, after the last step.
     eval_interval: Optional[int] = None
@@ -167,6 +167,10 @@ class TrainCfg:
     save_best: Optional[Literal["eval_loss"]] = None
     export_best: bool = False  # with save_best: work_dir/hf is the best weights, not the last
     early_stopping: Optional[EarlyStoppingCfg] = None
+    # Autocast forward and backward to bf16/fp16 while the optimizer updates fp32 master
+    # weights (the trainable weights must be float32: model.dtype, or LoRA adapters).
+    # 'fp16' needs CUDA (dynamic loss scaling); 'bf16' also runs, slowly, on CPU.
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
 
 @dataclass

@@ -20,13 +20,16 @@ Only public extension points are used:
 
 import itertools
 import re
+import shutil
 from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
+from xft.engine.checkpoint_files import atomic_write_text, fsync_tree
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.schedule import lr_factor
@@ -37,8 +40,9 @@ from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.model.optimizer import build_optimizer
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-# Trainer writes this file last into a checkpoint folder: its presence marks a complete one.
-TRAINER_STATE_FILE = "trainer_state.json"
+# Written by XftCheckpointCallback once Trainer has saved everything into a checkpoint
+# folder: only folders holding it are resumed from.
+COMPLETE_MARKER = "xft_checkpoint_complete"
 
 
 class XftTrainer(Trainer):
@@ -119,14 +123,61 @@ class XftValidationCallback(TrainerCallback):
         return control
 
 
-def newest_complete_checkpoint(work_dir):
-    """The checkpoint-N folder with the highest N whose trainer state was written, or None."""
+class XftCheckpointCallback(TrainerCallback):
+    """Marks checkpoint-N folders complete and keeps the newest `save_total_limit` of them.
+
+    Trainer writes a checkpoint's files in place, one after another, and its
+    last file (trainer_state.json) can itself be cut off, so no file Trainer
+    writes tells a whole folder from a partial one. This callback removes the
+    marker of a folder about to be (re)written, and writes it, after flushing
+    every file, in `on_save`, which Trainer calls once the folder is saved.
+    Rotation is done here too (Trainer's own is off): Trainer deletes old
+    folders before `on_save` runs, which with a limit of 1 could leave no
+    marked checkpoint at all after a kill.
+    """
+
+    def __init__(self, save_total_limit):
+        self.save_total_limit = save_total_limit
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Runs after DefaultFlowCallback has decided whether this step saves.
+        if control.should_save and args.should_save:
+            marker = Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER
+            marker.unlink(missing_ok=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not args.should_save:  # not the process that writes files
+            return
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        fsync_tree(folder)
+        atomic_write_text(folder / COMPLETE_MARKER, f"{state.global_step}\n")
+        if self.save_total_limit > 0:  # keep this one and the newest limit - 1 complete others
+            older = [path for n, path in checkpoint_folders(args.output_dir)
+                     if n < state.global_step]
+            complete = [path for path in older if (path / COMPLETE_MARKER).is_file()]
+            kept = complete[max(0, len(complete) - (self.save_total_limit - 1)):]
+            for path in older:
+                if path not in kept:
+                    shutil.rmtree(path)
+
+
+def checkpoint_folders(work_dir):
+    """(N, path) of every checkpoint-N folder in the work dir, sorted by N."""
     found = []
     for path in Path(work_dir).glob("checkpoint-*"):
         match = CHECKPOINT_DIR.match(path.name)
-        if match and (path / TRAINER_STATE_FILE).is_file():
+        if match and path.is_dir():
             found.append((int(match.group(1)), path))
-    return str(max(found)[1]) if found else None
+    return sorted(found)
+
+
+def newest_complete_checkpoint(work_dir, log=print):
+    """The checkpoint-N folder with the highest N marked complete, or None."""
+    for _, path in reversed(checkpoint_folders(work_dir)):
+        if (path / COMPLETE_MARKER).is_file():
+            return str(path)
+        log(f"--resume: passing over {path}: incomplete (cut off while being written)")
+    return None
 
 
 def resolve_resume(resume, work_dir):
@@ -138,9 +189,9 @@ def resolve_resume(resume, work_dir):
         if checkpoint is None:
             raise XftError(f"--resume: no complete checkpoint-N folder in {work_dir}")
         return checkpoint
-    if not (Path(resume) / TRAINER_STATE_FILE).is_file():
-        raise XftError(f"--resume: {resume} is not a complete Trainer checkpoint "
-                       f"(no {TRAINER_STATE_FILE})")
+    if not (Path(resume) / COMPLETE_MARKER).is_file():
+        raise XftError(f"--resume: {resume} is not a complete xft checkpoint "
+                       f"(no {COMPLETE_MARKER}: cut off while being written?)")
     return str(resume)
 
 
@@ -158,12 +209,17 @@ def training_arguments(exp, plan, work_dir):
         logging_nan_inf_filter=False,  # log the real loss, as MMEngine does
         save_strategy="steps",
         save_steps=train.save_interval,
-        save_total_limit=train.save_total_limit,
+        save_total_limit=None,  # XftCheckpointCallback rotates, after marking complete
         seed=exp.seed,
         dataloader_num_workers=exp.data.num_workers,
         remove_unused_columns=False,  # xft's collator already builds model inputs
         report_to="none",  # TensorBoard is written by xft's monitor, like on MMEngine
         disable_tqdm=True,  # the monitor prints the progress line with ETA
+        # Autocast with fp32 master weights (xft.engine.precision). Trainer accepts bf16
+        # without a GPU only when told to run on the CPU.
+        bf16=train.mixed_precision == "bf16",
+        fp16=train.mixed_precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
     )
 
 
@@ -186,7 +242,7 @@ def run_hf(built, resume=None):
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
-    callbacks = [XftCallback(monitor, chat)]
+    callbacks = [XftCallback(monitor, chat), XftCheckpointCallback(exp.train.save_total_limit)]
     validator = Validator(built, monitor, chat) if built.validation is not None else None
     if validator is not None:
         callbacks.append(XftValidationCallback(validator))

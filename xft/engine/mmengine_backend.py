@@ -13,19 +13,25 @@ names, intervals and resume positions all count optimizer steps.
 """
 
 import math
+import os
 import random
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
-from mmengine.registry import HOOKS, PARAM_SCHEDULERS
+from mmengine.registry import HOOKS, OPTIM_WRAPPERS, PARAM_SCHEDULERS
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
+from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete_torch_file,
+                                         fsync_file)
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.safe_load import allow_checkpoint_globals
@@ -36,6 +42,9 @@ from xft.engine.windows import window_loader
 from xft.errors import XftError
 from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.model.optimizer import build_optimizer
+
+CHECKPOINT_FILE = re.compile(r"^iter_(\d+)\.pth$")
+LAST_CHECKPOINT_FILE = "last_checkpoint"  # MMEngine's pointer to the newest checkpoint
 
 
 class CausalLMModel(BaseModel):
@@ -86,6 +95,31 @@ class StepLR(LRSchedulerMixin, _ParamScheduler):
     def _get_value(self):
         factor = lr_factor(self.last_step, self.total_steps, self.warmup_steps, self.kind)
         return [base * factor for base in self.base_values]
+
+
+@OPTIM_WRAPPERS.register_module(name="XftAutocastOptimWrapper")
+class AutocastOptimWrapper(OptimWrapper):
+    """An OptimWrapper that runs the forward under torch.autocast on the model's device
+    (bf16 mixed precision; unlike AmpOptimWrapper it needs no GPU and no loss scaler)."""
+
+    def __init__(self, dtype, **kwargs):
+        super().__init__(**kwargs)
+        self.dtype = dtype
+
+    @contextmanager
+    def optim_context(self, model):
+        device_type = next(model.parameters()).device.type
+        with super().optim_context(model), torch.autocast(device_type, dtype=self.dtype):
+            yield
+
+
+def optim_wrapper_type(mixed_precision):
+    """The OptimWrapper type and options for train.mixed_precision (xft.engine.precision)."""
+    if mixed_precision == "bf16":
+        return dict(type="XftAutocastOptimWrapper", dtype=torch.bfloat16)
+    if mixed_precision == "fp16":  # GradScaler with dynamic loss scale; CUDA only
+        return dict(type="AmpOptimWrapper", dtype="float16", loss_scale="dynamic")
+    return dict(type="OptimWrapper")
 
 
 @HOOKS.register_module(name="XftMonitorHook")
@@ -180,24 +214,95 @@ class RngStateHook(Hook):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@HOOKS.register_module(name="XftCheckpointHook")
+class CheckpointHook(Hook):
+    """Save `iter_N.pth` every `interval` optimizer steps and at the end, atomically.
+
+    MMEngine's CheckpointHook writes the file in place, deletes the oldest
+    checkpoint before the new one is written and then rewrites `last_checkpoint`
+    in place, so a kill can leave a truncated newest file, or no complete one at
+    all. Here the checkpoint is written as `iter_N.pth.tmp`, flushed and renamed;
+    only then is `last_checkpoint` replaced and are old checkpoints removed.
+    """
+
+    priority = "VERY_LOW"  # after the lr scheduler's step, like MMEngine's hook
+
+    def __init__(self, interval, max_keep):
+        self.interval, self.max_keep = interval, max_keep
+
+    def before_train(self, runner):
+        for stale in Path(runner.work_dir).glob(f"iter_*.pth{TMP_SUFFIX}"):
+            stale.unlink()  # a save cut off by a kill
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        step = runner.iter + 1
+        if step % self.interval == 0 or step == runner.max_iters:
+            self.save(runner, step)
+
+    def save(self, runner, step):
+        from mmengine.dist import is_main_process
+
+        work_dir = Path(runner.work_dir)
+        final = work_dir / f"iter_{step}.pth"
+        tmp = final.with_name(final.name + TMP_SUFFIX)
+        runner.save_checkpoint(str(work_dir), tmp.name, save_optimizer=True,
+                               save_param_scheduler=True, by_epoch=False)
+        if not is_main_process():
+            return
+        fsync_file(tmp)
+        os.replace(tmp, final)
+        atomic_write_text(work_dir / LAST_CHECKPOINT_FILE, str(final))
+        if self.max_keep > 0:  # keep the new one and the newest max_keep - 1 complete others
+            older = [path for n, path in sorted(checkpoint_files(work_dir)) if n < step]
+            complete = [path for path in older if complete_torch_file(path)]
+            kept = complete[max(0, len(complete) - (self.max_keep - 1)):]
+            for path in older:
+                if path not in kept:
+                    path.unlink()
+
+
 def _lm(runner):
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     return model.lm
 
 
+def checkpoint_files(work_dir):
+    """(N, path) of every iter_N.pth in the work dir, complete or not."""
+    found = []
+    for path in Path(work_dir).glob("iter_*.pth"):
+        match = CHECKPOINT_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return found
+
+
+def newest_complete_checkpoint(work_dir, log=print):
+    """The iter_N.pth with the highest N that is a whole file, or None.
+
+    Files are judged by their content, not by `last_checkpoint`: a checkpoint
+    written by a non-atomic writer may be named there and yet be cut off.
+    """
+    for _, path in sorted(checkpoint_files(work_dir), reverse=True):
+        if complete_torch_file(path):
+            return str(path)
+        log(f"--resume: passing over {path}: incomplete (cut off while being written)")
+    return None
+
+
 def resolve_resume(resume, work_dir):
     """None, or the iter_N.pth to resume from; an error when there is none."""
-    from mmengine.runner import find_latest_checkpoint
-
     if resume is None:
         return None
     if resume is True:
-        checkpoint = find_latest_checkpoint(str(work_dir))  # what work_dir/last_checkpoint names
+        checkpoint = newest_complete_checkpoint(work_dir)
         if checkpoint is None:
-            raise XftError(f"--resume: no checkpoint recorded in {work_dir}/last_checkpoint")
+            raise XftError(f"--resume: no complete iter_N.pth checkpoint in {work_dir}")
         return checkpoint
     if not Path(resume).is_file():
         raise XftError(f"--resume: checkpoint file {resume} does not exist")
+    if not complete_torch_file(resume):
+        raise XftError(f"--resume: checkpoint file {resume} is incomplete "
+                       f"(cut off while being written?)")
     return str(resume)
 
 
@@ -225,7 +330,7 @@ def run_mmengine(built, resume=None):
     # Given as a config (not an instance) so Runner builds it with its own MessageHub,
     # where the gradient norm is recorded. Accumulation happens inside train_step.
     optim_wrapper = dict(
-        type="OptimWrapper", optimizer=dict(type=make_optimizer),
+        **optim_wrapper_type(train.mixed_precision), optimizer=dict(type=make_optimizer),
         # An infinite max_norm clips nothing but still records the gradient norm.
         clip_grad=dict(max_norm=max_norm))
     scheduler = dict(type="XftStepLR", by_epoch=False, total_steps=plan.total_steps,
@@ -234,8 +339,7 @@ def run_mmengine(built, resume=None):
         timer=dict(type="IterTimerHook"),
         logger=None,  # xft's MonitorHook prints the progress line, as on every engine
         param_scheduler=dict(type="ParamSchedulerHook"),
-        checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=train.save_interval,
-                        max_keep_ckpts=train.save_total_limit, save_last=True),
+        checkpoint=None,  # replaced by xft's atomic CheckpointHook (custom_hooks)
         sampler_seed=None)  # RunBatchSampler orders every epoch itself
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
@@ -254,7 +358,8 @@ def run_mmengine(built, resume=None):
         default_hooks=default_hooks,
         custom_hooks=[*hooks,
                       ExportHook(built.tokenizer, built.template, built.config_text, validator),
-                      RngStateHook()],
+                      RngStateHook(),
+                      CheckpointHook(train.save_interval, train.save_total_limit)],
         randomness=dict(seed=exp.seed),
         resume=checkpoint is not None,
         load_from=checkpoint,

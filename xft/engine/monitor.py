@@ -13,6 +13,8 @@ import json
 import time
 from pathlib import Path
 
+from xft.engine.checkpoint_files import atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -28,6 +30,7 @@ class TrainingMonitor:
         """Call before the first optimizer step; `first_step` > 0 when resuming."""
         from torch.utils.tensorboard import SummaryWriter
 
+        keep_records_up_to(self.work_dir, first_step)
         self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
         self.start_time = self.window_start = time.time()
         self.first_step = first_step
@@ -107,6 +110,32 @@ def read_metrics(work_dir):
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def keep_records_up_to(work_dir, step):
+    """Drop the metrics records after `step`, where this run starts.
+
+    A run resumed after a kill redoes the steps after its checkpoint, and a
+    fresh run in a used work dir starts over: either way the file then holds
+    one record per logged step of this run. A last line cut off by the kill is
+    dropped too.
+    """
+    path = Path(work_dir) / METRICS_FILE
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+    kept = []
+    for index, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if index == len(lines) - 1:  # the process was killed while appending it
+                break
+            raise
+        if record["step"] <= step:
+            kept.append(line)
+    if len(kept) < len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def plot_loss_curve(work_dir):

@@ -1,0 +1,37 @@
+"""Mixed precision (train.mixed_precision): autocast with fp32 master weights.
+
+'bf16' and 'fp16' run the forward (and so the backward) under torch.autocast
+while the optimizer keeps and updates float32 weights. fp16 also needs a
+dynamic loss scale (torch's GradScaler), which is CUDA-only here; bf16 has
+fp32's exponent range and needs none, so it also runs on CPU.
+
+MMEngine: 'bf16' uses xft's AutocastOptimWrapper (MMEngine's AmpOptimWrapper
+refuses to run without a GPU, and its GradScaler is not needed for bf16),
+'fp16' uses AmpOptimWrapper (xft.engine.mmengine_backend). HF Trainer:
+TrainingArguments(bf16=..., fp16=...).
+"""
+
+import torch
+
+from xft.errors import ConfigError
+
+
+def check_mixed_precision_device(mixed_precision):
+    """fp16 mixed precision needs CUDA: fail before anything is built."""
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("'train.mixed_precision'='fp16' needs a CUDA device (dynamic loss "
+                          "scaling); on CPU use 'bf16' or 'no'")
+
+
+def check_master_weights(model, mixed_precision):
+    """Mixed precision updates fp32 weights: every trainable parameter must be float32."""
+    if mixed_precision == "no":
+        return
+    wrong = [(name, p.dtype) for name, p in model.named_parameters()
+             if p.requires_grad and p.dtype != torch.float32]
+    if wrong:
+        name, dtype = wrong[0]
+        raise ConfigError(
+            f"'train.mixed_precision'='{mixed_precision}' keeps fp32 master weights, but "
+            f"{len(wrong)} trainable parameters are {dtype} (e.g. {name}): set "
+            f"model.dtype='float32', or train LoRA adapters (always float32)")
