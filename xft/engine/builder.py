@@ -6,6 +6,7 @@ from pathlib import Path
 from xft.data.collate import collator_for
 from xft.data.pipeline import build_dataset
 from xft.data.templates import get_template
+from xft.engine.distributed import world_size
 from xft.engine.plan import plan_training
 from xft.model.build import build_model, build_tokenizer, count_parameters
 
@@ -32,7 +33,7 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     tokenizer = build_tokenizer(experiment)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     dataset, _ = build_dataset(experiment, tokenizer, template, log=log)
-    plan = plan_training(len(dataset), experiment.train)
+    plan = plan_training(len(dataset), experiment.train, world_size())
     model = build_model(experiment)
     trainable, total = count_parameters(model)
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "

@@ -27,7 +27,8 @@ from transformers.trainer_callback import PrinterCallback
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
-from xft.engine.export import HF_DIR_NAME, export_hf
+from xft.engine import distributed
+from xft.engine.export import HF_DIR_NAME, export_hf_from_ranks
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
@@ -128,9 +129,16 @@ def resolve_resume(resume, work_dir):
     return str(resume)
 
 
-def training_arguments(exp, plan, work_dir):
+def training_arguments(exp, plan, work_dir, deepspeed=None):
+    import torch
+
     train, optim = exp.train, exp.optim
     return TrainingArguments(
+        deepspeed=deepspeed,  # a resolved config dict (xft.engine.deepspeed) or None
+        # Without CUDA, Trainer runs data-parallel (gloo) or DeepSpeed only when the CPU
+        # is asked for explicitly.
+        use_cpu=not torch.cuda.is_available() and (distributed.is_distributed()
+                                                   or deepspeed is not None),
         output_dir=str(work_dir),
         per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum,
@@ -151,18 +159,21 @@ def training_arguments(exp, plan, work_dir):
     )
 
 
-def run_hf(built, resume=None):
+def run_hf(built, resume=None, deepspeed=None):
     """Train with transformers.Trainer. `built` is an xft.engine.builder.BuiltExperiment.
 
     `resume`: None (fresh run), True (newest complete checkpoint in the work dir) or a
-    checkpoint-N folder.
+    checkpoint-N folder. `deepspeed`: None or a resolved DeepSpeed config dict.
     """
     from torch.optim.lr_scheduler import LambdaLR
 
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
+    # Every rank's micro-batches in turn: Accelerate's prepare() hands rank r every
+    # world_size-th batch, i.e. its own share of each global batch.
     batches = RunBatchSampler(len(built.dataset), exp.train.batch_size,
-                              plan.total_micro_batches, shuffle=exp.data.shuffle, seed=exp.seed)
+                              plan.total_micro_batches, shuffle=exp.data.shuffle, seed=exp.seed,
+                              world_size=distributed.world_size())
     optimizer = build_optimizer(built.model, exp.optim, exp.method)
     schedule = LambdaLR(optimizer, lambda step: lr_factor(step, plan.total_steps,
                                                           plan.warmup_steps,
@@ -172,7 +183,7 @@ def run_hf(built, resume=None):
                          built.work_dir)
     trainer = XftTrainer(
         model=built.model,
-        args=training_arguments(exp, plan, built.work_dir),
+        args=training_arguments(exp, plan, built.work_dir, deepspeed),
         train_dataset=built.dataset,
         data_collator=built.collator,
         optimizers=(optimizer, schedule),
@@ -182,7 +193,8 @@ def run_hf(built, resume=None):
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)
-    out = export_hf(trainer.model, built.tokenizer, built.template,
-                    Path(built.work_dir) / HF_DIR_NAME, built.config_text)
-    print(f"Hugging Face artifact written to {out}")
+    out = export_hf_from_ranks(trainer.model, built.tokenizer, built.template,
+                               Path(built.work_dir) / HF_DIR_NAME, built.config_text)
+    if distributed.is_main_process():
+        print(f"Hugging Face artifact written to {out}")
     return out

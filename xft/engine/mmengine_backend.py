@@ -10,8 +10,15 @@ accumulation window (xft.engine.windows) and `CausalLMModel.train_step` runs
 its micro-batches, normalising by the window's label tokens
 (xft.engine.step_loss) before stepping the optimizer once. So checkpoint
 names, intervals and resume positions all count optimizer steps.
+
+Under torchrun (xft.engine.launch) xft joins the process group itself
+(xft.engine.distributed) and wraps the model in `DistributedCausalLM`, a DDP
+wrapper whose train_step runs the same window through DDP, synchronising
+gradients only on the window's last micro-batch. With DeepSpeed the model and
+optimizer go through deepspeed.initialize instead (xft.engine.mmengine_deepspeed).
 """
 
+import contextlib
 import math
 import random
 from pathlib import Path
@@ -19,21 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, MMDistributedDataParallel
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
-from mmengine.registry import HOOKS, PARAM_SCHEDULERS
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, PARAM_SCHEDULERS
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
-from xft.engine.export import HF_DIR_NAME, export_hf
+from xft.engine import distributed
+from xft.engine.export import HF_DIR_NAME, export_hf_from_ranks
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.safe_load import allow_checkpoint_globals
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.windows import window_loader
 from xft.errors import XftError
-from xft.model.loss import causal_lm_logits, token_loss_sum
+from xft.model.loss import causal_lm_logits, count_label_tokens, token_loss_sum
 from xft.model.optimizer import build_optimizer
 
 
@@ -57,20 +65,57 @@ class CausalLMModel(BaseModel):
         return token_loss_sum(causal_lm_logits(self.lm, batch), batch["labels"])
 
     def train_step(self, data, optim_wrapper):
+        return self.train_window(data, optim_wrapper, forward=self)
+
+    def train_window(self, data, optim_wrapper, forward, no_sync=None):
+        """One optimizer step over an accumulation window of micro-batches.
+
+        `forward` runs a micro-batch (this model, or the data-parallel wrapper
+        around it, so that the wrapper sees the forward); `no_sync`, if given, is
+        the wrapper's context that skips the gradient all-reduce, used for every
+        micro-batch but the last.
+        """
         window = self.data_preprocessor(data, True)  # moves every micro-batch to the device
         label_tokens = window_label_tokens([batch["labels"] for batch in window])
         scale = loss_scale(label_tokens)
-        step_loss, tokens = 0.0, 0
-        for batch in window:
-            with optim_wrapper.optim_context(self):
-                loss_sum, _ = self(batch)
-            optim_wrapper.backward(loss_sum * scale)
-            step_loss += float(loss_sum.detach() * scale)
+        step_loss, tokens, local_label_tokens = torch.zeros((), device=label_tokens.device), 0, 0
+        for i, batch in enumerate(window):
+            last = i == len(window) - 1
+            with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
+                with optim_wrapper.optim_context(self):
+                    loss_sum, _ = forward(batch)
+                optim_wrapper.backward(loss_sum * scale)
+            step_loss += loss_sum.detach().float() * scale
             tokens += input_tokens(batch)
+            local_label_tokens += int(count_label_tokens(batch["labels"]))
         optim_wrapper.step()  # clips and records train/grad_norm in the message hub
         optim_wrapper.zero_grad()
-        return {"loss": torch.tensor(step_loss), "tokens": torch.tensor(float(tokens)),
-                "label_tokens": label_tokens.float()}
+        return {"loss": _mean_over_ranks(step_loss).cpu(), "tokens": torch.tensor(float(tokens)),
+                "label_tokens": torch.tensor(float(local_label_tokens))}  # this rank's
+
+
+def _mean_over_ranks(step_loss):
+    """Each rank's share is scaled by the world size (xft.engine.step_loss): their mean is
+    the step's loss."""
+    import torch.distributed as dist
+
+    if distributed.is_distributed() and dist.is_initialized():
+        dist.all_reduce(step_loss)
+        step_loss = step_loss / dist.get_world_size()
+    return step_loss
+
+
+@MODEL_WRAPPERS.register_module(name="XftDistributedDataParallel")
+class DistributedCausalLM(MMDistributedDataParallel):
+    """DDP around CausalLMModel whose train_step runs the model's accumulation window.
+
+    MMDistributedDataParallel's own train_step would do one forward/backward and
+    step; this one hands the window to CausalLMModel.train_window with DDP's forward
+    (so gradients are all-reduced) and DDP's no_sync (so only once per step).
+    """
+
+    def train_step(self, data, optim_wrapper):
+        return self.module.train_window(data, optim_wrapper, forward=self, no_sync=self.no_sync)
 
 
 @PARAM_SCHEDULERS.register_module(name="XftStepLR")
@@ -125,8 +170,8 @@ class ExportHook(Hook):
         self.tokenizer, self.template, self.config_text = tokenizer, template, config_text
 
     def after_train(self, runner):
-        out = export_hf(_lm(runner), self.tokenizer, self.template,
-                        Path(runner.work_dir) / HF_DIR_NAME, self.config_text)
+        out = export_hf_from_ranks(_lm(runner), self.tokenizer, self.template,
+                                   Path(runner.work_dir) / HF_DIR_NAME, self.config_text)
         runner.logger.info(f"Hugging Face artifact written to {out}")
 
 
@@ -181,18 +226,22 @@ def resolve_resume(resume, work_dir):
     return str(resume)
 
 
-def run_mmengine(built, resume=None):
+def run_mmengine(built, resume=None, deepspeed=None):
     """Train with MMEngine's Runner. `built` is an xft.engine.builder.BuiltExperiment.
 
     `resume`: None (fresh run), True (newest checkpoint in the work dir) or a checkpoint path.
+    `deepspeed`: None or a resolved DeepSpeed config (xft.engine.deepspeed).
     """
     from mmengine.runner import Runner
 
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
     train = exp.train
+    if distributed.is_distributed():
+        distributed.init_process_group()
     batches = RunBatchSampler(len(built.dataset), train.batch_size, plan.total_micro_batches,
-                              shuffle=exp.data.shuffle, seed=exp.seed)
+                              shuffle=exp.data.shuffle, seed=exp.seed,
+                              world_size=distributed.world_size(), rank=distributed.rank())
     # One pass over this loader is the whole run, so MMEngine never restarts it.
     dataloader = window_loader(built.dataset, built.collator, batches, train.grad_accum,
                                exp.data.num_workers)
@@ -235,7 +284,12 @@ def run_mmengine(built, resume=None):
         resume=checkpoint is not None,
         load_from=checkpoint,
         default_scope="mmengine",
-        env_cfg=dict(dist_cfg=dict(backend="gloo" if not torch.cuda.is_available() else "nccl")),
+        # The process group exists already (see init_process_group), so 'pytorch' only
+        # tells Runner to use it and wrap the model: DDP on the CPU takes no device_ids.
+        launcher="pytorch" if distributed.is_distributed() else "none",
+        cfg=dict(model_wrapper_cfg=dict(
+            type="XftDistributedDataParallel",
+            device_ids=[distributed.local_rank()] if torch.cuda.is_available() else None)),
     )
     with allow_checkpoint_globals():  # resume loads with weights_only=True
         runner.train()

@@ -11,22 +11,28 @@ import json
 import time
 from pathlib import Path
 
+from xft.engine.distributed import is_main_process
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_CURVE_FILE = "loss_curve.png"
 
 
 class TrainingMonitor:
+    """Writes on rank 0 only; the other ranks of a distributed run keep silent."""
+
     def __init__(self, work_dir, total_steps, log_interval, log=print):
         self.work_dir = Path(work_dir)
         self.total_steps, self.log_interval, self.log = total_steps, log_interval, log
         self.writer = None
+        self.writes = is_main_process()
 
     def start(self, first_step):
         """Call before the first optimizer step; `first_step` > 0 when resuming."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
+        if self.writes:
+            self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
         self.start_time = self.window_start = time.time()
         self.first_step = first_step
         self._new_window()
@@ -51,6 +57,9 @@ class TrainingMonitor:
 
     def write(self, step, mean_loss, lr, grad_norm):
         """Write one record; `mean_loss` is the mean step loss since the previous record."""
+        if not self.writes:
+            self._new_window()
+            return
         now = time.time()
         record = {
             "step": step,
@@ -76,6 +85,8 @@ class TrainingMonitor:
         self._new_window()
 
     def finish(self):
+        if not self.writes:
+            return
         if self.writer is not None:
             self.writer.close()
         path = plot_loss_curve(self.work_dir)
