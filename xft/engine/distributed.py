@@ -49,6 +49,19 @@ def init_process_group():
         dist.init_process_group("gloo")
 
 
+def single_process_env():
+    """Make a run without a launcher look like rank 0 of 1 (DeepSpeed insists on it)."""
+    import socket
+
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+
+
 def barrier():
     import torch.distributed as dist
 

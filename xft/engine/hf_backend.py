@@ -2,8 +2,10 @@
 
 Only public extension points are used:
 
-- `optimizers=(xft's optimizer, LambdaLR over xft.engine.schedule.lr_factor)`,
-  so both engines update the same parameter groups on the same lr curve;
+- `optimizers=(xft's optimizer, None)` and `XftTrainer.create_scheduler`: a
+  LambdaLR over xft.engine.schedule.lr_factor on whatever optimizer Trainer
+  ends up with (its own wrapper after DeepSpeed set-up), so both engines update
+  the same parameter groups on the same lr curve;
 - `XftTrainer.get_train_dataloader`: a DataLoader over RunBatchSampler (the
   whole run is one "epoch" of total_steps * grad_accum micro-batches), so the
   data order is the one MMEngine sees, and Trainer's resume skips exactly the
@@ -45,9 +47,18 @@ class XftTrainer(Trainer):
     # compute_loss divides by the label tokens of the whole optimizer step itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, run_batches, monitor, **kwargs):
+    def __init__(self, *args, run_batches, monitor, lr_lambda, **kwargs):
         super().__init__(*args, **kwargs)
-        self.run_batches, self.monitor = run_batches, monitor
+        self.run_batches, self.monitor, self.lr_lambda = run_batches, monitor, lr_lambda
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        """xft's lr curve, counted in optimizer steps (Trainer's own would be created
+        otherwise, e.g. after DeepSpeed's set-up discards the one given)."""
+        from torch.optim.lr_scheduler import LambdaLR
+
+        if self.lr_scheduler is None:
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, self.lr_lambda)
+        return self.lr_scheduler
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -134,7 +145,10 @@ def training_arguments(exp, plan, work_dir, deepspeed=None):
 
     train, optim = exp.train, exp.optim
     return TrainingArguments(
-        deepspeed=deepspeed,  # a resolved config dict (xft.engine.deepspeed) or None
+        deepspeed=deepspeed,  # a resolved config dict (xft.engine.deepspeed_config) or None
+        # Trainer checks these against the DeepSpeed config, which xft filled from model.dtype.
+        bf16=bool(deepspeed and deepspeed["bf16"]["enabled"]),
+        fp16=bool(deepspeed and deepspeed["fp16"]["enabled"]),
         # Without CUDA, Trainer runs data-parallel (gloo) or DeepSpeed only when the CPU
         # is asked for explicitly.
         use_cpu=not torch.cuda.is_available() and (distributed.is_distributed()
@@ -165,8 +179,6 @@ def run_hf(built, resume=None, deepspeed=None):
     `resume`: None (fresh run), True (newest complete checkpoint in the work dir) or a
     checkpoint-N folder. `deepspeed`: None or a resolved DeepSpeed config dict.
     """
-    from torch.optim.lr_scheduler import LambdaLR
-
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
     # Every rank's micro-batches in turn: Accelerate's prepare() hands rank r every
@@ -175,9 +187,10 @@ def run_hf(built, resume=None, deepspeed=None):
                               plan.total_micro_batches, shuffle=exp.data.shuffle, seed=exp.seed,
                               world_size=distributed.world_size())
     optimizer = build_optimizer(built.model, exp.optim, exp.method)
-    schedule = LambdaLR(optimizer, lambda step: lr_factor(step, plan.total_steps,
-                                                          plan.warmup_steps,
-                                                          exp.train.lr_scheduler))
+
+    def lr_lambda(step):
+        return lr_factor(step, plan.total_steps, plan.warmup_steps, exp.train.lr_scheduler)
+
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
@@ -186,10 +199,11 @@ def run_hf(built, resume=None, deepspeed=None):
         args=training_arguments(exp, plan, built.work_dir, deepspeed),
         train_dataset=built.dataset,
         data_collator=built.collator,
-        optimizers=(optimizer, schedule),
+        optimizers=(optimizer, None),  # the schedule: XftTrainer.create_scheduler
         callbacks=[XftCallback(monitor, chat)],
         run_batches=batches,
         monitor=monitor,
+        lr_lambda=lr_lambda,
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -230,12 +230,15 @@ def run_mmengine(built, resume=None, deepspeed=None):
     """Train with MMEngine's Runner. `built` is an xft.engine.builder.BuiltExperiment.
 
     `resume`: None (fresh run), True (newest checkpoint in the work dir) or a checkpoint path.
-    `deepspeed`: None or a resolved DeepSpeed config (xft.engine.deepspeed).
+    `deepspeed`: None or a resolved DeepSpeed config (xft.engine.deepspeed_config).
     """
     from mmengine.runner import Runner
 
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
+    if deepspeed is not None and checkpoint is not None:
+        raise XftError("--resume with --deepspeed is not supported on the mmengine backend "
+                       "(use --backend hf)")
     train = exp.train
     if distributed.is_distributed():
         distributed.init_process_group()
@@ -266,11 +269,29 @@ def run_mmengine(built, resume=None, deepspeed=None):
         checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=train.save_interval,
                         max_keep_ckpts=train.save_total_limit, save_last=True),
         sampler_seed=None)  # RunBatchSampler orders every epoch itself
+    model = CausalLMModel(built.model)
+    # The process group exists already (see init_process_group), so the 'pytorch'
+    # launcher only tells Runner to use it and wrap the model: DDP on CPU takes no device_ids.
+    runner_cfg = dict(model_wrapper_cfg=dict(
+        type="XftDistributedDataParallel",
+        device_ids=[distributed.local_rank()] if torch.cuda.is_available() else None))
+    if deepspeed is not None:
+        from xft.engine.mmengine_deepspeed import deepspeed_model_and_optim_wrapper
+
+        model, optim_wrapper = deepspeed_model_and_optim_wrapper(
+            model, build_optimizer(built.model, exp.optim, exp.method), deepspeed)
+        runner_cfg = None  # the model comes wrapped
+        # MMEngine's checkpoint holds one state dict saved by rank 0: under ZeRO the
+        # optimizer state (and, at stage 3, the weights) is spread over all ranks.
+        default_hooks["checkpoint"] = None
+        if distributed.is_main_process():
+            print("xft: warning: no intermediate checkpoints with --deepspeed on the mmengine "
+                  "backend (the final artifact is exported); use --backend hf to resume")
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
     runner = Runner(
-        model=CausalLMModel(built.model),
+        model=model,
         work_dir=str(built.work_dir),
         train_dataloader=dataloader,
         train_cfg=dict(by_epoch=False, max_iters=plan.total_steps),
@@ -284,12 +305,8 @@ def run_mmengine(built, resume=None, deepspeed=None):
         resume=checkpoint is not None,
         load_from=checkpoint,
         default_scope="mmengine",
-        # The process group exists already (see init_process_group), so 'pytorch' only
-        # tells Runner to use it and wrap the model: DDP on the CPU takes no device_ids.
         launcher="pytorch" if distributed.is_distributed() else "none",
-        cfg=dict(model_wrapper_cfg=dict(
-            type="XftDistributedDataParallel",
-            device_ids=[distributed.local_rank()] if torch.cuda.is_available() else None)),
+        cfg=runner_cfg,
     )
     with allow_checkpoint_globals():  # resume loads with weights_only=True
         runner.train()

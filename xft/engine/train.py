@@ -33,8 +33,10 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
     ds_config = None
     if deepspeed is not None:
-        from xft.engine.deepspeed import resolve_deepspeed_config
+        from xft.engine.deepspeed_config import resolve_deepspeed_config
+        from xft.engine.distributed import single_process_env
 
         ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
+        single_process_env()
     return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint,
                deepspeed=ds_config)
