@@ -33,8 +33,10 @@ setup(
     ],
     extras_require={
         "qlora": ["bitsandbytes>=0.50"],
-        "deepspeed": ["deepspeed"],
-        "test": ["pytest", "bitsandbytes>=0.50"],
+        # xft drives DeepSpeed itself on MMEngine (not mmengine's DeepSpeedStrategy,
+        # which needs deepspeed<0.19.7); tested with 0.19.8.
+        "deepspeed": ["deepspeed>=0.19.8"],
+        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

@@ -77,6 +77,63 @@ def test_workers_get_the_command_without_nproc():
     assert without_option(argv, "--nproc") == ["train", "c.py", "--seed", "1", "--debug"]
 
 
+# --- DeepSpeed config: "auto" and conflicts ------------------------------------------------
+
+def experiment(**train):
+    from xft.config import load_config
+
+    return load_config(DEMO_CONFIG, {f"train.{k}": v for k, v in train.items()})[1]
+
+
+def test_shipped_deepspeed_configs_get_their_auto_values_from_the_config():
+    from xft.engine.deepspeed_config import SHIPPED, resolve_deepspeed_config
+
+    exp = experiment(batch_size=3, grad_accum=4)
+    for name in SHIPPED:
+        warnings = []
+        ds = resolve_deepspeed_config(name, exp, world_size=2, warn=warnings.append)
+        assert warnings == []
+        assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"],
+                ds["train_batch_size"]) == (3, 4, 24)
+        assert ds["gradient_clipping"] == exp.optim.max_grad_norm
+        assert ds["bf16"]["enabled"] is False and ds["fp16"]["enabled"] is False  # float32
+        assert "auto" not in json.dumps(ds)
+        assert ds["zero_optimization"]["stage"] == int(name[4])
+
+
+def test_explicit_deepspeed_values_that_conflict_are_replaced_with_a_warning(tmp_path):
+    from xft.engine.deepspeed_config import resolve_deepspeed_config
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({
+        "train_micro_batch_size_per_gpu": 16, "gradient_accumulation_steps": 2,
+        "bf16": {"enabled": True}, "optimizer": {"type": "Adam"},
+        "zero_optimization": {"stage": 2, "reduce_bucket_size": 5e8}}))
+    warnings = []
+    ds = resolve_deepspeed_config(str(path), experiment(batch_size=1, grad_accum=2),
+                                  world_size=1, warn=warnings.append)
+    assert ds["train_micro_batch_size_per_gpu"] == 1 and ds["bf16"]["enabled"] is False
+    assert "optimizer" not in ds and ds["zero_optimization"]["reduce_bucket_size"] == 5e8
+    text = "\n".join(warnings)
+    assert "'train_micro_batch_size_per_gpu' is 16 but the config gives 1" in text
+    assert "'bf16.enabled' is True" in text and "'optimizer' section" in text
+    assert "gradient_accumulation_steps" not in text  # it agrees: no warning
+    assert all(str(path) in w for w in warnings)
+
+
+def test_bad_deepspeed_choices_fail_with_file_and_suggestion(tmp_path):
+    from xft.engine.deepspeed_config import resolve_deepspeed_config
+    from xft.errors import ConfigError
+
+    exp = experiment()
+    with pytest.raises(ConfigError, match="did you mean 'zero2'"):
+        resolve_deepspeed_config("zero_2", exp)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
+        resolve_deepspeed_config(str(bad), exp)
+
+
 # --- 2 processes × micro-batch 1 == 1 process × micro-batch 2 -----------------------------
 
 @pytest.fixture(scope="module")
@@ -111,24 +168,20 @@ def test_two_processes_train_like_one_with_the_global_batch(runs, engine):
     assert len(two) == STEPS and (double / "hf/adapter_config.json").is_file()
 
 
+# Rank 1 exits with code 3 while its config is read (MMEngine executes config files).
+# No import statement: MMEngine would read a config holding one as a lazy-import config.
 FAILING = """
-def fail_on_rank_1(record):
-    import os
-    if os.environ.get("RANK") == "1":
-        raise SystemExit(3)
-    return [dict(role='user', content=record['q']), dict(role='assistant', content=record['a'])]
-
+if __import__("os").environ.get("RANK") == "1":
+    raise SystemExit(3)
 model = dict(path='xft://tiny-llama')
 template = 'chatml'
-datasets = [dict(path={data!r}, format=fail_on_rank_1)]
+datasets = [dict(path='xft://data/self_cognition.json')]
 train = dict(max_steps=2)
 """
 
 
 def test_a_failing_worker_fails_the_command_with_its_exit_code(tmp_path):
-    data = tmp_path / "qa.json"
-    data.write_text(json.dumps([{"q": f"q{i}", "a": f"a{i}"} for i in range(4)]))
-    config = write_config(tmp_path, FAILING.format(data=str(data)))
+    config = write_config(tmp_path, FAILING)
     result = run_cli("train", str(config), "--work-dir", str(tmp_path / "w"), "--nproc", "2",
                      check=False)
     assert result.returncode == 3, result.stderr[-2000:]
@@ -182,3 +235,46 @@ def test_deepspeed_zero_trains_like_data_parallel(runs, engine, stage, tmp_path,
         torch.testing.assert_close(exported[name], tensor, rtol=0, atol=1e-4)
     base = AutoModelForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"))
     PeftModel.from_pretrained(base, str(work_dir / "hf"))  # loads with stock peft
+
+
+# --- GPU only (not run in CPU CI) ----------------------------------------------------------
+
+def gpu_processes():
+    return max(1, min(2, torch.cuda.device_count()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("preset", ["zero2_offload", "zero3_offload"])
+def test_deepspeed_offload_trains_and_exports_on_gpu(engine, preset, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from xft.paths import resolve_path
+
+    work_dir = tmp_path / "w"
+    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir),
+            "--nproc", str(gpu_processes()), "--deepspeed", preset,
+            *cli_options({**options(2), "train.max_steps": 20}))
+    records = read_metrics(work_dir)
+    assert all(r["loss"] == r["loss"] for r in records)  # finite, not NaN
+    assert records[-1]["loss"] < records[0]["loss"] / 1.5
+    exported = load_file(work_dir / "hf/adapter_model.safetensors")
+    assert exported and all(t.numel() > 0 for t in exported.values())
+    base = AutoModelForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"))
+    PeftModel.from_pretrained(base, str(work_dir / "hf"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("engine", ENGINES)
+def test_qlora_with_zero3_trains_and_exports_a_complete_adapter_on_gpu(engine, tmp_path):
+    work_dir = tmp_path / "w"
+    qlora = {**options(2), "train.max_steps": 20, "model.quantization.bits": 4,
+             "model.dtype": "bfloat16"}
+    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir),
+            "--nproc", str(gpu_processes()), "--deepspeed", "zero3", *cli_options(qlora))
+    records = read_metrics(work_dir)
+    assert records[-1]["loss"] < records[0]["loss"]
+    exported = load_file(work_dir / "hf/adapter_model.safetensors")
+    assert any("lora_B" in k for k in exported)
+    assert all(t.numel() > 0 for t in exported.values())

@@ -16,6 +16,10 @@ def cmd_train(args):
 
     settings = launch_settings(args.nproc)
     if settings is not None:  # several processes: torchrun re-runs this command in each
+        if args.deepspeed is not None:
+            from xft.engine.deepspeed_config import load_deepspeed_json
+
+            load_deepspeed_json(args.deepspeed)  # a bad choice fails once, before launching
         return launch(settings, without_option(args.argv, "--nproc"))
     from xft.engine.distributed import is_main_process
     from xft.engine.train import train

@@ -6,6 +6,7 @@ from the environment, so it is known before any process group exists (the
 training plan and the sampler need it while the experiment is built).
 """
 
+import contextlib
 import os
 
 
@@ -49,17 +50,26 @@ def init_process_group():
         dist.init_process_group("gloo")
 
 
+@contextlib.contextmanager
 def single_process_env():
-    """Make a run without a launcher look like rank 0 of 1 (DeepSpeed insists on it)."""
+    """Within: a run without a launcher looks like rank 0 of 1 (DeepSpeed insists on it)."""
     import socket
 
     if "RANK" in os.environ:
+        yield
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    added = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                 MASTER_PORT=str(port))
+    added = {k: v for k, v in added.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def barrier():

@@ -31,12 +31,12 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     else:
         from xft.engine.mmengine_backend import resolve_resume, run_mmengine as run
     checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
-    ds_config = None
-    if deepspeed is not None:
-        from xft.engine.deepspeed_config import resolve_deepspeed_config
-        from xft.engine.distributed import single_process_env
+    if deepspeed is None:
+        return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint)
+    from xft.engine.deepspeed_config import resolve_deepspeed_config
+    from xft.engine.distributed import single_process_env
 
-        ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
-        single_process_env()
-    return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint,
-               deepspeed=ds_config)
+    ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
+    with single_process_env():
+        return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint,
+                   deepspeed=ds_config)
