@@ -191,7 +191,7 @@ def test_a_failing_worker_fails_the_command_with_its_exit_code(tmp_path):
 # --- DeepSpeed ZeRO (2 processes, CPU) ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def torch_extensions(tmp_path_factory):
+def torch_extensions():
     """DeepSpeed compiles a shared-memory op on its first run (about a minute); a
     persistent folder lets later test runs reuse it."""
     import os

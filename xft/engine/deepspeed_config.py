@@ -90,10 +90,6 @@ def resolve_deepspeed_config(spec, experiment, world_size=None, warn=print):
     return config
 
 
-def zero_stage(ds_config):
-    return ds_config.get("zero_optimization", {}).get("stage", 0)
-
-
 def _fill(config, keys, value, origin, source, warn):
     *parents, last = keys
     node = config
