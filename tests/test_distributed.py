@@ -278,3 +278,24 @@ def test_qlora_with_zero3_trains_and_exports_a_complete_adapter_on_gpu(engine, t
     exported = load_file(work_dir / "hf/adapter_model.safetensors")
     assert any("lora_B" in k for k in exported)
     assert all(t.numel() > 0 for t in exported.values())
+
+
+def test_two_ranks_storing_the_same_dataset_cache_entry_do_not_fail(tmp_path, monkeypatch):
+    """Both ranks encode on a first run; the one that renames second must not crash."""
+    import os
+
+    from xft.data import cache
+
+    samples = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    real_replace = os.replace
+
+    def other_rank_first(src, dst):  # the other rank's entry lands between check and rename
+        monkeypatch.setattr(cache.os, "replace", real_replace)
+        cache.save(tmp_path, "k", {"who": "other"}, samples, {"n": 1})
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(cache.os, "replace", other_rank_first)
+    entry = cache.save(tmp_path, "k", {"who": "me"}, samples, {"n": 1})
+    assert json.loads((entry / "key.json").read_text()) == {"who": "other"}
+    assert cache.load(tmp_path, "k") is not None
+    assert [p.name for p in (tmp_path / "datasets").iterdir()] == ["k"]  # no temp folder left
