@@ -17,7 +17,7 @@ setup(
     # `xft list-cfg` works from a wheel as well as from a checkout.
     packages=find_packages(include=["xft", "xft.*"]) + ["xft.configs"],
     package_dir={"xft.configs": "configs"},
-    package_data={"xft": ["assets/**/*"], "xft.configs": ["**/*.py"]},
+    package_data={"xft": ["assets/**/*"], "xft.configs": ["**/*.py", "deepspeed/*.json"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.0",
@@ -33,8 +33,10 @@ setup(
     ],
     extras_require={
         "qlora": ["bitsandbytes>=0.50"],
-        "deepspeed": ["deepspeed"],
-        "test": ["pytest", "bitsandbytes>=0.50"],
+        # xft drives DeepSpeed itself on MMEngine (not mmengine's DeepSpeedStrategy,
+        # which needs deepspeed<0.19.7); tested with 0.19.8.
+        "deepspeed": ["deepspeed>=0.19.8"],
+        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

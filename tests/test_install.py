@@ -16,6 +16,7 @@ def test_wheel_install_lists_configs_and_ships_assets(tmp_path):
     assert (installed / "configs" / "tiny" / f"{DEMO_CONFIG}.py").is_file()
     assert (installed / "assets" / "tiny-llama" / "model.safetensors").is_file()
     assert (installed / "assets" / "data" / "self_cognition.json").is_file()
+    assert (installed / "configs" / "deepspeed" / "zero3.json").is_file()
     env = dict(os.environ, PYTHONPATH=str(target))
     listed = subprocess.run([sys.executable, "-m", "xft", "list-cfg"], cwd=tmp_path, env=env,
                             check=True, capture_output=True, text=True).stdout.split()

@@ -12,11 +12,23 @@ from xft.errors import XftError
 
 
 def cmd_train(args):
+    from xft.engine.launch import launch, launch_settings, without_option
+
+    settings = launch_settings(args.nproc)
+    if settings is not None:  # several processes: torchrun re-runs this command in each
+        if args.deepspeed is not None:
+            from xft.engine.deepspeed_config import load_deepspeed_json
+
+            load_deepspeed_json(args.deepspeed)  # a bad choice fails once, before launching
+        return launch(settings, without_option(args.argv, "--nproc"))
+    from xft.engine.distributed import is_main_process
     from xft.engine.train import train
 
     out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                seed=args.seed, resume=args.resume, backend=args.backend)
-    print(f"xft: training finished; Hugging Face artifact in {out}")
+                seed=args.seed, resume=args.resume, backend=args.backend,
+                deepspeed=args.deepspeed)
+    if is_main_process():
+        print(f"xft: training finished; Hugging Face artifact in {out}")
 
 
 def cmd_list_cfg(args):
@@ -117,6 +129,12 @@ def build_parser():
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="resume from CKPT (mmengine: iter_N.pth; hf: a checkpoint-N folder), "
                         "or from the newest checkpoint in the work dir")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train in N processes on this node (torchrun; default: "
+                        "$NPROC_PER_NODE or 1; multi-node: NNODES, NODE_RANK, ADDR, PORT)")
+    p.add_argument("--deepspeed", metavar="NAME|JSON",
+                   help="DeepSpeed ZeRO: zero1, zero2, zero2_offload, zero3, zero3_offload, "
+                        "or a DeepSpeed JSON file ('auto' values come from the config)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("list-cfg", parents=[common], help="list shipped configs")
@@ -263,12 +281,14 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `xft train --nproc` hands them on to its workers
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        code = args.func(args)
     except KeyboardInterrupt:
         print("xft: interrupted", file=sys.stderr)
         return 130
@@ -280,4 +300,4 @@ def main(argv=None):
         print(f"xft: error: {kind}{message} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
-    return 0
+    return code or 0

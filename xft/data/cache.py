@@ -124,7 +124,12 @@ def save(root, key, parts, samples, report):
         if entry.exists():  # written meanwhile by another run with the same key
             shutil.rmtree(tmp)
         else:
-            os.replace(tmp, entry)
+            try:
+                os.replace(tmp, entry)
+            except OSError:  # another process (e.g. another rank) stored it just now
+                if not entry.is_dir():
+                    raise
+                shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,6 +6,7 @@ from pathlib import Path
 from xft.data.collate import collator_for
 from xft.data.pipeline import build_datasets
 from xft.data.templates import get_template
+from xft.engine.distributed import world_size
 from xft.engine.plan import plan_training
 from xft.engine.precision import check_master_weights, check_mixed_precision_device
 from xft.model.build import build_model, build_tokenizer, count_parameters
@@ -35,7 +36,7 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     tokenizer = build_tokenizer(experiment)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     dataset, validation, _ = build_datasets(experiment, tokenizer, template, log=log)
-    plan = plan_training(len(dataset), experiment.train)
+    plan = plan_training(len(dataset), experiment.train, world_size())
     model = build_model(experiment, tokenizer, log=log)
     check_master_weights(model, experiment.train.mixed_precision)
     trainable, total = count_parameters(model)

@@ -9,6 +9,8 @@ work_dir/chat_samples.jsonl: {"step", "prompt", "answer"}.
 import json
 from pathlib import Path
 
+from xft.engine.distributed import is_main_process
+
 CHAT_SAMPLES_FILE = "chat_samples.jsonl"
 
 
@@ -25,7 +27,10 @@ class ChatEvaluator:
         return bool(self.prompts) and bool(self.interval) and step % self.interval == 0
 
     def run(self, model, step):
-        """Answer every prompt with `model` as it is at optimizer step `step`."""
+        """Answer every prompt with `model` as it is at optimizer step `step`.
+
+        In a distributed run every rank generates (under ZeRO-3 each forward gathers
+        weights from all ranks, so all must take part); rank 0 alone writes."""
         if not self.prompts or step == self.answered_step:
             return
         self.answered_step = step
@@ -36,12 +41,14 @@ class ChatEvaluator:
         session = ChatSession(model, self.tokenizer, self.template, self.system,
                               self.max_new_tokens)
         try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                for prompt in self.prompts:
-                    session.reset()
-                    answer = session.ask(prompt)
-                    f.write(json.dumps({"step": step, "prompt": prompt, "answer": answer},
-                                       ensure_ascii=False) + "\n")
-                    self.log(f"chat @ step {step}: {prompt!r} -> {answer!r}")
+            records = []
+            for prompt in self.prompts:
+                session.reset()
+                records.append({"step": step, "prompt": prompt, "answer": session.ask(prompt)})
+            if is_main_process():
+                with open(self.path, "a", encoding="utf-8") as f:
+                    for r in records:
+                        f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                        self.log(f"chat @ step {step}: {r['prompt']!r} -> {r['answer']!r}")
         finally:
             model.train(was_training)

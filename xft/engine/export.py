@@ -5,9 +5,12 @@ safetensors, the tokenizer with the training chat template written in, plus
 `xft_meta.json` (template name) and the xft config that produced it.
 """
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
+
+from xft.engine.distributed import barrier, is_main_process
 
 HF_DIR_NAME = "hf"  # the artifact's folder inside the work dir
 META_FILE = "xft_meta.json"
@@ -56,6 +59,31 @@ def replace_dir(tmp, out_dir):
     else:
         tmp.rename(out_dir)
     return out_dir
+
+
+def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None):
+    """export_hf for a run of any number of processes: call it on every rank.
+
+    Rank 0 writes. Under DeepSpeed ZeRO-3 each rank holds a slice of every weight,
+    so the weights the artifact needs are gathered first (all ranks take part):
+    the trainable ones of a PEFT model (the adapter), every one of a full model.
+    """
+    with _gathered_weights(model):
+        if is_main_process():
+            export_hf(model, tokenizer, template, out_dir, config_text)
+    barrier()
+    return Path(out_dir)
+
+
+def _gathered_weights(model):
+    params = [p for p in model.parameters() if hasattr(p, "ds_id")]  # ZeRO-3 partitioned
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    if is_peft_model(model):
+        params = [p for p in params if p.requires_grad]
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
 def read_meta(model_dir):

@@ -2,8 +2,10 @@
 
 Only public extension points are used:
 
-- `optimizers=(xft's optimizer, LambdaLR over xft.engine.schedule.lr_factor)`,
-  so both engines update the same parameter groups on the same lr curve;
+- `optimizers=(xft's optimizer, None)` and `XftTrainer.create_scheduler`: a
+  LambdaLR over xft.engine.schedule.lr_factor on whatever optimizer Trainer
+  ends up with (its own wrapper after DeepSpeed set-up), so both engines update
+  the same parameter groups on the same lr curve;
 - `XftTrainer.get_train_dataloader`: a DataLoader over RunBatchSampler (the
   whole run is one "epoch" of total_steps * grad_accum micro-batches), so the
   data order is the one MMEngine sees, and Trainer's resume skips exactly the
@@ -29,6 +31,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
+from xft.engine import distributed
 from xft.engine.checkpoint_files import atomic_write_text, fsync_tree
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
@@ -49,9 +52,18 @@ class XftTrainer(Trainer):
     # compute_loss divides by the label tokens of the whole optimizer step itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, run_batches, monitor, **kwargs):
+    def __init__(self, *args, run_batches, monitor, lr_lambda, **kwargs):
         super().__init__(*args, **kwargs)
-        self.run_batches, self.monitor = run_batches, monitor
+        self.run_batches, self.monitor, self.lr_lambda = run_batches, monitor, lr_lambda
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        """xft's lr curve, counted in optimizer steps (Trainer's own would be created
+        otherwise, e.g. after DeepSpeed's set-up discards the one given)."""
+        from torch.optim.lr_scheduler import LambdaLR
+
+        if self.lr_scheduler is None:
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, self.lr_lambda)
+        return self.lr_scheduler
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -195,9 +207,20 @@ def resolve_resume(resume, work_dir):
     return str(resume)
 
 
-def training_arguments(exp, plan, work_dir):
+def training_arguments(exp, plan, work_dir, deepspeed=None):
+    import torch
+
     train, optim = exp.train, exp.optim
     return TrainingArguments(
+        deepspeed=deepspeed,  # a resolved config dict (xft.engine.deepspeed_config) or None
+        # Autocast with fp32 master weights (xft.engine.precision). Under DeepSpeed,
+        # Trainer checks these against the DeepSpeed config, which xft filled from the
+        # same settings (xft.engine.deepspeed_config.precision_flags).
+        bf16=deepspeed["bf16"]["enabled"] if deepspeed else train.mixed_precision == "bf16",
+        fp16=deepspeed["fp16"]["enabled"] if deepspeed else train.mixed_precision == "fp16",
+        # Without CUDA, Trainer runs bf16, data-parallel (gloo) or DeepSpeed only when
+        # told to run on the CPU.
+        use_cpu=not torch.cuda.is_available(),
         output_dir=str(work_dir),
         per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum,
@@ -215,30 +238,27 @@ def training_arguments(exp, plan, work_dir):
         remove_unused_columns=False,  # xft's collator already builds model inputs
         report_to="none",  # TensorBoard is written by xft's monitor, like on MMEngine
         disable_tqdm=True,  # the monitor prints the progress line with ETA
-        # Autocast with fp32 master weights (xft.engine.precision). Trainer accepts bf16
-        # without a GPU only when told to run on the CPU.
-        bf16=train.mixed_precision == "bf16",
-        fp16=train.mixed_precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
     )
 
 
-def run_hf(built, resume=None):
+def run_hf(built, resume=None, deepspeed=None):
     """Train with transformers.Trainer. `built` is an xft.engine.builder.BuiltExperiment.
 
     `resume`: None (fresh run), True (newest complete checkpoint in the work dir) or a
-    checkpoint-N folder.
+    checkpoint-N folder. `deepspeed`: None or a resolved DeepSpeed config dict.
     """
-    from torch.optim.lr_scheduler import LambdaLR
-
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
+    # Every rank's micro-batches in turn: Accelerate's prepare() hands rank r every
+    # world_size-th batch, i.e. its own share of each global batch.
     batches = RunBatchSampler(len(built.dataset), exp.train.batch_size,
-                              plan.total_micro_batches, shuffle=exp.data.shuffle, seed=exp.seed)
+                              plan.total_micro_batches, shuffle=exp.data.shuffle, seed=exp.seed,
+                              world_size=distributed.world_size())
     optimizer = build_optimizer(built.model, exp.optim, exp.method)
-    schedule = LambdaLR(optimizer, lambda step: lr_factor(step, plan.total_steps,
-                                                          plan.warmup_steps,
-                                                          exp.train.lr_scheduler))
+
+    def lr_lambda(step):
+        return lr_factor(step, plan.total_steps, plan.warmup_steps, exp.train.lr_scheduler)
+
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
@@ -248,17 +268,19 @@ def run_hf(built, resume=None):
         callbacks.append(XftValidationCallback(validator))
     trainer = XftTrainer(
         model=built.model,
-        args=training_arguments(exp, plan, built.work_dir),
+        args=training_arguments(exp, plan, built.work_dir, deepspeed),
         train_dataset=built.dataset,
         data_collator=built.collator,
-        optimizers=(optimizer, schedule),
+        optimizers=(optimizer, None),  # the schedule: XftTrainer.create_scheduler
         callbacks=callbacks,
         run_batches=batches,
         monitor=monitor,
+        lr_lambda=lr_lambda,
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)
     out = export_final(trainer.model, built.tokenizer, built.template,
                        Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)
-    print(f"Hugging Face artifact written to {out}")
+    if distributed.is_main_process():
+        print(f"Hugging Face artifact written to {out}")
     return out

@@ -10,8 +10,15 @@ accumulation window (xft.engine.windows) and `CausalLMModel.train_step` runs
 its micro-batches, normalising by the window's label tokens
 (xft.engine.step_loss) before stepping the optimizer once. So checkpoint
 names, intervals and resume positions all count optimizer steps.
+
+Under torchrun (xft.engine.launch) xft joins the process group itself
+(xft.engine.distributed) and wraps the model in `DistributedCausalLM`, a DDP
+wrapper whose train_step runs the same window through DDP, synchronising
+gradients only on the window's last micro-batch. With DeepSpeed the model and
+optimizer go through deepspeed.initialize instead (xft.engine.mmengine_deepspeed).
 """
 
+import contextlib
 import math
 import os
 import random
@@ -22,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
-from mmengine.registry import HOOKS, OPTIM_WRAPPERS, PARAM_SCHEDULERS
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, PARAM_SCHEDULERS
 
 from xft.data.sampler import RunBatchSampler
+from xft.engine import distributed
 from xft.engine.chat_eval import ChatEvaluator
 from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete_torch_file,
                                          fsync_file)
@@ -40,7 +48,7 @@ from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.validation import Validator, export_final
 from xft.engine.windows import window_loader
 from xft.errors import XftError
-from xft.model.loss import causal_lm_logits, token_loss_sum
+from xft.model.loss import causal_lm_logits, count_label_tokens, token_loss_sum
 from xft.model.optimizer import build_optimizer
 
 CHECKPOINT_FILE = re.compile(r"^iter_(\d+)\.pth$")
@@ -67,20 +75,57 @@ class CausalLMModel(BaseModel):
         return token_loss_sum(causal_lm_logits(self.lm, batch), batch["labels"])
 
     def train_step(self, data, optim_wrapper):
+        return self.train_window(data, optim_wrapper, forward=self)
+
+    def train_window(self, data, optim_wrapper, forward, no_sync=None):
+        """One optimizer step over an accumulation window of micro-batches.
+
+        `forward` runs a micro-batch (this model, or the data-parallel wrapper
+        around it, so that the wrapper sees the forward); `no_sync`, if given, is
+        the wrapper's context that skips the gradient all-reduce, used for every
+        micro-batch but the last.
+        """
         window = self.data_preprocessor(data, True)  # moves every micro-batch to the device
         label_tokens = window_label_tokens([batch["labels"] for batch in window])
         scale = loss_scale(label_tokens)
-        step_loss, tokens = 0.0, 0
-        for batch in window:
-            with optim_wrapper.optim_context(self):
-                loss_sum, _ = self(batch)
-            optim_wrapper.backward(loss_sum * scale)
-            step_loss += float(loss_sum.detach() * scale)
+        step_loss, tokens, local_label_tokens = torch.zeros((), device=label_tokens.device), 0, 0
+        for i, batch in enumerate(window):
+            last = i == len(window) - 1
+            with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
+                with optim_wrapper.optim_context(self):
+                    loss_sum, _ = forward(batch)
+                optim_wrapper.backward(loss_sum * scale)
+            step_loss += loss_sum.detach().float() * scale
             tokens += input_tokens(batch)
+            local_label_tokens += int(count_label_tokens(batch["labels"]))
         optim_wrapper.step()  # clips and records train/grad_norm in the message hub
         optim_wrapper.zero_grad()
-        return {"loss": torch.tensor(step_loss), "tokens": torch.tensor(float(tokens)),
-                "label_tokens": label_tokens.float()}
+        return {"loss": _mean_over_ranks(step_loss).cpu(), "tokens": torch.tensor(float(tokens)),
+                "label_tokens": torch.tensor(float(local_label_tokens))}  # this rank's
+
+
+def _mean_over_ranks(step_loss):
+    """Each rank's share is scaled by the world size (xft.engine.step_loss): their mean is
+    the step's loss."""
+    import torch.distributed as dist
+
+    if distributed.is_distributed() and dist.is_initialized():
+        dist.all_reduce(step_loss)
+        step_loss = step_loss / dist.get_world_size()
+    return step_loss
+
+
+@MODEL_WRAPPERS.register_module(name="XftDistributedDataParallel")
+class DistributedCausalLM(MMDistributedDataParallel):
+    """DDP around CausalLMModel whose train_step runs the model's accumulation window.
+
+    MMDistributedDataParallel's own train_step would do one forward/backward and
+    step; this one hands the window to CausalLMModel.train_window with DDP's forward
+    (so gradients are all-reduced) and DDP's no_sync (so only once per step).
+    """
+
+    def train_step(self, data, optim_wrapper):
+        return self.module.train_window(data, optim_wrapper, forward=self, no_sync=self.no_sync)
 
 
 @PARAM_SCHEDULERS.register_module(name="XftStepLR")
@@ -231,8 +276,10 @@ class CheckpointHook(Hook):
         self.interval, self.max_keep = interval, max_keep
 
     def before_train(self, runner):
+        if not distributed.is_main_process():
+            return
         for stale in Path(runner.work_dir).glob(f"iter_*.pth{TMP_SUFFIX}"):
-            stale.unlink()  # a save cut off by a kill
+            stale.unlink(missing_ok=True)  # a save cut off by a kill
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         step = runner.iter + 1
@@ -306,18 +353,25 @@ def resolve_resume(resume, work_dir):
     return str(resume)
 
 
-def run_mmengine(built, resume=None):
+def run_mmengine(built, resume=None, deepspeed=None):
     """Train with MMEngine's Runner. `built` is an xft.engine.builder.BuiltExperiment.
 
     `resume`: None (fresh run), True (newest checkpoint in the work dir) or a checkpoint path.
+    `deepspeed`: None or a resolved DeepSpeed config (xft.engine.deepspeed_config).
     """
     from mmengine.runner import Runner
 
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
+    if deepspeed is not None and checkpoint is not None:
+        raise XftError("--resume with --deepspeed is not supported on the mmengine backend "
+                       "(use --backend hf)")
     train = exp.train
+    if distributed.is_distributed():
+        distributed.init_process_group()
     batches = RunBatchSampler(len(built.dataset), train.batch_size, plan.total_micro_batches,
-                              shuffle=exp.data.shuffle, seed=exp.seed)
+                              shuffle=exp.data.shuffle, seed=exp.seed,
+                              world_size=distributed.world_size(), rank=distributed.rank())
     # One pass over this loader is the whole run, so MMEngine never restarts it.
     dataloader = window_loader(built.dataset, built.collator, batches, train.grad_accum,
                                exp.data.num_workers)
@@ -341,6 +395,24 @@ def run_mmengine(built, resume=None):
         param_scheduler=dict(type="ParamSchedulerHook"),
         checkpoint=None,  # replaced by xft's atomic CheckpointHook (custom_hooks)
         sampler_seed=None)  # RunBatchSampler orders every epoch itself
+    model = CausalLMModel(built.model)
+    # The process group exists already (see init_process_group), so the 'pytorch'
+    # launcher only tells Runner to use it and wrap the model: DDP on CPU takes no device_ids.
+    runner_cfg = dict(model_wrapper_cfg=dict(
+        type="XftDistributedDataParallel",
+        device_ids=[distributed.local_rank()] if torch.cuda.is_available() else None))
+    if deepspeed is not None:
+        from xft.engine.mmengine_deepspeed import deepspeed_model_and_optim_wrapper
+
+        model, optim_wrapper = deepspeed_model_and_optim_wrapper(
+            model, build_optimizer(built.model, exp.optim, exp.method), deepspeed)
+        runner_cfg = None  # the model comes wrapped
+        # MMEngine's checkpoint holds one state dict saved by rank 0: under ZeRO the
+        # optimizer state (and, at stage 3, the weights) is spread over all ranks, so
+        # no CheckpointHook below.
+        if distributed.is_main_process():
+            print("xft: warning: no intermediate checkpoints with --deepspeed on the mmengine "
+                  "backend (the final artifact is exported); use --backend hf to resume")
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
@@ -348,23 +420,25 @@ def run_mmengine(built, resume=None):
     hooks = [MonitorHook(monitor, chat)]
     if validator is not None:
         hooks.append(ValidationHook(validator))
+    hooks += [ExportHook(built.tokenizer, built.template, built.config_text, validator),
+              RngStateHook()]
+    if deepspeed is None:
+        hooks.append(CheckpointHook(train.save_interval, train.save_total_limit))
     runner = Runner(
-        model=CausalLMModel(built.model),
+        model=model,
         work_dir=str(built.work_dir),
         train_dataloader=dataloader,
         train_cfg=dict(by_epoch=False, max_iters=plan.total_steps),
         optim_wrapper=optim_wrapper,
         param_scheduler=[scheduler],
         default_hooks=default_hooks,
-        custom_hooks=[*hooks,
-                      ExportHook(built.tokenizer, built.template, built.config_text, validator),
-                      RngStateHook(),
-                      CheckpointHook(train.save_interval, train.save_total_limit)],
+        custom_hooks=hooks,
         randomness=dict(seed=exp.seed),
         resume=checkpoint is not None,
         load_from=checkpoint,
         default_scope="mmengine",
-        env_cfg=dict(dist_cfg=dict(backend="gloo" if not torch.cuda.is_available() else "nccl")),
+        launcher="pytorch" if distributed.is_distributed() else "none",
+        cfg=runner_cfg,
     )
     with allow_checkpoint_globals():  # resume loads with weights_only=True
         runner.train()

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from xft.engine.checkpoint_files import atomic_write_text
+from xft.engine.distributed import is_main_process
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -21,17 +22,21 @@ LOSS_CURVE_FILE = "loss_curve.png"
 
 
 class TrainingMonitor:
+    """Writes on rank 0 only; the other ranks of a distributed run keep silent."""
+
     def __init__(self, work_dir, total_steps, log_interval, log=print):
         self.work_dir = Path(work_dir)
         self.total_steps, self.log_interval, self.log = total_steps, log_interval, log
         self.writer = None
+        self.writes = is_main_process()
 
     def start(self, first_step):
         """Call before the first optimizer step; `first_step` > 0 when resuming."""
         from torch.utils.tensorboard import SummaryWriter
 
-        keep_records_up_to(self.work_dir, first_step)
-        self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
+        if self.writes:
+            keep_records_up_to(self.work_dir, first_step)
+            self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
         self.start_time = self.window_start = time.time()
         self.first_step = first_step
         self._new_window()
@@ -56,6 +61,9 @@ class TrainingMonitor:
 
     def write(self, step, mean_loss, lr, grad_norm):
         """Write one record; `mean_loss` is the mean step loss since the previous record."""
+        if not self.writes:
+            self._new_window()
+            return
         now = time.time()
         record = {
             "step": step,
@@ -82,6 +90,8 @@ class TrainingMonitor:
 
     def write_eval(self, step, record, note=""):
         """Write a validation record (it holds `eval_loss` and `eval_ppl`) for `step`."""
+        if not self.writes:
+            return
         record = {"step": step, **record}
         with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -92,6 +102,8 @@ class TrainingMonitor:
                  f"eval_ppl {record['eval_ppl']:.4g}{note}")
 
     def finish(self):
+        if not self.writes:
+            return
         if self.writer is not None:
             self.writer.close()
         path = plot_loss_curve(self.work_dir)

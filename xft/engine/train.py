@@ -9,10 +9,12 @@ def default_work_dir(config_filename):
     return Path("work_dirs") / Path(config_filename).stem
 
 
-def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backend=None):
+def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backend=None,
+          deepspeed=None):
     """Train and return the path of the exported Hugging Face artifact.
 
-    `backend` ('mmengine' or 'hf') overrides the config's train.backend.
+    `backend` ('mmengine' or 'hf') overrides the config's train.backend. `deepspeed`:
+    None, a shipped DeepSpeed config name (zero1, zero2, ...) or a JSON file.
     """
     options = dict(cfg_options or {})
     if seed is not None:
@@ -29,4 +31,12 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     else:
         from xft.engine.mmengine_backend import resolve_resume, run_mmengine as run
     checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
-    return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint)
+    if deepspeed is None:
+        return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint)
+    from xft.engine.deepspeed_config import resolve_deepspeed_config
+    from xft.engine.distributed import single_process_env
+
+    ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
+    with single_process_env():
+        return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint,
+                   deepspeed=ds_config)

@@ -23,7 +23,8 @@ import shutil
 from pathlib import Path
 
 from xft.engine.evaluate import evaluate_loss
-from xft.engine.export import export_hf, replace_dir
+from xft.engine.distributed import barrier, is_main_process
+from xft.engine.export import export_hf_from_ranks, replace_dir
 from xft.engine.monitor import read_metrics
 
 BEST_DIR_NAME = "best"
@@ -38,7 +39,8 @@ class Validator:
         self.interval, self.total_steps = train.eval_interval, built.plan.total_steps
         self.save_best, self.export_best = train.save_best is not None, train.export_best
         self.early_stopping = train.early_stopping
-        self.monitor, self.chat, self.log = monitor, chat, log
+        self.monitor, self.chat = monitor, chat
+        self.log = log if is_main_process() else (lambda message: None)  # rank 0 speaks
         self.tokenizer, self.template = built.tokenizer, built.template
         self.config_text = built.config_text
         self.best_dir = Path(built.work_dir) / BEST_DIR_NAME
@@ -98,21 +100,29 @@ class Validator:
         return improved
 
     def _save_best(self, model, step, loss):
-        export_hf(model, self.tokenizer, self.template, self.best_dir, self.config_text)
-        info = {"step": step, "eval_loss": loss}
-        (self.best_dir / BEST_INFO_FILE).write_text(json.dumps(info) + "\n", encoding="utf-8")
+        # Every rank takes part (ZeRO-3 gathers weights); rank 0 writes.
+        export_hf_from_ranks(model, self.tokenizer, self.template, self.best_dir,
+                             self.config_text)
+        if is_main_process():
+            info = {"step": step, "eval_loss": loss}
+            (self.best_dir / BEST_INFO_FILE).write_text(json.dumps(info) + "\n",
+                                                        encoding="utf-8")
         self.log(f"best eval_loss so far: weights of step {step} exported to {self.best_dir}")
 
 
 def export_final(model, tokenizer, template, out_dir, config_text, validator=None):
     """Write the run's artifact to out_dir: the best weights when train.export_best asks
-    for them (and a best export exists), else the weights as they are now."""
+    for them (and a best export exists), else the weights as they are now.
+    Called on every rank; rank 0 writes."""
     if validator is not None and validator.export_best and validator.best_dir.is_dir():
-        tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(validator.best_dir, tmp)
-        validator.log(f"final artifact: the best weights (step {validator.best_step}, "
-                      f"eval_loss {validator.best_loss:.4f})")
-        return replace_dir(tmp, out_dir)
-    return export_hf(model, tokenizer, template, out_dir, config_text)
+        if is_main_process():
+            tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            shutil.copytree(validator.best_dir, tmp)
+            validator.log(f"final artifact: the best weights (step {validator.best_step}, "
+                          f"eval_loss {validator.best_loss:.4f})")
+            replace_dir(tmp, out_dir)
+        barrier()
+        return Path(out_dir)
+    return export_hf_from_ranks(model, tokenizer, template, out_dir, config_text)
