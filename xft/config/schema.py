@@ -134,6 +134,11 @@ class TrainCfg:
     log_interval: int = 10
     save_interval: int = 500  # optimizer steps between checkpoints
     save_total_limit: int = 2  # checkpoints kept on disk
+    # Logits only at positions that carry a label, through the output head in chunks
+    # (xft.model.loss.CausalLMLoss); False: logits at every position, as the model's own
+    # forward computes them. The loss is the same either way; the switch is for checking.
+    loss_at_labels_only: bool = True
+    loss_chunk_size: Optional[int] = 1024  # labelled positions per head chunk; None: one chunk
 
 
 @dataclass
@@ -167,6 +172,9 @@ def validate(raw: dict) -> Experiment:
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
     experiment = _build(Experiment, public, path="")
     _check_method(experiment.method, experiment.model)
+    if experiment.train.loss_chunk_size is not None and experiment.train.loss_chunk_size < 1:
+        raise ConfigError(f"'train.loss_chunk_size' must be >= 1 or None, got "
+                          f"{experiment.train.loss_chunk_size}")
     return experiment
 
 

@@ -32,7 +32,7 @@ from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.errors import XftError
-from xft.model.loss import causal_lm_logits, token_loss_sum
+from xft.model.loss import CausalLMLoss, causal_lm_logits, token_loss_sum, training_loss
 from xft.model.optimizer import build_optimizer
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -44,9 +44,10 @@ class XftTrainer(Trainer):
     # compute_loss divides by the label tokens of the whole optimizer step itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, run_batches, monitor, **kwargs):
+    def __init__(self, *args, run_batches, monitor, loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.run_batches, self.monitor = run_batches, monitor
+        self.loss = loss or CausalLMLoss()
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -64,8 +65,11 @@ class XftTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        logits = causal_lm_logits(model, inputs)
-        loss_sum, label_tokens = token_loss_sum(logits, labels)
+        if return_outputs:  # the caller wants logits at every position
+            logits = causal_lm_logits(model, inputs)
+            loss_sum, label_tokens = token_loss_sum(logits, labels)
+        else:
+            loss_sum, label_tokens = self.loss(model, inputs)
         if num_items_in_batch is None:  # a batch on its own (evaluation)
             num_items_in_batch = window_label_tokens([labels])
         loss = loss_sum * loss_scale(num_items_in_batch)
@@ -179,6 +183,7 @@ def run_hf(built, resume=None):
         callbacks=[XftCallback(monitor, chat)],
         run_batches=batches,
         monitor=monitor,
+        loss=training_loss(exp.train),
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)

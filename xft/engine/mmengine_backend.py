@@ -33,16 +33,16 @@ from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.windows import window_loader
 from xft.errors import XftError
-from xft.model.loss import causal_lm_logits, token_loss_sum
+from xft.model.loss import CausalLMLoss, training_loss
 from xft.model.optimizer import build_optimizer
 
 
 class CausalLMModel(BaseModel):
     """MMEngine view of a Hugging Face causal LM; one train_step is one optimizer step."""
 
-    def __init__(self, lm):
+    def __init__(self, lm, loss=None):
         super().__init__(data_preprocessor=dict(type="BaseDataPreprocessor"))
-        self.lm = lm
+        self.lm, self.loss = lm, loss or CausalLMLoss()
 
     def init_weights(self):
         """Keep the weights as built. Runner calls this before training, and BaseModule's
@@ -54,7 +54,7 @@ class CausalLMModel(BaseModel):
         """(token-loss sum, label tokens) of one micro-batch; its other keys go to the LM."""
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
-        return token_loss_sum(causal_lm_logits(self.lm, batch), batch["labels"])
+        return self.loss(self.lm, batch)
 
     def train_step(self, data, optim_wrapper):
         window = self.data_preprocessor(data, True)  # moves every micro-batch to the device
@@ -221,7 +221,7 @@ def run_mmengine(built, resume=None):
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
     runner = Runner(
-        model=CausalLMModel(built.model),
+        model=CausalLMModel(built.model, training_loss(train)),
         work_dir=str(built.work_dir),
         train_dataloader=dataloader,
         train_cfg=dict(by_epoch=False, max_iters=plan.total_steps),
