@@ -182,12 +182,16 @@ class LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, hidden.size(0), step):
             h, t = hidden[s:s + step], targets[s:s + step]
             logits = F.linear(h, weight, bias).to(acc)
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            # A log-sum-exp done in place in the logits buffer (no second [chunk × vocab]
+            # tensor): shift by the row max, exponentiate, sum.
+            logits.sub_(logits.amax(dim=-1, keepdim=True))
+            target_logits = logits.gather(1, t[:, None]).squeeze(1)
+            sums = logits.exp_().sum(dim=-1)
+            total += (sums.log() - target_logits).sum()
             if not grads_needed:
                 continue
-            # d loss / d logits = softmax - one_hot, built in place in the logits buffer.
-            grad_logits = logits.sub_(lse[:, None]).exp_()
+            # d loss / d logits = softmax - one_hot, built in place as well.
+            grad_logits = logits.div_(sums[:, None])
             grad_logits[torch.arange(t.size(0), device=t.device), t] -= 1
             grad_logits = grad_logits.to(weight.dtype)
             if want_h:
