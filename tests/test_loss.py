@@ -105,6 +105,14 @@ def test_labels_only_loss_equals_the_full_logits_loss_lora(modules_to_save, chun
         assert_same_loss_and_grads(model, batch, loss_fn)
 
 
+def test_labels_only_loss_with_gradient_checkpointing():
+    from xft.model.methods import CHECKPOINTING_KWARGS
+
+    model = tiny_model("llama")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    assert_same_loss_and_grads(model, batches()["packed"], CausalLMLoss(True, chunk_size=4))
+
+
 @pytest.mark.parametrize("config_cls,post_processing", [
     (transformers.Gemma2Config, dict(final_logit_softcapping=3.0, head_dim=8)),
     (transformers.CohereConfig, dict(logit_scale=0.5)),
