@@ -177,7 +177,7 @@ def run_xft(args):
     # The monitor's clock: first to last optimizer step, without the runner's
     # setup, final checkpoint and export that `seconds` includes.
     loop = read_metrics(args.work_dir)[-1]["elapsed"]
-    return {"seconds": seconds, "loop_seconds": loop, "real": counter.real,
+    return {"seconds": seconds, "cpu_seconds": cpu, "loop_seconds": loop, "real": counter.real,
             "slots": counter.slots, "label_tokens": counter.labels,
             "steps": built.plan.total_steps}
 
