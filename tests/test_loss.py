@@ -1,4 +1,4 @@
-"""Loss at labelled positions only (xft.model.loss.CausalLMLoss) against the plain full-logits loss."""
+"""Loss at labelled positions only (xft.model.loss.CausalLMLoss) against the full-logits loss."""
 
 import json
 

@@ -137,8 +137,9 @@ def run_baseline(args):
     start, cpu = time.perf_counter(), cpu_seconds()
     trainer.train()
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    return {"seconds": seconds, "cpu_seconds": cpu, "real": collator.real, "slots": collator.slots,
-            "label_tokens": collator.labels, "steps": trainer.state.global_step}
+    return {"seconds": seconds, "cpu_seconds": cpu, "real": collator.real,
+            "slots": collator.slots, "label_tokens": collator.labels,
+            "steps": trainer.state.global_step}
 
 
 def run_xft(args):
@@ -177,8 +178,8 @@ def run_xft(args):
     # The monitor's clock: first to last optimizer step, without the runner's
     # setup, final checkpoint and export that `seconds` includes.
     loop = read_metrics(args.work_dir)[-1]["elapsed"]
-    return {"seconds": seconds, "cpu_seconds": cpu, "loop_seconds": loop, "real": counter.real,
-            "slots": counter.slots, "label_tokens": counter.labels,
+    return {"seconds": seconds, "cpu_seconds": cpu, "loop_seconds": loop,
+            "real": counter.real, "slots": counter.slots, "label_tokens": counter.labels,
             "steps": built.plan.total_steps}
 
 
