@@ -172,6 +172,36 @@ def test_alpaca_demo_packs_with_at_most_2_percent_waste(shared_data):
     assert stats.efficiency >= 0.98
 
 
+def test_alpaca_demo_packs_into_rows_of_512_with_at_most_2_percent_waste(shared_data):
+    """Issue 7's setting: ChatML, rows of 512; also the first 120 records alone (one run)."""
+    path = shared_data / "datasets/alpaca/alpaca_en_demo.json"
+    tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers/qwen2")
+    lines = []
+    dataset, report = build_dataset(
+        _experiment(path, 512, pack=True, truncation="truncate"), tokenizer,
+        get_template("chatml"), log=lines.append)
+    stats = _check_packed_dataset(dataset, report, 512)
+    assert stats.efficiency >= 0.98
+    assert any(line.startswith(f"packing: {stats.samples} samples → ") for line in lines)
+    subset = [s["input_ids"] for s in build_dataset(
+        _experiment(path, 512, truncation="truncate"), tokenizer, get_template("chatml"),
+        log=lambda _: None)[0]][:120]
+    rows = assign_rows([len(ids) for ids in subset], 512)
+    assert sum(map(len, subset)) / (len(rows) * 512) >= 0.98
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_alpaca_like_lengths_pack_with_at_most_2_percent_waste(seed):
+    """A log-normal length mix like alpaca's (median ~140 tokens, a tail to max_length)."""
+    rng = random.Random(seed)
+    lengths = [min(512, max(8, round(rng.lognormvariate(math.log(140), 0.6))))
+               for _ in range(400)]
+    rows = assign_rows(lengths, 512, seed=seed)
+    lower_bound = math.ceil(sum(lengths) / 512)
+    assert len(rows) <= lower_bound + 1
+    assert sum(lengths) / (len(rows) * 512) >= 0.98
+
+
 def test_mmengine_model_sees_packed_rows_as_separate_samples():
     lm = AutoModelForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"),
                                               dtype=torch.float32)

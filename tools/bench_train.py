@@ -2,32 +2,41 @@
 
 Both sides train the same randomly initialised Llama-shape model (fp32, CPU)
 with the same LoRA (r, alpha, dropout, every linear layer of the decoder) for one
-epoch over the same first --records records of alpaca_en_demo, in the same
-Alpaca prompt format, so they see the same real tokens:
+epoch over the same first records of alpaca_en_demo (--steps × --batch-size of
+them, unless --records is given), rendered in the same prompt format, with the
+same tokens carrying labels (the answer and its end-of-turn token), so both
+train on the same tokens:
 
-- baseline: the recipe of the DeepLearning.AI fine-tuning course, with LoRA:
-  each record tokenized as prompt + answer (labels = input_ids), PEFT's
-  get_peft_model, transformers.Trainer with DataCollatorForSeq2Seq padding each
-  batch to its longest sample (--batch-size records per step);
-- xft: an Experiment built in code with data.pack=True (rows of
-  --pack-length tokens, --pack-batch rows per step), run through
-  build_experiment and xft's MMEngine (or, with --engine hf, Trainer) adapter.
+- baseline: the textbook recipe (as in the DeepLearning.AI fine-tuning course),
+  with LoRA: each record tokenized as prompt + answer with the prompt's labels
+  masked, PEFT's get_peft_model, transformers.Trainer with
+  DataCollatorForSeq2Seq padding each batch of --batch-size records to its
+  longest; the model computes logits at every slot (--steps steps);
+- xft: an Experiment built in code with data.pack=True (rows of --max-length
+  tokens, --pack-batch rows per step) and its default loss (logits only at
+  labelled positions, chunked), run through build_experiment and xft's MMEngine
+  (or, with --engine hf, Trainer) adapter. --xft-option KEY=VALUE changes the
+  experiment (e.g. train.loss_at_labels_only=False) to measure one switch.
 
-Each side runs in its own subprocess, one after the other, so its peak RSS
-(VmHWM, read by the child at its end) is its own. Printed for each: effective
-(non-pad) tokens/s over the training call (for xft this includes its final
-checkpoint and the export of the adapter), the pad fraction of the slots the
-model computed, peak RSS, and the ratios xft / baseline.
+Each side runs in its own subprocess, so its peak RSS (VmHWM, read by the
+child at its end) is its own; with --rounds N the two sides alternate N times
+(baseline, xft, baseline, ...) so that a change of the machine's load hits both.
+Printed for each run: real (non-pad) tokens/s over the training call (for xft
+this includes its final checkpoint and the export of the adapter), the pad
+fraction of the slots the model computed, peak RSS, and the ratios.
 
-Defaults (about 20M parameters, ~1-2 minutes a side on two free cores):
-Mistral-v0.3 tokenizer (32768 tokens; --tokenizer .../qwen2 gives a 151k
-vocabulary and a much larger head), hidden 256, 4 layers, 4 heads,
-intermediate 688, 256 records.
+Defaults: the setting of issue 7 (Qwen2's 151k vocabulary, Llama 512 hidden ×
+8 layers, ChatML, max_length 512, micro-batch 4, LoRA r16 on all linear layers,
+30 baseline steps). The earlier, smaller setting:
 
-    python tools/bench_train.py
+    python tools/bench_train.py --template alpaca \
+        --tokenizer ../shared/data/tokenizers/mistral-7b-instruct-v0.3 --hidden 256 \
+        --layers 4 --heads 4 --intermediate 688 --lora-r 8 --lora-alpha 16 \
+        --records 256 --batch-size 8 --max-length 1024 --pack-batch 2
 """
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -44,17 +53,44 @@ ALPACA_SYSTEM = ("Below is an instruction that describes a task. Write a respons
                  "appropriately completes the request.")  # as xft's `alpaca` template
 
 
+def render_prompt_and_answer(template, record, eos_token):
+    """The baseline's text of one record, split where the labels start.
+
+    Written by hand to match xft's `alpaca` and `chatml` templates (the answer
+    part is what carries labels in xft too).
+    """
+    instruction = record["instruction"]
+    if record["input"]:
+        instruction += "\n" + record["input"]
+    if template == "chatml":
+        return (f"<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n",
+                f"{record['output']}<|im_end|>")
+    return (f"{ALPACA_SYSTEM}\n\n### Instruction:\n{instruction}\n\n### Response:\n",
+            f"{record['output']}{eos_token}")
+
+
 class SlotCounter:
-    """Wraps a collator; counts real tokens and the padded slots of the batches it makes."""
+    """Wraps a collator; counts real tokens, padded slots and label tokens of its batches."""
 
     def __init__(self, collate):
-        self.collate, self.real, self.slots = collate, 0, 0
+        self.collate, self.real, self.slots, self.labels = collate, 0, 0, 0
 
     def __call__(self, samples):
         lengths = [len(s["input_ids"]) for s in samples]
         self.real += sum(lengths)
         self.slots += len(lengths) * max(lengths)
-        return self.collate(samples)
+        batch = self.collate(samples)
+        self.labels += int((batch["labels"][:, 1:] != -100).sum())  # shifted, as the loss
+        return batch
+
+
+def cpu_seconds():
+    """CPU time of this process, all threads (on a shared machine it varies less than
+    wall-clock time, which stretches with the other jobs' load)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_mib():
@@ -79,20 +115,17 @@ def run_baseline(args):
     records = json.loads(Path(args.data).read_text(encoding="utf-8"))[:args.records]
 
     def tokenize(record):
-        instruction = record["instruction"]
-        if record["input"]:
-            instruction += "\n" + record["input"]
-        text = (f"{ALPACA_SYSTEM}\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-                f"{record['output']}{tokenizer.eos_token}")
-        ids = tokenizer(text, truncation=True, max_length=args.pack_length)["input_ids"]
-        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
+        prompt, answer = render_prompt_and_answer(args.template, record, tokenizer.eos_token)
+        ids = tokenizer(prompt + answer, truncation=True, max_length=args.max_length)["input_ids"]
+        masked = len(tokenizer(prompt)["input_ids"])
+        labels = [-100] * masked + ids[masked:]
+        return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels[:len(ids)]}
 
     dataset = Dataset.from_list(records).map(tokenize, remove_columns=list(records[0]))
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(
         r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.05, task_type="CAUSAL_LM",
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                        "down_proj"]))
+        target_modules="all-linear"))
     collator = SlotCounter(DataCollatorForSeq2Seq(tokenizer, padding="longest"))
     training_args = TrainingArguments(
         output_dir=args.work_dir, per_device_train_batch_size=args.batch_size,
@@ -101,10 +134,11 @@ def run_baseline(args):
         report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=True)
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
                       data_collator=collator)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     trainer.train()
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "real": collator.real, "slots": collator.slots,
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "real": collator.real,
+            "slots": collator.slots, "label_tokens": collator.labels,
             "steps": trainer.state.global_step}
 
 
@@ -116,9 +150,9 @@ def run_xft(args):
 
     experiment = Experiment(
         model=ModelCfg(path=args.model_dir), tokenizer=TokenizerCfg(path=args.tokenizer),
-        template="alpaca",
+        template=args.template,
         datasets=[DatasetCfg(path=args.data, format="alpaca", max_samples=args.records)],
-        data=DataCfg(max_length=args.pack_length, truncation="truncate", pack=True,
+        data=DataCfg(max_length=args.max_length, truncation="truncate", pack=True,
                      cache=False),
         method=MethodCfg(type="lora", r=args.lora_r, alpha=args.lora_alpha, dropout=0.05),
         optim=OptimCfg(lr=args.lr, max_grad_norm=1.0),
@@ -126,22 +160,27 @@ def run_xft(args):
                        lr_scheduler="cosine", warmup_ratio=0.03, log_interval=10,
                        save_interval=10**9),
         seed=args.seed)
+    for option in args.xft_option:  # KEY=VALUE, e.g. train.loss_chunk_size=512
+        key, value = option.split("=", 1)
+        section, name = key.split(".")
+        setattr(getattr(experiment, section), name, ast.literal_eval(value))
     built = build_experiment(experiment, config_text="", work_dir=args.work_dir)
     built.collator = counter = SlotCounter(built.collator)
     if args.engine == "hf":
         from xft.engine.hf_backend import run_hf as run
     else:
         from xft.engine.mmengine_backend import run_mmengine as run
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     run(built)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     from xft.engine.monitor import read_metrics
 
     # The monitor's clock: first to last optimizer step, without the runner's
     # setup, final checkpoint and export that `seconds` includes.
     loop = read_metrics(args.work_dir)[-1]["elapsed"]
-    return {"seconds": seconds, "loop_seconds": loop, "real": counter.real,
-            "slots": counter.slots, "steps": built.plan.total_steps}
+    return {"seconds": seconds, "cpu_seconds": cpu, "loop_seconds": loop,
+            "real": counter.real, "slots": counter.slots, "label_tokens": counter.labels,
+            "steps": built.plan.total_steps}
 
 
 def make_model(args, directory):
@@ -153,7 +192,7 @@ def make_model(args, directory):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden,
                          intermediate_size=args.intermediate, num_hidden_layers=args.layers,
                          num_attention_heads=args.heads, num_key_value_heads=args.heads,
-                         max_position_embeddings=max(2048, args.pack_length),
+                         max_position_embeddings=max(2048, args.max_length),
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(config)
@@ -175,29 +214,42 @@ def run_side(side, args, model_dir, work_dir):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "datasets/alpaca/alpaca_en_demo.json"))
-    parser.add_argument("--tokenizer",
-                        default=str(SHARED / "tokenizers/mistral-7b-instruct-v0.3"),
+    parser.add_argument("--tokenizer", default=str(SHARED / "tokenizers/qwen2"),
                         help="its vocabulary size is the model's")
-    parser.add_argument("--records", type=int, default=256, help="first N records, one epoch")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--intermediate", type=int, default=688)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--lora-r", type=int, default=8)
-    parser.add_argument("--lora-alpha", type=int, default=16)
+    parser.add_argument("--template", choices=["chatml", "alpaca"], default="chatml")
+    parser.add_argument("--steps", type=int, default=30,
+                        help="baseline optimizer steps; the records are steps x batch-size")
+    parser.add_argument("--records", type=int, help="first N records, one epoch (overrides "
+                        "--steps)")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--intermediate", type=int, default=1376)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--batch-size", type=int, default=8, help="baseline records per step")
-    parser.add_argument("--pack-length", type=int, default=1024,
-                        help="xft packed row length (also the baseline's truncation length)")
-    parser.add_argument("--pack-batch", type=int, default=2, help="xft packed rows per step")
+    parser.add_argument("--batch-size", type=int, default=4, help="baseline records per step")
+    parser.add_argument("--max-length", type=int, default=512,
+                        help="truncation length of both sides and xft's packed row length")
+    parser.add_argument("--pack-batch", type=int, default=4, help="xft packed rows per step")
     parser.add_argument("--engine", choices=["mmengine", "hf"], default="mmengine")
+    parser.add_argument("--xft-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="set an xft experiment field, e.g. train.loss_at_labels_only=False")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run baseline and xft alternately this many times each")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--side", choices=["baseline", "xft"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.forward = sys.argv[1:]  # the parent's options, passed on to each child
+    if args.records is None:
+        args.records = args.steps * args.batch_size
     return args
+
+
+def load_average():
+    return os.getloadavg()[0]
 
 
 def main():
@@ -211,27 +263,43 @@ def main():
         if not Path(path).exists():
             raise SystemExit(f"bench_train: {path} not found; this benchmark needs the shared "
                              f"data folder ({SHARED}) or --data/--tokenizer pointing at copies")
+    print(f"Llama {args.layers}x{args.hidden} (intermediate {args.intermediate}, vocab from "
+          f"{Path(args.tokenizer).name}), fp32, LoRA r={args.lora_r} alpha={args.lora_alpha} "
+          f"on all linear layers; {args.records} alpaca records ({args.template}), 1 epoch, "
+          f"max_length {args.max_length}; {os.cpu_count()} CPUs", flush=True)
+    print(f"  baseline: batches of {args.batch_size} records padded to the longest")
+    print(f"  xft ({args.engine}): packed rows of {args.max_length}, {args.pack_batch} per step"
+          + (f", {' '.join(args.xft_option)}" if args.xft_option else ""), flush=True)
+    runs = {"baseline": [], "xft": []}
     with tempfile.TemporaryDirectory() as tmp:
         parameters = make_model(args, Path(tmp) / "model")
-        results = {side: run_side(side, args, Path(tmp) / "model", Path(tmp) / side)
-                   for side in ("baseline", "xft")}
-    print(f"Llama {args.layers}x{args.hidden} (intermediate {args.intermediate}, "
-          f"vocab from {Path(args.tokenizer).name}), {parameters / 1e6:.1f}M parameters, fp32, "
-          f"LoRA r={args.lora_r} alpha={args.lora_alpha}; {args.records} alpaca records, 1 epoch; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"  baseline: batch {args.batch_size} records padded to the longest")
-    print(f"  xft ({args.engine}): packed rows of {args.pack_length}, {args.pack_batch} per step")
-    rates = {}
-    for side, r in results.items():
-        rates[side] = r["real"] / r["seconds"]
-        print(f"  {side:8s} {r['real']} real tokens in {r['slots']} slots, {r['steps']} steps, "
-              f"{r['seconds']:.1f} s: {rates[side]:.0f} effective tokens/s, pad fraction "
-              f"{1 - r['real'] / r['slots']:.1%}, peak RSS {r['peak_rss_mib']:.0f} MiB")
-        if "loop_seconds" in r:
-            print(f"           (training loop alone {r['loop_seconds']:.1f} s: "
-                  f"{r['real'] / r['loop_seconds']:.0f} effective tokens/s)")
-    print(f"  xft / baseline: effective tokens/s {rates['xft'] / rates['baseline']:.2f}x, "
-          f"peak RSS {results['xft']['peak_rss_mib'] / results['baseline']['peak_rss_mib']:.2f}x")
+        print(f"  {parameters / 1e6:.1f}M parameters", flush=True)
+        for round_ in range(args.rounds):
+            for side in ("baseline", "xft"):
+                load = load_average()
+                r = run_side(side, args, Path(tmp) / "model", Path(tmp) / f"{side}{round_}")
+                r["rate"], r["load"] = r["real"] / r["seconds"], (load, load_average())
+                r["cpu_rate"] = r["real"] / r["cpu_seconds"]
+                runs[side].append(r)
+                print(f"  round {round_ + 1} {side:8s} {r['real']} real tokens "
+                      f"({r['label_tokens']} with labels) in {r['slots']} slots, "
+                      f"{r['steps']} steps, {r['seconds']:.1f} s: {r['rate']:.1f} real tokens/s "
+                      f"({r['cpu_seconds']:.0f} CPU s: {r['cpu_rate']:.1f} per CPU s), "
+                      f"pad fraction {1 - r['real'] / r['slots']:.1%}, peak RSS "
+                      f"{r['peak_rss_mib']:.0f} MiB, load avg {load:.1f} -> "
+                      f"{r['load'][1]:.1f}", flush=True)
+                if "loop_seconds" in r:
+                    print(f"           (training loop alone {r['loop_seconds']:.1f} s: "
+                          f"{r['real'] / r['loop_seconds']:.1f} real tokens/s)", flush=True)
+    for i, (b, x) in enumerate(zip(runs["baseline"], runs["xft"]), 1):
+        print(f"  round {i} xft / baseline: real tokens/s {x['rate'] / b['rate']:.2f}x, "
+              f"real tokens per CPU s {x['cpu_rate'] / b['cpu_rate']:.2f}x, "
+              f"peak RSS {x['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")
+    if args.rounds > 1:
+        for key, unit in (("rate", "real tokens/s"), ("cpu_rate", "real tokens per CPU s")):
+            best = {side: max(r[key] for r in rs) for side, rs in runs.items()}
+            print(f"  best of {args.rounds}: baseline {best['baseline']:.1f}, xft "
+                  f"{best['xft']:.1f} {unit}: {best['xft'] / best['baseline']:.2f}x")
 
 
 if __name__ == "__main__":

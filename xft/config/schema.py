@@ -171,6 +171,11 @@ class TrainCfg:
     # weights (the trainable weights must be float32: model.dtype, or LoRA adapters).
     # 'fp16' needs CUDA (dynamic loss scaling); 'bf16' also runs, slowly, on CPU.
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # Logits only at positions that carry a label, through the output head in chunks
+    # (xft.model.loss.CausalLMLoss); False: logits at every position, as the model's own
+    # forward computes them. The loss is the same either way; the switch is for checking.
+    loss_at_labels_only: bool = True
+    loss_chunk_size: Optional[int] = 1024  # labelled positions per head chunk; None: one chunk
 
 
 @dataclass
@@ -208,6 +213,9 @@ def validate(raw: dict) -> Experiment:
     experiment = _build(Experiment, public, path="")
     _check_method(experiment.method, experiment.model)
     _check_validation(experiment)
+    if experiment.train.loss_chunk_size is not None and experiment.train.loss_chunk_size < 1:
+        raise ConfigError(f"'train.loss_chunk_size' must be >= 1 or None, got "
+                          f"{experiment.train.loss_chunk_size}")
     return experiment
 
 

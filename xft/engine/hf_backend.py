@@ -39,7 +39,7 @@ from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.validation import Validator, export_final
 from xft.errors import XftError
-from xft.model.loss import causal_lm_logits, token_loss_sum
+from xft.model.loss import CausalLMLoss, causal_lm_logits, token_loss_sum, training_loss
 from xft.model.optimizer import build_optimizer
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
@@ -52,9 +52,10 @@ class XftTrainer(Trainer):
     # compute_loss divides by the label tokens of the whole optimizer step itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, run_batches, monitor, lr_lambda, **kwargs):
+    def __init__(self, *args, run_batches, monitor, lr_lambda, loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.run_batches, self.monitor, self.lr_lambda = run_batches, monitor, lr_lambda
+        self.loss = loss or CausalLMLoss()
 
     def create_scheduler(self, num_training_steps, optimizer=None):
         """xft's lr curve, counted in optimizer steps (Trainer's own would be created
@@ -81,8 +82,11 @@ class XftTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
-        logits = causal_lm_logits(model, inputs)
-        loss_sum, label_tokens = token_loss_sum(logits, labels)
+        if return_outputs:  # the caller wants logits at every position
+            logits = causal_lm_logits(model, inputs)
+            loss_sum, label_tokens = token_loss_sum(logits, labels)
+        else:
+            loss_sum, label_tokens = self.loss(model, inputs)
         if num_items_in_batch is None:  # a batch on its own (evaluation)
             num_items_in_batch = window_label_tokens([labels])
         loss = loss_sum * loss_scale(num_items_in_batch)
@@ -276,6 +280,7 @@ def run_hf(built, resume=None, deepspeed=None):
         run_batches=batches,
         monitor=monitor,
         lr_lambda=lr_lambda,
+        loss=training_loss(exp.train),
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -48,7 +48,7 @@ from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.validation import Validator, export_final
 from xft.engine.windows import window_loader
 from xft.errors import XftError
-from xft.model.loss import causal_lm_logits, count_label_tokens, token_loss_sum
+from xft.model.loss import CausalLMLoss, count_label_tokens, training_loss
 from xft.model.optimizer import build_optimizer
 
 CHECKPOINT_FILE = re.compile(r"^iter_(\d+)\.pth$")
@@ -58,9 +58,9 @@ LAST_CHECKPOINT_FILE = "last_checkpoint"  # MMEngine's pointer to the newest che
 class CausalLMModel(BaseModel):
     """MMEngine view of a Hugging Face causal LM; one train_step is one optimizer step."""
 
-    def __init__(self, lm):
+    def __init__(self, lm, loss=None):
         super().__init__(data_preprocessor=dict(type="BaseDataPreprocessor"))
-        self.lm = lm
+        self.lm, self.loss = lm, loss or CausalLMLoss()
 
     def init_weights(self):
         """Keep the weights as built. Runner calls this before training, and BaseModule's
@@ -72,7 +72,7 @@ class CausalLMModel(BaseModel):
         """(token-loss sum, label tokens) of one micro-batch; its other keys go to the LM."""
         if mode != "loss":
             raise ValueError(f"CausalLMModel supports mode='loss' only, got {mode!r}")
-        return token_loss_sum(causal_lm_logits(self.lm, batch), batch["labels"])
+        return self.loss(self.lm, batch)
 
     def train_step(self, data, optim_wrapper):
         return self.train_window(data, optim_wrapper, forward=self)
@@ -395,7 +395,7 @@ def run_mmengine(built, resume=None, deepspeed=None):
         param_scheduler=dict(type="ParamSchedulerHook"),
         checkpoint=None,  # replaced by xft's atomic CheckpointHook (custom_hooks)
         sampler_seed=None)  # RunBatchSampler orders every epoch itself
-    model = CausalLMModel(built.model)
+    model = CausalLMModel(built.model, training_loss(train))
     # The process group exists already (see init_process_group), so the 'pytorch'
     # launcher only tells Runner to use it and wrap the model: DDP on CPU takes no device_ids.
     runner_cfg = dict(model_wrapper_cfg=dict(
