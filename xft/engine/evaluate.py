@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from xft.model.loss import causal_lm_logits, token_loss_sum
+from xft.model.loss import CausalLMLoss
 
 
 @dataclass
@@ -37,8 +37,11 @@ def perplexity(loss):
 
 
 @torch.no_grad()
-def evaluate_loss(model, dataset, collator, batch_size=1):
+def evaluate_loss(model, dataset, collator, batch_size=1, loss=None):
     """EvalResult of `model` over `dataset` (in order, batches of `batch_size`).
+
+    `loss`: the CausalLMLoss computing each batch's token-loss sum (training's own,
+    so a 150k-vocabulary head is evaluated in chunks too); default CausalLMLoss().
 
     Under torch.distributed each rank takes every world_size-th batch and the
     sums are all-reduced, so every rank returns the same numbers.
@@ -47,6 +50,7 @@ def evaluate_loss(model, dataset, collator, batch_size=1):
 
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    loss = loss or CausalLMLoss()
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout
@@ -58,8 +62,7 @@ def evaluate_loss(model, dataset, collator, batch_size=1):
             batch = collator([dataset[i] for i in range(start, min(start + batch_size,
                                                                    len(dataset)))])
             batch = {k: v.to(device) for k, v in batch.items()}
-            batch_sum, batch_tokens = token_loss_sum(causal_lm_logits(model, batch),
-                                                     batch["labels"])
+            batch_sum, batch_tokens = loss(model, batch)
             loss_sum += batch_sum.double()
             label_tokens += batch_tokens
     finally:

@@ -26,6 +26,7 @@ from xft.engine.evaluate import evaluate_loss
 from xft.engine.distributed import barrier, is_main_process
 from xft.engine.export import export_hf_from_ranks, replace_dir
 from xft.engine.monitor import read_metrics
+from xft.model.loss import training_loss
 
 BEST_DIR_NAME = "best"
 BEST_INFO_FILE = "best.json"
@@ -47,6 +48,7 @@ class Validator:
         self.best_loss, self.best_step = None, None
         self.reference, self.stale = None, 0  # early stopping's loss to beat, evaluations since
         self.should_stop = False
+        self.loss = training_loss(train)  # evaluated as trained: labels only, in chunks
 
     def start(self, first_step):
         """Replay the eval records of earlier steps (a resumed run) to restore the best loss."""
@@ -65,7 +67,7 @@ class Validator:
         return self.should_stop
 
     def evaluate(self, model, step):
-        result = evaluate_loss(model, self.dataset, self.collator, self.batch_size)
+        result = evaluate_loss(model, self.dataset, self.collator, self.batch_size, self.loss)
         improved = self._update(step, result.loss)
         record = {"eval_loss": round(result.loss, 6), "eval_ppl": round(result.ppl, 6),
                   "eval_label_tokens": result.label_tokens,
