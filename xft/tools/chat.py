@@ -268,6 +268,9 @@ def answer_file(session, prompt_file, output=None):
 
 
 def run_chat(args):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a person reads this terminal: no loading bars
     model, tokenizer, template = load_chat_model(args.model, args.adapter, args.template,
                                                  args.bits)
     sampling = Sampling(args.temperature, args.top_p, args.top_k, args.repetition_penalty,

@@ -16,6 +16,7 @@ meta/config files.
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from xft.errors import XftError
@@ -77,7 +78,12 @@ def load_adapter(model, adapter, base, log=print):
         model.resize_token_embeddings(vocab, mean_resizing=False)  # rows come from the adapter
     check_adapter_fits(model, weights, adapter, base)
     try:
-        return PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`;
+            # the FutureWarning is theirs to fix and would only clutter chat output.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                    category=FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter))
     except (ValueError, RuntimeError, KeyError) as e:
         raise XftError(f"adapter {adapter} does not fit base {base}: {e}") from None
 
