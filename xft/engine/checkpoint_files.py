@@ -12,6 +12,8 @@ import os
 import zipfile
 from pathlib import Path
 
+from xft.errors import XftError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -53,3 +55,55 @@ def complete_torch_file(path):
             return len(archive.namelist()) > 0
     except (OSError, zipfile.BadZipFile):
         return False
+
+
+def numbered_checkpoints(work_dir, pattern):
+    """(N, path) of every entry of `work_dir` whose name `pattern` matches (group 1 = N),
+    sorted by N, complete or not."""
+    found = []
+    for path in Path(work_dir).iterdir() if Path(work_dir).is_dir() else []:
+        match = pattern.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def newest_complete(checkpoints, is_complete, log=print):
+    """The path of the highest-numbered complete checkpoint (as str), or None; each
+    newer incomplete one is named as it is passed over."""
+    for _, path in reversed(checkpoints):
+        if is_complete(path):
+            return str(path)
+        log(f"--resume: passing over {path}: incomplete (cut off while being written)")
+    return None
+
+
+def remove_old(checkpoints, step, keep, is_complete, remove):
+    """After checkpoint `step` is complete, keep it and the newest `keep` - 1 complete
+    older ones (`keep` 0: all); `remove` the other older ones, incomplete ones included."""
+    if keep <= 0:
+        return
+    older = [path for n, path in checkpoints if n < step]
+    complete = [path for path in older if is_complete(path)]
+    kept = complete[max(0, len(complete) - (keep - 1)):]
+    for path in older:
+        if path not in kept:
+            remove(path)
+
+
+def pick_resume(resume, work_dir, checkpoints, is_complete, what):
+    """`--resume` → None, or the checkpoint to load: the newest complete one of
+    `checkpoints` when `resume` is True, else the path given, which must be complete."""
+    if resume is None:
+        return None
+    if resume is True:
+        checkpoint = newest_complete(checkpoints, is_complete)
+        if checkpoint is None:
+            raise XftError(f"--resume: no complete {what} in {work_dir}")
+        return checkpoint
+    if not Path(resume).exists():
+        raise XftError(f"--resume: checkpoint {resume} does not exist")
+    if not is_complete(Path(resume)):
+        raise XftError(f"--resume: checkpoint {resume} is incomplete "
+                       f"(cut off while being written?)")
+    return str(resume)

@@ -32,7 +32,8 @@ from transformers.trainer_callback import PrinterCallback
 from xft.data.sampler import RunBatchSampler
 from xft.engine.chat_eval import ChatEvaluator
 from xft.engine import distributed
-from xft.engine.checkpoint_files import atomic_write_text, fsync_tree
+from xft.engine.checkpoint_files import (atomic_write_text, fsync_tree, numbered_checkpoints,
+                                         pick_resume, remove_old)
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.schedule import lr_factor
@@ -167,48 +168,23 @@ class XftCheckpointCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         fsync_tree(folder)
         atomic_write_text(folder / COMPLETE_MARKER, f"{state.global_step}\n")
-        if self.save_total_limit > 0:  # keep this one and the newest limit - 1 complete others
-            older = [path for n, path in checkpoint_folders(args.output_dir)
-                     if n < state.global_step]
-            complete = [path for path in older if (path / COMPLETE_MARKER).is_file()]
-            kept = complete[max(0, len(complete) - (self.save_total_limit - 1)):]
-            for path in older:
-                if path not in kept:
-                    shutil.rmtree(path)
+        remove_old(checkpoint_folders(args.output_dir), state.global_step,
+                   self.save_total_limit, marked_complete, remove=shutil.rmtree)
 
 
 def checkpoint_folders(work_dir):
     """(N, path) of every checkpoint-N folder in the work dir, sorted by N."""
-    found = []
-    for path in Path(work_dir).glob("checkpoint-*"):
-        match = CHECKPOINT_DIR.match(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    return numbered_checkpoints(work_dir, CHECKPOINT_DIR)
 
 
-def newest_complete_checkpoint(work_dir, log=print):
-    """The checkpoint-N folder with the highest N marked complete, or None."""
-    for _, path in reversed(checkpoint_folders(work_dir)):
-        if (path / COMPLETE_MARKER).is_file():
-            return str(path)
-        log(f"--resume: passing over {path}: incomplete (cut off while being written)")
-    return None
+def marked_complete(folder):
+    return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
 def resolve_resume(resume, work_dir):
     """None, or the checkpoint folder to resume from; an error when there is none."""
-    if resume is None:
-        return None
-    if resume is True:
-        checkpoint = newest_complete_checkpoint(work_dir)
-        if checkpoint is None:
-            raise XftError(f"--resume: no complete checkpoint-N folder in {work_dir}")
-        return checkpoint
-    if not (Path(resume) / COMPLETE_MARKER).is_file():
-        raise XftError(f"--resume: {resume} is not a complete xft checkpoint "
-                       f"(no {COMPLETE_MARKER}: cut off while being written?)")
-    return str(resume)
+    return pick_resume(resume, work_dir, checkpoint_folders(work_dir), marked_complete,
+                       "checkpoint-N folder")
 
 
 def training_arguments(exp, plan, work_dir, deepspeed=None):

@@ -39,7 +39,8 @@ from xft.data.sampler import RunBatchSampler
 from xft.engine import distributed
 from xft.engine.chat_eval import ChatEvaluator
 from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete_torch_file,
-                                         fsync_file)
+                                         fsync_file, newest_complete, numbered_checkpoints,
+                                         pick_resume, remove_old)
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
 from xft.engine.safe_load import allow_checkpoint_globals
@@ -299,13 +300,8 @@ class CheckpointHook(Hook):
         fsync_file(tmp)
         os.replace(tmp, final)
         atomic_write_text(work_dir / LAST_CHECKPOINT_FILE, str(final))
-        if self.max_keep > 0:  # keep the new one and the newest max_keep - 1 complete others
-            older = [path for n, path in sorted(checkpoint_files(work_dir)) if n < step]
-            complete = [path for path in older if complete_torch_file(path)]
-            kept = complete[max(0, len(complete) - (self.max_keep - 1)):]
-            for path in older:
-                if path not in kept:
-                    path.unlink()
+        remove_old(checkpoint_files(work_dir), step, self.max_keep, complete_torch_file,
+                   remove=Path.unlink)
 
 
 def _lm(runner):
@@ -314,13 +310,8 @@ def _lm(runner):
 
 
 def checkpoint_files(work_dir):
-    """(N, path) of every iter_N.pth in the work dir, complete or not."""
-    found = []
-    for path in Path(work_dir).glob("iter_*.pth"):
-        match = CHECKPOINT_FILE.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return found
+    """(N, path) of every iter_N.pth in the work dir, sorted by N, complete or not."""
+    return numbered_checkpoints(work_dir, CHECKPOINT_FILE)
 
 
 def newest_complete_checkpoint(work_dir, log=print):
@@ -329,28 +320,13 @@ def newest_complete_checkpoint(work_dir, log=print):
     Files are judged by their content, not by `last_checkpoint`: a checkpoint
     written by a non-atomic writer may be named there and yet be cut off.
     """
-    for _, path in sorted(checkpoint_files(work_dir), reverse=True):
-        if complete_torch_file(path):
-            return str(path)
-        log(f"--resume: passing over {path}: incomplete (cut off while being written)")
-    return None
+    return newest_complete(checkpoint_files(work_dir), complete_torch_file, log)
 
 
 def resolve_resume(resume, work_dir):
     """None, or the iter_N.pth to resume from; an error when there is none."""
-    if resume is None:
-        return None
-    if resume is True:
-        checkpoint = newest_complete_checkpoint(work_dir)
-        if checkpoint is None:
-            raise XftError(f"--resume: no complete iter_N.pth checkpoint in {work_dir}")
-        return checkpoint
-    if not Path(resume).is_file():
-        raise XftError(f"--resume: checkpoint file {resume} does not exist")
-    if not complete_torch_file(resume):
-        raise XftError(f"--resume: checkpoint file {resume} is incomplete "
-                       f"(cut off while being written?)")
-    return str(resume)
+    return pick_resume(resume, work_dir, checkpoint_files(work_dir), complete_torch_file,
+                       "iter_N.pth checkpoint")
 
 
 def run_mmengine(built, resume=None, deepspeed=None):

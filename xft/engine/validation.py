@@ -24,7 +24,7 @@ from pathlib import Path
 
 from xft.engine.evaluate import evaluate_loss
 from xft.engine.distributed import barrier, is_main_process
-from xft.engine.export import export_hf_from_ranks, replace_dir
+from xft.engine.export import export_hf_from_ranks, fresh_tmp_dir, replace_dir
 from xft.engine.monitor import read_metrics
 from xft.model.loss import training_loss
 
@@ -118,10 +118,8 @@ def export_final(model, tokenizer, template, out_dir, config_text, validator=Non
     Called on every rank; rank 0 writes."""
     if validator is not None and validator.export_best and validator.best_dir.is_dir():
         if is_main_process():
-            tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            shutil.copytree(validator.best_dir, tmp)
+            tmp = fresh_tmp_dir(out_dir)
+            shutil.copytree(validator.best_dir, tmp, dirs_exist_ok=True)
             validator.log(f"final artifact: the best weights (step {validator.best_step}, "
                           f"eval_loss {validator.best_loss:.4f})")
             replace_dir(tmp, out_dir)
