@@ -140,6 +140,44 @@ def test_resume_of_an_incomplete_checkpoint_named_explicitly_fails(engine, tmp_p
         train(DEMO_CONFIG, work_dir=tmp_path, backend=engine, resume=str(tmp_path / name))
 
 
+QLORA_RESUME_OPTIONS = {**RESUME_OPTIONS, "model.quantization.bits": 4}
+
+
+def test_mmengine_checkpoints_hold_only_trained_weights_and_qlora_resumes_from_them(tmp_path):
+    """The frozen (here 4-bit) base is rebuilt from model.path, not stored in iter_N.pth;
+    a resume completes the state with it silently and ends with the uninterrupted weights."""
+    from xft.config import load_config
+    from xft.model.build import build_model
+
+    full_dir, work_dir = tmp_path / "full", tmp_path / "resumed"
+    train(DEMO_CONFIG, work_dir=full_dir, cfg_options=QLORA_RESUME_OPTIONS)
+    saved = torch.load(full_dir / "iter_2.pth", weights_only=False)["state_dict"]
+    _, experiment = load_config(DEMO_CONFIG, QLORA_RESUME_OPTIONS)
+    trainable = {f"lm.{name}" for name, p in build_model(experiment).named_parameters()
+                 if p.requires_grad}
+    assert set(saved) == trainable and all("lora_" in key for key in saved)
+
+    work_dir.mkdir()
+    shutil.copy(full_dir / "iter_2.pth", work_dir / "iter_2.pth")
+    result = run_cli("train", DEMO_CONFIG, "--work-dir", str(work_dir), "--resume",
+                     "--cfg-options", *[f"{k}={v}" for k, v in QLORA_RESUME_OPTIONS.items()])
+    assert "missing keys" not in result.stdout + result.stderr
+    assert_same_weights(adapter(work_dir), adapter(full_dir))
+
+
+def test_resume_from_a_checkpoint_without_a_trained_weight_names_file_and_key(tmp_path):
+    full_dir = tmp_path / "full"
+    train(DEMO_CONFIG, work_dir=full_dir, cfg_options={**RESUME_OPTIONS, "train.max_steps": 2})
+    checkpoint = torch.load(full_dir / "iter_2.pth", weights_only=False)
+    dropped = sorted(checkpoint["state_dict"])[0]
+    del checkpoint["state_dict"][dropped]
+    broken = tmp_path / "iter_2.pth"
+    torch.save(checkpoint, broken)
+    with pytest.raises(Exception, match=rf"{broken}.*lacks 1 trained weight.*{dropped}"):
+        train(DEMO_CONFIG, work_dir=tmp_path / "w", cfg_options=RESUME_OPTIONS,
+              resume=str(broken))
+
+
 # SIGKILL in the middle of an epoch. 45 samples in micro-batches of 2 make 23
 # micro-batches per epoch; with 2 per step, checkpoints every 4 steps fall
 # inside epochs (after micro-batch 8, 16, 24, 32... of 23 per epoch).

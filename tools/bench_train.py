@@ -22,8 +22,13 @@ Each side runs in its own subprocess, so its peak RSS (VmHWM, read by the
 child at its end) is its own; with --rounds N the two sides alternate N times
 (baseline, xft, baseline, ...) so that a change of the machine's load hits both.
 Printed for each run: real (non-pad) tokens/s over the training call (for xft
-this includes its final checkpoint and the export of the adapter), the pad
+this includes its final checkpoint and the export of the adapter, for the
+baseline its save_model), the same over the training loop alone, the pad
 fraction of the slots the model computed, peak RSS, and the ratios.
+
+On a GPU (--device cuda --precision bf16) the run also prints peak GPU memory and
+MFU; --method full, --bits 4 (QLoRA) and --gradient-checkpointing apply to both
+sides. The commands of the GPU figures are in docs/benchmarks.md.
 
 Defaults: the setting of issue 7 (Qwen2's 151k vocabulary, Llama 512 hidden ×
 8 layers, ChatML, max_length 512, micro-batch 4, LoRA r16 on all linear layers,
@@ -93,12 +98,36 @@ def cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_gpu_mib():
+    """Peak GPU memory this process allocated through PyTorch, in MiB."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def peak_rss_mib():
     """This process's peak resident memory (Linux /proc), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def loop_clock(args):
+    """A Trainer callback timing the training loop as xft's monitor does: from the start
+    of training to the end of the last optimizer step."""
+    from transformers import TrainerCallback
+
+    class LoopClock(TrainerCallback):
+        def on_train_begin(self, *_, **__):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, _, state, *__, **___):
+            if state.global_step == state.max_steps:
+                synchronize(args)
+                self.seconds = time.perf_counter() - self.start
+
+    return LoopClock()
 
 
 def run_baseline(args):
@@ -122,22 +151,40 @@ def run_baseline(args):
         return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels[:len(ids)]}
 
     dataset = Dataset.from_list(records).map(tokenize, remove_columns=list(records[0]))
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(
-        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.05, task_type="CAUSAL_LM",
-        target_modules="all-linear"))
+    load = {"dtype": torch.bfloat16 if base_in_bf16(args) else torch.float32}
+    if args.bits:
+        from transformers import BitsAndBytesConfig
+
+        load["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(args.model_dir, **load)
+    if args.bits:  # the QLoRA recipe's preparation (fp32 norms, input grads, checkpointing)
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=args.gradient_checkpointing)
+    if args.method == "lora":
+        model = get_peft_model(model, LoraConfig(
+            r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.05,
+            task_type="CAUSAL_LM", target_modules="all-linear"))
     collator = SlotCounter(DataCollatorForSeq2Seq(tokenizer, padding="longest"))
     training_args = TrainingArguments(
         output_dir=args.work_dir, per_device_train_batch_size=args.batch_size,
         num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="cosine",
         warmup_steps=0.03, max_grad_norm=1.0, logging_steps=10, save_strategy="no",
-        report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=True)
+        report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=args.device == "cpu",
+        bf16=args.precision == "bf16", gradient_checkpointing=args.gradient_checkpointing)
+    clock = loop_clock(args)
     trainer = Trainer(model=model, args=training_args, train_dataset=dataset,
-                      data_collator=collator)
+                      data_collator=collator, callbacks=[clock])
     start, cpu = time.perf_counter(), cpu_seconds()
     trainer.train()
+    trainer.save_model()  # the recipe's last step; xft's timing includes its export too
+    synchronize(args)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    return {"seconds": seconds, "cpu_seconds": cpu, "real": collator.real,
+    return {"seconds": seconds, "cpu_seconds": cpu, "loop_seconds": clock.seconds,
+            "real": collator.real,
             "slots": collator.slots, "label_tokens": collator.labels,
             "steps": trainer.state.global_step}
 
@@ -148,17 +195,24 @@ def run_xft(args):
                                    OptimCfg, TokenizerCfg, TrainCfg)
     from xft.engine.builder import build_experiment
 
+    from xft.config.schema import QuantizationCfg
+
+    model = ModelCfg(path=args.model_dir,
+                     dtype="bfloat16" if base_in_bf16(args) else "float32",
+                     gradient_checkpointing=args.gradient_checkpointing,
+                     quantization=QuantizationCfg(bits=4) if args.bits else None)
     experiment = Experiment(
-        model=ModelCfg(path=args.model_dir), tokenizer=TokenizerCfg(path=args.tokenizer),
+        model=model, tokenizer=TokenizerCfg(path=args.tokenizer),
         template=args.template,
         datasets=[DatasetCfg(path=args.data, format="alpaca", max_samples=args.records)],
         data=DataCfg(max_length=args.max_length, truncation="truncate", pack=True,
                      cache=False),
-        method=MethodCfg(type="lora", r=args.lora_r, alpha=args.lora_alpha, dropout=0.05),
+        method=MethodCfg(type=args.method, r=args.lora_r, alpha=args.lora_alpha, dropout=0.05),
         optim=OptimCfg(lr=args.lr, max_grad_norm=1.0),
         train=TrainCfg(backend=args.engine, batch_size=args.pack_batch, epochs=1,
                        lr_scheduler="cosine", warmup_ratio=0.03, log_interval=10,
-                       save_interval=10**9),
+                       save_interval=10**9,
+                       mixed_precision="bf16" if args.precision == "bf16" else "no"),
         seed=args.seed)
     for option in args.xft_option:  # KEY=VALUE, e.g. train.loss_chunk_size=512
         key, value = option.split("=", 1)
@@ -172,6 +226,7 @@ def run_xft(args):
         from xft.engine.mmengine_backend import run_mmengine as run
     start, cpu = time.perf_counter(), cpu_seconds()
     run(built)
+    synchronize(args)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     from xft.engine.monitor import read_metrics
 
@@ -183,21 +238,48 @@ def run_xft(args):
             "steps": built.plan.total_steps}
 
 
+def base_in_bf16(args):
+    """Frozen base weights are stored in bf16 under bf16 training (LoRA, QLoRA's
+    non-quantized rest); full fine-tuning keeps fp32 master weights."""
+    return args.precision == "bf16" and args.method == "lora"
+
+
+def synchronize(args):
+    """Wait for queued GPU work, so that a clock read afterwards counts it."""
+    if args.device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def make_model(args, directory):
-    """A random-weight Llama-shape model, saved once and loaded by both sides."""
+    """A random-weight Llama-shape model, saved once and loaded by both sides.
+
+    Returns (all parameters, matmul weights): the second counts the weights a token
+    is multiplied by (every linear layer and the head, not the embedding lookup)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden,
                          intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-                         num_attention_heads=args.heads, num_key_value_heads=args.heads,
+                         num_attention_heads=args.heads,
+                         num_key_value_heads=args.kv_heads or args.heads,
+                         tie_word_embeddings=args.tie_embeddings,
                          max_position_embeddings=max(2048, args.max_length),
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(config)
+    # On a GPU a billion-parameter model is initialised there, in bf16 (seconds, not minutes).
+    device, dtype = ("cuda", torch.bfloat16) if args.device == "cuda" else ("cpu", torch.float32)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
     model.save_pretrained(directory)
-    return sum(p.numel() for p in model.parameters())
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    parameters = sum(p.numel() for p in model.parameters())
+    del model
+    if args.device == "cuda":
+        torch.cuda.empty_cache()  # leave the GPU to the two sides
+    return parameters, matmul
 
 
 def run_side(side, args, model_dir, work_dir):
@@ -232,6 +314,19 @@ def parse_args():
     parser.add_argument("--max-length", type=int, default=512,
                         help="truncation length of both sides and xft's packed row length")
     parser.add_argument("--pack-batch", type=int, default=4, help="xft packed rows per step")
+    parser.add_argument("--kv-heads", type=int, help="key/value heads (default: --heads)")
+    parser.add_argument("--tie-embeddings", action="store_true",
+                        help="the head shares the embedding matrix (Llama 3.2 1B does)")
+    parser.add_argument("--method", choices=["lora", "full"], default="lora")
+    parser.add_argument("--bits", type=int, choices=[4],
+                        help="QLoRA: the base in 4-bit NF4 (double quant, bf16 compute)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: autocast with fp32 trainable weights (LoRA keeps its "
+                        "frozen base in bf16)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="the GPU's dense bf16 peak for MFU (H100 SXM: 989)")
     parser.add_argument("--engine", choices=["mmengine", "hf"], default="mmengine")
     parser.add_argument("--xft-option", action="append", default=[], metavar="KEY=VALUE",
                         help="set an xft experiment field, e.g. train.loss_at_labels_only=False")
@@ -248,6 +343,10 @@ def parse_args():
     return args
 
 
+def loop_rate(run):
+    return run["real"] / run["loop_seconds"]
+
+
 def load_average():
     return os.getloadavg()[0]
 
@@ -257,23 +356,39 @@ def main():
     if args.side:  # child: train one side, print its result as the last line
         result = (run_baseline if args.side == "baseline" else run_xft)(args)
         result["peak_rss_mib"] = peak_rss_mib()
+        if args.device == "cuda":
+            result["peak_gpu_mib"] = peak_gpu_mib()
         print(json.dumps(result))
         return
     for path in (args.data, args.tokenizer):
         if not Path(path).exists():
             raise SystemExit(f"bench_train: {path} not found; this benchmark needs the shared "
                              f"data folder ({SHARED}) or --data/--tokenizer pointing at copies")
+    method = {"full": "full fine-tuning"}.get(args.method, (
+        f"{'QLoRA (NF4)' if args.bits else 'LoRA'} r={args.lora_r} alpha={args.lora_alpha} "
+        "on all linear layers"))
+    device = f"{os.cpu_count()} CPUs"
+    if args.device == "cuda":
+        import torch
+
+        device = torch.cuda.get_device_name()
     print(f"Llama {args.layers}x{args.hidden} (intermediate {args.intermediate}, vocab from "
-          f"{Path(args.tokenizer).name}), fp32, LoRA r={args.lora_r} alpha={args.lora_alpha} "
-          f"on all linear layers; {args.records} alpaca records ({args.template}), 1 epoch, "
-          f"max_length {args.max_length}; {os.cpu_count()} CPUs", flush=True)
+          f"{Path(args.tokenizer).name}), {args.precision}, {method}"
+          + (", gradient checkpointing" if args.gradient_checkpointing else "")
+          + f"; {args.records} alpaca records ({args.template}), 1 epoch, max_length "
+          f"{args.max_length}; {device}", flush=True)
     print(f"  baseline: batches of {args.batch_size} records padded to the longest")
     print(f"  xft ({args.engine}): packed rows of {args.max_length}, {args.pack_batch} per step"
           + (f", {' '.join(args.xft_option)}" if args.xft_option else ""), flush=True)
     runs = {"baseline": [], "xft": []}
     with tempfile.TemporaryDirectory() as tmp:
-        parameters = make_model(args, Path(tmp) / "model")
-        print(f"  {parameters / 1e6:.1f}M parameters", flush=True)
+        parameters, matmul = make_model(args, Path(tmp) / "model")
+        # Model FLOPs per real token: forward 2N, backward 2N for the activations' gradients
+        # and, in full fine-tuning, 2N for the weights' (N: matmul weights, head included;
+        # attention scores and recomputation by checkpointing are not counted).
+        flops_per_token = (6 if args.method == "full" else 4) * matmul
+        print(f"  {parameters / 1e6:.1f}M parameters ({matmul / 1e6:.1f}M in matmuls)",
+              flush=True)
         for round_ in range(args.rounds):
             for side in ("baseline", "xft"):
                 load = load_average()
@@ -281,11 +396,14 @@ def main():
                 r["rate"], r["load"] = r["real"] / r["seconds"], (load, load_average())
                 r["cpu_rate"] = r["real"] / r["cpu_seconds"]
                 runs[side].append(r)
+                memory = (f"peak GPU {r['peak_gpu_mib'] / 1024:.2f} GiB, MFU "
+                          f"{r['rate'] * flops_per_token / (args.peak_tflops * 1e12):.1%}, "
+                          if "peak_gpu_mib" in r else "")
                 print(f"  round {round_ + 1} {side:8s} {r['real']} real tokens "
                       f"({r['label_tokens']} with labels) in {r['slots']} slots, "
                       f"{r['steps']} steps, {r['seconds']:.1f} s: {r['rate']:.1f} real tokens/s "
                       f"({r['cpu_seconds']:.0f} CPU s: {r['cpu_rate']:.1f} per CPU s), "
-                      f"pad fraction {1 - r['real'] / r['slots']:.1%}, peak RSS "
+                      f"pad fraction {1 - r['real'] / r['slots']:.1%}, {memory}peak RSS "
                       f"{r['peak_rss_mib']:.0f} MiB, load avg {load:.1f} -> "
                       f"{r['load'][1]:.1f}", flush=True)
                 if "loop_seconds" in r:
@@ -294,7 +412,10 @@ def main():
     for i, (b, x) in enumerate(zip(runs["baseline"], runs["xft"]), 1):
         print(f"  round {i} xft / baseline: real tokens/s {x['rate'] / b['rate']:.2f}x, "
               f"real tokens per CPU s {x['cpu_rate'] / b['cpu_rate']:.2f}x, "
-              f"peak RSS {x['peak_rss_mib'] / b['peak_rss_mib']:.2f}x")
+              f"over the training loop alone {loop_rate(x) / loop_rate(b):.2f}x, "
+              f"peak RSS {x['peak_rss_mib'] / b['peak_rss_mib']:.2f}x"
+              + (f", peak GPU memory {x['peak_gpu_mib'] / b['peak_gpu_mib']:.2f}x"
+                 if "peak_gpu_mib" in x else ""))
     if args.rounds > 1:
         for key, unit in (("rate", "real tokens/s"), ("cpu_rate", "real tokens per CPU s")):
             best = {side: max(r[key] for r in rs) for side, rs in runs.items()}

@@ -69,6 +69,38 @@ class CausalLMModel(BaseModel):
         as loaded, such as PEFT's LoRA A and B (B must start at zero). It would also fail
         on 4/8-bit quantized weights."""
 
+    def state_dict(self, *args, **kwargs):
+        """The trained weights only; what MMEngine's Runner stores in each checkpoint.
+
+        The frozen rest (a LoRA run's base model, quantized or not) is rebuilt from
+        model.path, as in XTuner: a 7B LoRA checkpoint then holds megabytes rather
+        than 14 GB, and saving one copies no frozen weight into CPU memory.
+        `with_frozen_weights` completes such a state for loading.
+        """
+        state = super().state_dict(*args, **kwargs)
+        trained = {name for name, p in self.named_parameters(remove_duplicate=False)
+                   if p.requires_grad}
+        kept = type(state)((key, value) for key, value in state.items() if key in trained)
+        kept._metadata = getattr(state, "_metadata", None)
+        return kept
+
+    def with_frozen_weights(self, state, source):
+        """`state` (trained weights, as saved by `state_dict`) completed with this model's
+        own frozen parameters and buffers (the live tensors, no copies), so that loading
+        it finds every key; an error naming `source` if a trained weight is missing."""
+        missing = sorted(set(self.state_dict()) - set(state))
+        if missing:
+            raise XftError(f"checkpoint {source} lacks {len(missing)} trained weight(s) of "
+                           f"this model, e.g. {missing[:3]}: it was written for another "
+                           "model or method")
+        saved_keys = set(BaseModel.state_dict(self))  # parameters and persistent buffers
+        tensors = dict(self.named_parameters(remove_duplicate=False))
+        tensors.update(self.named_buffers(remove_duplicate=False))
+        for key, tensor in tensors.items():
+            if key in saved_keys and key not in state:
+                state[key] = tensor.detach()
+        return state
+
     def forward(self, batch, mode="loss"):
         """(token-loss sum, label tokens) of one micro-batch; its other keys go to the LM."""
         if mode != "loss":
@@ -273,8 +305,14 @@ class CheckpointHook(Hook):
 
     priority = "VERY_LOW"  # after the lr scheduler's step, like MMEngine's hook
 
-    def __init__(self, interval, max_keep):
-        self.interval, self.max_keep = interval, max_keep
+    def __init__(self, interval, max_keep, resume_from=None):
+        self.interval, self.max_keep, self.resume_from = interval, max_keep, resume_from
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        """Runs before MMEngine loads the checkpoint's weights into the model: add the
+        frozen weights it does not hold (CausalLMModel.state_dict)."""
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model.with_frozen_weights(checkpoint["state_dict"], self.resume_from)
 
     def before_train(self, runner):
         if not distributed.is_main_process():
@@ -399,7 +437,7 @@ def run_mmengine(built, resume=None, deepspeed=None):
     hooks += [ExportHook(built.tokenizer, built.template, built.config_text, validator),
               RngStateHook()]
     if deepspeed is None:
-        hooks.append(CheckpointHook(train.save_interval, train.save_total_limit))
+        hooks.append(CheckpointHook(train.save_interval, train.save_total_limit, checkpoint))
     runner = Runner(
         model=model,
         work_dir=str(built.work_dir),
