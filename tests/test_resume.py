@@ -49,7 +49,7 @@ def complete_checkpoints(engine, work_dir):
 
 
 def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
-    """SIGKILL in the middle of XftCheckpointHook.save, with max_keep=1.
+    """SIGKILL in the middle of XftCheckpointHook's write, with max_keep=1.
 
     MMEngine's own hook deletes the oldest checkpoint before writing the new one
     and writes in place, which here would leave a truncated iter_4.pth and no
@@ -60,17 +60,24 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from types import SimpleNamespace
+        import torch
         from xft.engine.mmengine_backend import CheckpointHook
 
-        def save_checkpoint(out_dir, filename, **kwargs):
-            with open(os.path.join(out_dir, filename), "wb") as f:
-                f.write(b"PK" + b"x" * 100000)  # the start of a checkpoint ...
+        def save_partly_then_die(obj, path):  # torch.save, killed in the middle
+            with open(path, "wb") as f:
+                f.write(b"PK" + b"x" * 100000)
                 f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)  # ... and the process dies
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = save_partly_then_die
+        hook = CheckpointHook(interval=2, max_keep=1)
+
+        def save_checkpoint(out_dir, filename, **kwargs):  # the Runner's: it calls the hook
+            hook.before_save_checkpoint(runner, {{"step": 4}})
 
         runner = SimpleNamespace(work_dir={str(tmp_path)!r}, iter=3, max_iters=10,
                                  save_checkpoint=save_checkpoint)
-        CheckpointHook(interval=2, max_keep=1).after_train_iter(runner, 3)
+        hook.after_train_iter(runner, 3)
     """)
     result = subprocess.run([sys.executable, "-c", script], env=dict(os.environ,
                             PYTHONPATH=str(REPO)), capture_output=True, text=True)
@@ -138,6 +145,30 @@ def test_resume_of_an_incomplete_checkpoint_named_explicitly_fails(engine, tmp_p
         (tmp_path / name / "trainer_state.json").write_text("{}")
     with pytest.raises(Exception, match="incomplete|not a complete"):
         train(DEMO_CONFIG, work_dir=tmp_path, backend=engine, resume=str(tmp_path / name))
+
+
+def test_mmengine_checkpoints_are_streamed_to_their_file(tmp_path, monkeypatch):
+    """The hook writes what the Runner built; MMEngine's in-memory writer gets nothing."""
+    import mmengine.runner.runner as runner_module
+
+    calls, real_save = [], runner_module.save_checkpoint
+
+    def recording_save(checkpoint, filename, **kwargs):
+        calls.append((dict(checkpoint), filename))
+        return real_save(checkpoint, filename, **kwargs)
+
+    monkeypatch.setattr(runner_module, "save_checkpoint", recording_save)
+    options = {"method.type": "full", "train.max_steps": 2, "train.save_interval": 1,
+               "train.save_total_limit": 0}
+    train(DEMO_CONFIG, work_dir=tmp_path, cfg_options=options)
+    assert calls == [({}, os.devnull)] * 2
+    saved = torch.load(tmp_path / "iter_2.pth", weights_only=False)
+    assert {"meta", "state_dict", "message_hub", "optimizer", "param_schedulers",
+            "xft_rng_state"} <= saved.keys() and saved["meta"]["iter"] == 2
+    exported = load_file(tmp_path / "hf/model.safetensors")  # full fine-tuning: all trained
+    assert {f"lm.{name}" for name in exported} <= saved["state_dict"].keys()
+    for name, tensor in exported.items():
+        torch.testing.assert_close(saved["state_dict"][f"lm.{name}"], tensor, rtol=0, atol=0)
 
 
 QLORA_RESUME_OPTIONS = {**RESUME_OPTIONS, "model.quantization.bits": 4}

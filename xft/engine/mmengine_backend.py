@@ -301,12 +301,20 @@ class CheckpointHook(Hook):
     in place, so a kill can leave a truncated newest file, or no complete one at
     all. Here the checkpoint is written as `iter_N.pth.tmp`, flushed and renamed;
     only then is `last_checkpoint` replaced and are old checkpoints removed.
+
+    The Runner still builds the checkpoint (weights, optimizer, schedulers, other
+    hooks' additions); this hook writes it, streamed to the file, in
+    `before_save_checkpoint`. MMEngine's own writer serialises the whole checkpoint
+    into memory and copies that buffer once more before writing it: for full
+    fine-tuning of a 1B model on a GPU (weights plus AdamW moments, 15 GB) that
+    was 34 GB of peak RSS.
     """
 
-    priority = "VERY_LOW"  # after the lr scheduler's step, like MMEngine's hook
+    priority = "LOWEST"  # after the lr scheduler's step; last to see a checkpoint
 
     def __init__(self, interval, max_keep, resume_from=None):
         self.interval, self.max_keep, self.resume_from = interval, max_keep, resume_from
+        self.writing = None  # the temporary file of the save in progress
 
     def after_load_checkpoint(self, runner, checkpoint):
         """Runs before MMEngine loads the checkpoint's weights into the model: add the
@@ -325,15 +333,24 @@ class CheckpointHook(Hook):
         if step % self.interval == 0 or step == runner.max_iters:
             self.save(runner, step)
 
-    def save(self, runner, step):
-        from mmengine.dist import is_main_process
+    def before_save_checkpoint(self, runner, checkpoint):
+        if self.writing is None:  # a save this hook did not start: MMEngine writes it
+            return
+        if distributed.is_main_process():
+            torch.save(dict(checkpoint), self.writing)
+        checkpoint.clear()  # what MMEngine then writes, to os.devnull, is empty
 
+    def save(self, runner, step):
         work_dir = Path(runner.work_dir)
         final = work_dir / f"iter_{step}.pth"
-        tmp = final.with_name(final.name + TMP_SUFFIX)
-        runner.save_checkpoint(str(work_dir), tmp.name, save_optimizer=True,
-                               save_param_scheduler=True, by_epoch=False)
-        if not is_main_process():
+        tmp = self.writing = final.with_name(final.name + TMP_SUFFIX)
+        try:
+            runner.save_checkpoint(os.path.dirname(os.devnull), os.path.basename(os.devnull),
+                                   save_optimizer=True, save_param_scheduler=True,
+                                   by_epoch=False)
+        finally:
+            self.writing = None
+        if not distributed.is_main_process():
             return
         fsync_file(tmp)
         os.replace(tmp, final)
