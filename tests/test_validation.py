@@ -243,12 +243,11 @@ def test_resume_restores_the_best_loss_and_patience(tmp_path):
              {"step": 3, "eval_loss": 1.5}, {"step": 4, "eval_loss": 0.5}]
     (tmp_path / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
     train_cfg = SimpleNamespace(batch_size=1, eval_interval=1, save_best=None, export_best=False,
-                                early_stopping=EarlyStoppingCfg(patience=3, min_delta=0.1),
-                                loss_at_labels_only=True, loss_chunk_size=1024)
+                                early_stopping=EarlyStoppingCfg(patience=3, min_delta=0.1))
     built = SimpleNamespace(experiment=SimpleNamespace(train=train_cfg), validation=[],
                             collator=None, plan=SimpleNamespace(total_steps=10), tokenizer=None,
                             template=None, config_text="", work_dir=tmp_path)
-    validator = Validator(built, SimpleNamespace(work_dir=tmp_path), chat=None)
+    validator = Validator(built, SimpleNamespace(work_dir=tmp_path), chat=None, loss=None)
     validator.start(3)  # resumed at step 3: the step-4 record belongs to the lost future
     assert (validator.best_loss, validator.best_step, validator.stale) == (1.0, 2, 1)
 

@@ -243,7 +243,8 @@ def run_hf(built, resume=None, deepspeed=None):
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
     callbacks = [XftCallback(monitor, chat), XftCheckpointCallback(exp.train.save_total_limit)]
-    validator = Validator(built, monitor, chat) if built.validation is not None else None
+    loss = training_loss(exp.train)
+    validator = Validator(built, monitor, chat, loss) if built.validation is not None else None
     if validator is not None:
         callbacks.append(XftValidationCallback(validator))
     trainer = XftTrainer(
@@ -256,7 +257,7 @@ def run_hf(built, resume=None, deepspeed=None):
         run_batches=batches,
         monitor=monitor,
         lr_lambda=lr_lambda,
-        loss=training_loss(exp.train),
+        loss=loss,
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)

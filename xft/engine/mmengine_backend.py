@@ -426,7 +426,8 @@ def run_mmengine(built, resume=None, deepspeed=None):
         param_scheduler=dict(type="ParamSchedulerHook"),
         checkpoint=None,  # replaced by xft's atomic CheckpointHook (custom_hooks)
         sampler_seed=None)  # RunBatchSampler orders every epoch itself
-    model = CausalLMModel(built.model, training_loss(train))
+    loss = training_loss(train)
+    model = CausalLMModel(built.model, loss)
     # The process group exists already (see init_process_group), so the 'pytorch'
     # launcher only tells Runner to use it and wrap the model: DDP on CPU takes no device_ids.
     runner_cfg = dict(model_wrapper_cfg=dict(
@@ -447,7 +448,7 @@ def run_mmengine(built, resume=None, deepspeed=None):
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir)
-    validator = Validator(built, monitor, chat) if built.validation is not None else None
+    validator = Validator(built, monitor, chat, loss) if built.validation is not None else None
     hooks = [MonitorHook(monitor, chat)]
     if validator is not None:
         hooks.append(ValidationHook(validator))

@@ -26,14 +26,15 @@ from xft.engine.evaluate import evaluate_loss
 from xft.engine.distributed import barrier, is_main_process
 from xft.engine.export import export_hf_from_ranks, fresh_tmp_dir, replace_dir
 from xft.engine.monitor import read_metrics
-from xft.model.loss import training_loss
 
 BEST_DIR_NAME = "best"
 BEST_INFO_FILE = "best.json"
 
 
 class Validator:
-    def __init__(self, built, monitor, chat, log=print):
+    def __init__(self, built, monitor, chat, loss, log=print):
+        """`loss`: the engine's training loss (CausalLMLoss), so the held-out set is
+        evaluated as it is trained (labels only, in chunks) and shares its workspace."""
         train = built.experiment.train
         self.dataset, self.collator, self.batch_size = built.validation, built.collator, \
             train.batch_size
@@ -48,7 +49,7 @@ class Validator:
         self.best_loss, self.best_step = None, None
         self.reference, self.stale = None, 0  # early stopping's loss to beat, evaluations since
         self.should_stop = False
-        self.loss = training_loss(train)  # evaluated as trained: labels only, in chunks
+        self.loss = loss
 
     def start(self, first_step):
         """Replay the eval records of earlier steps (a resumed run) to restore the best loss."""
