@@ -168,6 +168,29 @@ def test_two_processes_train_like_one_with_the_global_batch(runs, engine):
     assert len(two) == STEPS and (double / "hf/adapter_config.json").is_file()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_two_process_resume_ends_with_the_uninterrupted_weights(engine, tmp_path):
+    """Checkpoint at step 2 of a 2-process run; a new 2-process run resumed from it
+    logs the same steps 3-4 and ends with the same adapter, to the bit."""
+    import shutil
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    opts = cli_options({**options(1), "train.save_interval": 2})
+    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(full), "--nproc", "2",
+            *opts)
+    name = "iter_2.pth" if engine == "mmengine" else "checkpoint-2"
+    resumed.mkdir()
+    (shutil.copy if engine == "mmengine" else shutil.copytree)(full / name, resumed / name)
+    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(resumed),
+            "--nproc", "2", "--resume", *opts)
+    assert [(r["step"], r["loss"]) for r in read_metrics(resumed)] == \
+        [(r["step"], r["loss"]) for r in read_metrics(full)][2:]
+    expected, got = (load_file(d / "hf/adapter_model.safetensors") for d in (full, resumed))
+    assert got.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
 # Rank 1 exits with code 3 while its config is read (MMEngine executes config files).
 # No import statement: MMEngine would read a config holding one as a lazy-import config.
 FAILING = """
