@@ -163,8 +163,9 @@ class LogitsWorkspace:
     """A buffer LinearCrossEntropy computes each chunk's logits into, kept between calls.
 
     On CPU a fresh [chunk × vocab] tensor (620 MB fp32 for 1024 × 151k) is new
-    memory every time, which the kernel maps and zero-fills page by page: about 3
-    million page faults and 10 s of system time in the issue-7 benchmark's 11 steps.
+    memory every time, which the kernel maps and zero-fills page by page: in the
+    issue-7 benchmark's 11 steps the buffer saves about 3.5 million page faults and
+    7 s of system time (docs/benchmarks.md).
     CUDA's caching allocator already reuses freed blocks, so the workspace is used on
     CPU only (where it would otherwise hold GPU memory between steps).
     """
