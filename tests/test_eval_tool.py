@@ -148,6 +148,37 @@ def test_accuracy_with_a_label_map(tmp_path, random_model, answers):
     assert results["task"]["accuracy"] == pytest.approx((1 + row2) / 3)
 
 
+def test_batched_answers_equal_one_prompt_at_a_time(random_model, tokenizer):
+    """Prompts of different lengths, left-padded into batches (the last one partial),
+    with a system prompt: the same greedy answers as generating each alone, and as
+    the tokenizer's own template with model.generate."""
+    from transformers import AutoModelForCausalLM
+
+    from xft.data.templates import get_template
+    from xft.tools.eval import answer_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(random_model)
+    template = get_template("chatml", tokenizer)
+    prompts = ["Hi", "What is the capital of France, and why?", "你好吗?",
+               "Count: one two three four five six seven", "ok"]
+    alone = answer_prompts(model, tokenizer, template, prompts, max_new_tokens=6)
+    batched = answer_prompts(model, tokenizer, template, prompts, max_new_tokens=6,
+                             batch_size=2)
+    assert batched == alone and len(set(alone)) > 1
+    assert [a.strip() for a in alone] == [reference_answer(model, tokenizer, p, 6).strip()
+                                          for p in prompts]
+    with_system = answer_prompts(model, tokenizer, template, prompts, system="Be brief.",
+                                 max_new_tokens=6, batch_size=3)
+    assert with_system == answer_prompts(model, tokenizer, template, prompts,
+                                         system="Be brief.", max_new_tokens=6)
+
+
+def test_batch_size_must_be_positive(tmp_path):
+    with pytest.raises(Exception, match="--batch-size must be at least 1"):
+        run_eval(eval_args(TINY, "--data", tmp_path / "x.json", "--batch-size", 0,
+                           "--out", tmp_path / "out"), log=lambda *a: None)
+
+
 def test_answer_to_label_rules():
     mapping = {"0": "负面", "1": "正面"}
     assert answer_to_label(" 正面 ", mapping) == "1"

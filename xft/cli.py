@@ -193,7 +193,9 @@ def build_parser():
                    help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
     p.add_argument("--max-length", type=int, default=2048,
                    help="--data samples longer than this are dropped (and counted)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="samples per forward for --data, prompts per generate call for "
+                   "--task and --compare (default: 4)")
     p.add_argument("--task", help="labelled task file (CSV with a header row, JSON or JSONL)")
     p.add_argument("--prompt-column", help="--task column holding the prompt")
     p.add_argument("--label-column", help="--task column holding the expected label")

@@ -112,15 +112,18 @@ def answer_to_label(answer, label_map=None):
     return named[0] if len(named) == 1 else None
 
 
-def answer_prompts(model, tokenizer, template, prompts, system=None, max_new_tokens=32):
-    """Greedy answers, each prompt in a fresh conversation (as the training chat does)."""
+def answer_prompts(model, tokenizer, template, prompts, system=None, max_new_tokens=32,
+                   batch_size=1):
+    """Greedy answers, each prompt in a fresh conversation (as the training chat does),
+    generated `batch_size` prompts at a time."""
     from xft.tools.chat import ChatSession
 
     session = ChatSession(model, tokenizer, template, system, max_new_tokens)
+    start = [{"role": "system", "content": system}] if system else []
+    conversations = [start + [{"role": "user", "content": prompt}] for prompt in prompts]
     answers = []
-    for prompt in prompts:
-        session.reset()
-        answers.append(session.ask(prompt))
+    for i in range(0, len(conversations), batch_size):
+        answers += session.answer_batch(conversations[i:i + batch_size])
     return answers
 
 
@@ -192,6 +195,8 @@ def run_eval(args, log=print):
 
     if not (args.data or args.task or args.compare):
         raise XftError("nothing to evaluate: give --data, --task and/or --compare")
+    if args.batch_size < 1:
+        raise XftError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
     items = read_task(args.task, args.prompt_column, args.label_column) if args.task else []
@@ -217,7 +222,7 @@ def run_eval(args, log=print):
     task_answers = None
     if items:
         task_answers = answer_prompts(model, tokenizer, template, task_prompts, args.system,
-                                      args.max_new_tokens)
+                                      args.max_new_tokens, args.batch_size)
         summary, records = task_accuracy(items, task_answers, label_map)
         with open(out / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
             for record in records:
@@ -229,12 +234,13 @@ def run_eval(args, log=print):
     if args.compare:
         prompts = read_prompts(args.prompts) if args.prompts else task_prompts
         tuned = task_answers if not args.prompts else \
-            answer_prompts(model, tokenizer, template, prompts, args.system, args.max_new_tokens)
+            answer_prompts(model, tokenizer, template, prompts, args.system, args.max_new_tokens,
+                           args.batch_size)
         del model  # one model in memory at a time
         base_model, base_tokenizer, base_template = load_chat_model(
             args.compare, template_name=args.base_template or template.name)
         base = answer_prompts(base_model, base_tokenizer, base_template, prompts, args.system,
-                              args.max_new_tokens)
+                              args.max_new_tokens, args.batch_size)
         tuned_name = args.adapter or args.model
         markdown, page = compare_tables(prompts, base, tuned, args.compare, tuned_name)
         (out / COMPARE_MD).write_text(markdown, encoding="utf-8")
