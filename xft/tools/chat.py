@@ -233,18 +233,10 @@ def read_prompt_file(path):
     from xft.data.conversation import check_conversation
     from xft.errors import RecordError
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=path)
+    from xft.data.json_lines import json_lines
+
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=where) from None
+    for where, record in json_lines(path):
         try:
             items.append((record, _conversation(record, check_conversation)))
         except RecordError as e:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xft.data.conversation import check_conversation
 from xft.data.encode import labels_from_spans
+from xft.data.json_lines import json_lines
 from xft.data.templates import TEMPLATES, get_template
 from xft.errors import ConfigError, DataError, RecordError
 from xft.paths import resolve_path
@@ -62,20 +63,14 @@ def _messages(record):
 
 def render_file(template_name, tokenizer_path, input_path, output_path=None, train_on="all"):
     """Encode every line of input_path; returns the number of lines written."""
-    path = Path(input_path)
-    if not path.is_file():
+    if not Path(input_path).is_file():  # before the tokenizer loads
         raise DataError("file not found", file=input_path)
     tokenizer = load_tokenizer(tokenizer_path)
     template = get_template(template_name, tokenizer, train_on)
     lines = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{input_path} line {lineno}"
+    for where, record in json_lines(input_path):
         try:
-            result = encode_messages(_messages(json.loads(line)), template, tokenizer)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=where) from None
+            result = encode_messages(_messages(record), template, tokenizer)
         except RecordError as e:
             raise DataError(e.reason, file=where, field=e.field) from None
         lines.append(json.dumps(result, ensure_ascii=False))
