@@ -314,15 +314,16 @@ def test_two_ranks_storing_the_same_dataset_cache_entry_do_not_fail(tmp_path, mo
     from xft.data import cache
 
     samples = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    FIELDS = ("input_ids", "labels")  # the SFT objective's
     real_replace = os.replace
 
     def other_rank_first(src, dst):  # the other rank's entry lands between check and rename
         monkeypatch.setattr(cache.os, "replace", real_replace)
-        cache.save(tmp_path, "k", {"who": "other"}, samples, {"n": 1})
+        cache.save(tmp_path, "k", {"who": "other"}, samples, {"n": 1}, FIELDS)
         return real_replace(src, dst)
 
     monkeypatch.setattr(cache.os, "replace", other_rank_first)
-    entry = cache.save(tmp_path, "k", {"who": "me"}, samples, {"n": 1})
+    entry = cache.save(tmp_path, "k", {"who": "me"}, samples, {"n": 1}, FIELDS)
     assert json.loads((entry / "key.json").read_text()) == {"who": "other"}
-    assert cache.load(tmp_path, "k") is not None
+    assert cache.load(tmp_path, "k", FIELDS) is not None
     assert [p.name for p in (tmp_path / "datasets").iterdir()] == ["k"]  # no temp folder left
