@@ -21,13 +21,12 @@ metric is logged as (sum over the step) / (the step's count), the same under
 any gradient accumulation and number of processes.
 """
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Dict
 
 import torch
 
-from xft.errors import ConfigError
+from xft.errors import ConfigError, did_you_mean
 
 OBJECTIVES = {}
 
@@ -43,10 +42,8 @@ def register_objective(cls):
 def objective_class(name):
     """The registered objective class; ConfigError with the closest name for a typo."""
     if name not in OBJECTIVES:
-        close = difflib.get_close_matches(str(name), list(OBJECTIVES), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"'objective.type' must be one of {sorted(OBJECTIVES)}, "
-                          f"got {name!r}{hint}")
+                          f"got {name!r}{did_you_mean(name, OBJECTIVES)}")
     return OBJECTIVES[name]
 
 
