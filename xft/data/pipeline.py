@@ -66,15 +66,17 @@ class SourceReport:
         if self.cache in ("hit", "built"):
             verb = "loaded from" if self.cache == "hit" else "stored in"
             yield f"  cache {self.cache}: {verb} {self.cache_entry}"
-        for label, count in [("bad records skipped", self.skipped_bad),
-                             ("samples longer than max_length dropped", s.dropped_too_long),
+        if self.skipped_bad:
+            yield f"  bad records skipped: {self.skipped_bad}"
+            # The reasons belong under their own heading, not under the next counter.
+            for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
+                yield f"    {count} × {reason}"
+        for label, count in [("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
                              ("samples with no trained token dropped", s.dropped_no_label),
                              ("documents split into max_length pieces", s.split_documents)]:
             if count:
                 yield f"  {label}: {count}"
-        for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
-            yield f"    {count} × {reason}"
 
 
 def read_records(path):
