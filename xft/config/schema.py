@@ -87,6 +87,11 @@ class DatasetCfg:
     # Name of a format map function (see xft.data.formats and docs/formats.md), or a
     # function record → messages (or → str document) defined in the config file.
     format: Union[str, Callable] = "alpaca"
+    # Read a named format from records with other field names: the format's field → the
+    # record's, e.g. dict(messages='conversations', role='speaker') (docs/formats.md).
+    columns: Dict[str, str] = field(default_factory=dict)
+    # ... and other role values: a role → the record's value, e.g. dict(user='human').
+    tags: Dict[str, str] = field(default_factory=dict)
     # Values substituted for {{key}} placeholders in every string of a record,
     # e.g. dict(name='Xiaoxi') for self-cognition data.
     placeholders: Dict[str, str] = field(default_factory=dict)
@@ -104,6 +109,9 @@ class DatasetCfg:
 @dataclass
 class DataCfg:
     max_length: int = 2048
+    # Dataset registry files (JSON/YAML; xft's keys or LLaMA-Factory's dataset_info.json)
+    # for entries given as dict(name=...); xft://data/dataset_info.json is consulted last.
+    registry: List[str] = field(default_factory=list)
     # What to do with a sample longer than max_length: drop it, or truncate it
     # keeping its final end-of-turn token. Either way it is counted and reported.
     truncation: Literal["drop", "truncate"] = "drop"
@@ -209,7 +217,14 @@ class Experiment:
 
 def validate(raw: dict) -> Experiment:
     """Build an Experiment from a plain dict, or raise ConfigError naming the key."""
+    from xft.config.dataset_registry import resolve_names
+
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
+    registries = (public.get("data") or {}).get("registry") if isinstance(
+        public.get("data"), dict) else None
+    for key in ("datasets", "val_datasets"):
+        if key in public:
+            public[key] = resolve_names(public[key], registries, key)
     experiment = _build(Experiment, public, path="")
     _check_method(experiment.method, experiment.model)
     _check_validation(experiment)
