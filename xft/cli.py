@@ -211,6 +211,11 @@ def build_parser():
     p.add_argument("--prompts", help="prompts for --compare: a text file (one a line) or JSON/JSONL "
                    "(default: the --task prompts)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="evaluate only the first N rows of --task / prompts of --prompts")
+    p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
+                   help="a --task row with an empty cell: stop with its index (default) or "
+                        "skip it and count it")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "
