@@ -247,6 +247,7 @@ def read_prompt_file(path):
 
 
 def _conversation(record, check_conversation):
+    from xft.data.formats.chat import openai
     from xft.errors import RecordError
 
     if not isinstance(record, dict):
@@ -255,6 +256,7 @@ def _conversation(record, check_conversation):
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:
             raise RecordError("must be a non-empty list of messages", field="messages")
+        messages = openai(record)  # OpenAI's optional fields read as its API defines them
         check_conversation(messages)
         if messages[-1].get("role") != "user":
             raise RecordError("the last message must be the user's, to be answered",

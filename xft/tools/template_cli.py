@@ -12,6 +12,7 @@ from pathlib import Path
 
 from xft.data.conversation import check_conversation
 from xft.data.encode import labels_from_spans
+from xft.data.formats.chat import openai
 from xft.data.json_lines import json_lines
 from xft.data.templates import TEMPLATES, get_template
 from xft.errors import ConfigError, DataError, RecordError
@@ -46,17 +47,10 @@ def encode_messages(messages, template, tokenizer):
 
 
 def _messages(record):
+    """The line's conversation, read as the `openai` format reads records."""
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
-    messages = record.get("messages")
-    if not isinstance(messages, list):
-        raise RecordError("missing or not a list", field="messages")
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise RecordError("must be an object with role and content", field=f"messages[{i}]")
-        for key in ("role", "content"):
-            if key not in msg:
-                raise RecordError("missing field", field=f"messages[{i}].{key}")
+    messages = openai(record)
     check_conversation(messages)
     return messages
 
