@@ -26,7 +26,10 @@ FAMILIES = [
     ChatTemplate(
         name="default", description="plain 'User:/Assistant:' turns for base models",
         prefix="{bos_token}", system="System: {content}\n", user="User: {content}\n",
-        assistant_prefix="Assistant: ", assistant_suffix="{eos_token}", turn_separator="\n"),
+        assistant_prefix="Assistant: ", assistant_suffix="{eos_token}", turn_separator="\n",
+        # No trailing space: in training it merges into the reply's first word ('▁Lam'),
+        # so a prompt ending in a lone '▁' is one the model never saw.
+        generation_prompt="Assistant:"),
     ChatTemplate(
         name="alpaca", description="Stanford Alpaca instruction format for base models",
         prefix="{bos_token}", system="{content}\n\n",
@@ -118,6 +121,7 @@ FAMILIES = [
         system="{content}", user="<|Human|>: {content}<eoh>\n",
         reasoning="<|Inner Thoughts|>: {content}<eot>\n",
         assistant_prefix="<|MOSS|>: ", assistant_suffix="<eom>", turn_separator="\n",
+        generation_prompt="<|MOSS|>:",  # as MOSS's own demo prompts: the space is the reply's
         tool="<|Results|>:\n{content}\n<eor>\n", tool_calls="moss",
         # Plain text in most tokenizers (several tokens), so a stop string, not a stop word.
         stop_strings=("<eom>",)),

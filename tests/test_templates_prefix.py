@@ -1,0 +1,74 @@
+"""The generation prompt is a token prefix of the text the model was trained on.
+
+For every template and every tokenizer it can bind to: tokenize(prompt) equals the
+first tokens of tokenize(training text), so inference never starts the reply from
+a token the model never saw there (e.g. a lone '▁' where training merged the space
+into the next word). Tokenizers: each family's test tokenizer (xft's tiny
+byte-level BPE plus the family's special tokens) and the real ones that exist here.
+"""
+
+import os
+
+import pytest
+from test_templates import CONVERSATIONS, FAMILY_TOKENS, family_tokenizer
+
+from xft.data.templates import TEMPLATES, get_template
+from xft.errors import ConfigError, RecordError
+
+REAL = ("qwen2", "mistral-7b-instruct-v0.3", "mistral_v1_legacy", "mistral_v1")
+
+
+def real_tokenizer(name, shared_data, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    if name.startswith("mistral_v1"):  # the v0.1/v0.2 sentencepiece model mistral-common ships
+        mistral_common = pytest.importorskip("mistral_common")
+        folder = tmp_path_factory.mktemp(name)
+        source = os.path.join(os.path.dirname(mistral_common.__file__), "data",
+                              "tokenizer.model.v1")
+        (folder / "tokenizer.model").write_bytes(open(source, "rb").read())
+        return AutoTokenizer.from_pretrained(folder, legacy=name.endswith("legacy"))
+    return AutoTokenizer.from_pretrained(shared_data / "tokenizers" / name)
+
+
+def assert_prompt_is_token_prefix(template, tokenizer):
+    checked = 0
+    for messages in CONVERSATIONS.values():
+        try:
+            prompt = template.render(messages[:-1], add_generation_prompt=True).text
+            full = template.render(messages).text
+        except RecordError:  # e.g. a system prompt for a family without one
+            continue
+        if template.system_placement == "final_user" and messages[0]["role"] == "system":
+            continue  # Mistral v0.3's own template drops the system prompt from training text
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        assert full_ids[:len(prompt_ids)] == prompt_ids, (
+            f"{template.name}: prompt ends in {tokenizer.convert_ids_to_tokens(prompt_ids[-3:])}"
+            f", training text has {tokenizer.convert_ids_to_tokens(full_ids[len(prompt_ids) - 3:len(prompt_ids) + 1])}")
+        checked += 1
+    assert checked
+
+
+NAMED = sorted(n for n in TEMPLATES if n != "auto")
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_prompt_is_a_token_prefix_with_the_family_tokenizer(name):
+    family = name if name in FAMILY_TOKENS else "mistral"
+    tokenizer = family_tokenizer(family)
+    assert_prompt_is_token_prefix(get_template(name, tokenizer), tokenizer)
+
+
+@pytest.mark.parametrize("real", REAL)
+def test_prompt_is_a_token_prefix_with_real_tokenizers(real, shared_data, tmp_path_factory):
+    tokenizer = real_tokenizer(real, shared_data, tmp_path_factory)
+    bound = 0
+    for name in NAMED:
+        try:
+            template = get_template(name, tokenizer)
+        except ConfigError:  # the tokenizer lacks the family's turn tokens
+            continue
+        assert_prompt_is_token_prefix(template, tokenizer)
+        bound += 1
+    assert bound >= 5
