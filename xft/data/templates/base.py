@@ -159,7 +159,7 @@ class ChatTemplate:
                 else:
                     if self.reasoning and msg.get("reasoning_content"):
                         emit(self._fill(self.reasoning, msg["reasoning_content"]), trained)
-                    emit(self._fill(self.assistant_prefix))
+                    self._emit_prefix(emit, trained)
                     content = self._strip("assistant", msg["content"])
                     emit(content + self._fill(self.assistant_suffix), trained)
                     emit(self._fill(self.turn_separator))
@@ -175,6 +175,16 @@ class ChatTemplate:
             ends_with_reply = last_answer == len(body) - 1
             emit(self._fill(self.closing), trained=trained and ends_with_reply)
         return Rendered("".join(parts), tuple(spans))
+
+    def _emit_prefix(self, emit, trained):
+        """assistant_prefix; the part of it beyond the generation prompt (the space of
+        'Assistant: ' after a prompt 'Assistant:') is written by the model: trained."""
+        prefix, prompt = self._fill(self.assistant_prefix), self._fill(self._generation_prompt())
+        if prefix.startswith(prompt):
+            emit(prompt)
+            emit(prefix[len(prompt):], trained)
+        else:
+            emit(prefix)
 
     def _generation_prompt(self):
         return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
