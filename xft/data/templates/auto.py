@@ -134,11 +134,12 @@ class AutoTemplate:
 
 def _prompt_end(prompt, ending, limit):
     """Where the generation prompt ends inside `ending` (before `limit`): its length when
-    `ending` starts with it, else after the last place that ends like the prompt (a
-    template that rewrites the prompt's earlier text, e.g. moves the system prompt)."""
+    `ending` starts with it, else after the last place that ends like the prompt's last
+    8+ characters (a template that rewrites the prompt's earlier text, e.g. moves the
+    system prompt); `limit` (nothing written) when there is none."""
     if ending.startswith(prompt):
         return len(prompt)
-    for size in range(min(len(prompt), 64), 0, -1):
+    for size in range(min(len(prompt), 64), min(len(prompt), 8) - 1, -1):
         found = ending.rfind(prompt[-size:], 0, limit)
         if found >= 0:
             return found + size
