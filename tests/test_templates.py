@@ -25,6 +25,8 @@ FAMILY_TOKENS = {
     "alpaca": ("<s>", "</s>", []),
     "chatml": (None, "<|im_end|>", ["<|im_start|>"]),
     "qwen2_chat": (None, "<|endoftext|>", ["<|im_start|>", "<|im_end|>"]),
+    "qwen3": (None, "<|im_end|>", ["<|im_start|>", "<|endoftext|>"]),
+    "qwen3_keep_thinking": (None, "<|im_end|>", ["<|im_start|>", "<|endoftext|>"]),
     "yi_chat": ("<|startoftext|>", "<|im_end|>", ["<|im_start|>"]),
     "internlm2_chat": ("<s>", "</s>", ["<|im_start|>", "<|im_end|>"]),
     "vicuna": ("<s>", "</s>", []),
@@ -46,7 +48,7 @@ FAMILY_TOKENS = {
 APPENDS_EOS = {"chatglm3"}
 # mistral_v3's reference is its real tokenizer_config (test_templates_real.py); auto has none;
 # MOSS ships no chat_template: test_templates_moss.py checks moss against the raw MOSS records.
-NO_FIXTURE = {"mistral_v3", "auto", "moss"}
+NO_FIXTURE = {"mistral_v3", "auto", "moss", "qwen3_keep_thinking"}
 
 SYSTEM = {"role": "system", "content": "You are Tuna, a terse assistant."}
 CONVERSATIONS = {
@@ -75,7 +77,7 @@ TOOL_CHAT = [
     {"role": "tool", "tool_call_id": "call67890", "content": '{"temp": 25}'},
     {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
 ]
-TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3"}
+TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3", "qwen3", "qwen3_keep_thinking"}
 # Tool definitions as the formats put them on the system message. Mistral v0.3's template drops
 # a function's "return" and writes string values unescaped (the quotes below stay raw).
 TOOLS = [
@@ -203,6 +205,8 @@ def test_labels_are_each_reply_and_its_end_of_turn(name):
     samples, _ = encode_conversations([messages], template, tokenizer, 4096)
     runs = _trained_runs(tokenizer, samples[0])
     replies = [_expected_reply(template, m) for m in messages if m["role"] == "assistant"]
+    if template.think:  # a thinking model's final reply opens with its (empty) think block
+        replies[-1] = "".join(template.think) + replies[-1]
     if template.closing:  # EOS after the final reply is trained too
         if template.turn_separator:
             replies.append(template._fill(template.closing))
@@ -390,8 +394,8 @@ def test_train_on_last_trains_only_the_final_reply():
 def test_unknown_train_on_and_unknown_template_fail_clearly():
     with pytest.raises(ConfigError, match="train_on"):
         get_template("chatml", train_on="first")
-    with pytest.raises(ConfigError, match="unknown chat template 'qwen3'"):
-        get_template("qwen3")
+    with pytest.raises(ConfigError, match="unknown chat template 'qwen9'"):
+        get_template("qwen9")
 
 
 def test_template_needing_bos_fails_clearly_when_unbound():

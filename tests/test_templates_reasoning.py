@@ -11,7 +11,7 @@ from the templates' documented rules, independently of xft) with its end-of-turn
 
 import pytest
 from reasoning_tokenizers import deepseek_r1_tokenizer, qwen3_tokenizer
-from test_templates import CONVERSATIONS, SYSTEM
+from test_templates import CONVERSATIONS, SYSTEM, TOOL_DEFS_CHATS
 from test_templates_real import trained_runs
 
 from xft.data.encode import encode_conversations
@@ -117,3 +117,46 @@ def test_auto_on_qwen3_trains_only_the_last_reply_with_train_on_last(qwen3):
     samples, _ = encode_conversations([messages], get_template("auto", qwen3, "last"), qwen3,
                                       4096)
     assert trained_runs(qwen3, samples[0]) == qwen3_replies(messages)[-1:]
+
+
+# ------------------------------------------------------------------ the named qwen3 template
+
+QWEN3_CHATS = {**CHATS, **{key: TOOL_DEFS_CHATS[key] for key in TOOL_DEFS_CHATS}}
+
+
+def hf_form(messages):
+    from xft.data.templates.auto import hf_chat
+
+    return hf_chat(messages)
+
+
+@pytest.mark.parametrize("key", QWEN3_CHATS)
+def test_qwen3_equals_the_official_template_and_trains_what_auto_trains(qwen3, key):
+    messages = QWEN3_CHATS[key]
+    named = get_template("qwen3", qwen3)
+    chat, tools = hf_form(messages)
+    assert named.render(messages).text == qwen3.apply_chat_template(chat, tools=tools,
+                                                                    tokenize=False)
+    got, _ = encode_conversations([messages], named, qwen3, 4096)
+    want, _ = encode_conversations([messages], get_template("auto", qwen3), qwen3, 4096)
+    assert got == want
+    # The exported jinja renders what the official one renders, prompts in both thinking modes.
+    prompt, tools = hf_form(messages[:-1])
+    for thinking in (True, False):
+        kwargs = dict(tools=tools, tokenize=False, add_generation_prompt=True,
+                      enable_thinking=thinking)
+        assert qwen3.apply_chat_template(prompt, chat_template=named.to_jinja(), **kwargs) == \
+            qwen3.apply_chat_template(prompt, **kwargs)
+    assert qwen3.apply_chat_template(chat, tools=tools, tokenize=False,
+                                     chat_template=named.to_jinja()) == named.render(messages).text
+
+
+def test_qwen3_keep_thinking_trains_every_replys_thoughts(qwen3):
+    messages = CHATS["thinking_multi"]
+    keep = get_template("qwen3_keep_thinking", qwen3)
+    samples, _ = encode_conversations([messages], keep, qwen3, 4096)
+    assert trained_runs(qwen3, samples[0]) == [
+        "<think>\n2 plus 2 is 4.\n</think>\n\n4.<|im_end|>",
+        "<think>\n3 plus 3 is 6.\n</think>\n\n6.<|im_end|>"]
+    assert qwen3.apply_chat_template(messages, tokenize=False, chat_template=keep.to_jinja()) \
+        == keep.render(messages).text

@@ -17,6 +17,11 @@ _CHATML = dict(
     stop_words=("<|im_end|>",),
 )
 
+_QWEN_TOOLS = dict(tool="\n<tool_response>\n{content}\n</tool_response>",
+                   tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen",
+                   tool_definitions="qwen")
+_QWEN3 = dict(think=("<think>\n", "\n</think>\n\n"), **_QWEN_TOOLS, **_CHATML)
+
 # Mistral-style [INST] formats: BOS once, no generation prompt ("[/INST]" ends the prompt),
 # user/assistant must alternate.
 _INST = dict(prefix="{bos_token}", assistant_prefix=" ", assistant_suffix="{eos_token}",
@@ -41,10 +46,13 @@ FAMILIES = [
                  "(xft's tiny default model)", **_CHATML),
     ChatTemplate(
         name="qwen2_chat", description="Qwen2 / Qwen2.5 instruct (ChatML, tools)",
-        default_system="You are a helpful assistant.",
-        tool="\n<tool_response>\n{content}\n</tool_response>",
-        tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen",
-        tool_definitions="qwen", **_CHATML),
+        default_system="You are a helpful assistant.", **_QWEN_TOOLS, **_CHATML),
+    # Qwen3 (hybrid thinking): ChatML, tools as Qwen2.5, no default system prompt, and the
+    # thinking rule of its official template (see `think` in base.py, docs/templates.md).
+    ChatTemplate(name="qwen3", description="Qwen3 (thinking; earlier replies' thoughts "
+                 "dropped, as its template)", **_QWEN3),
+    ChatTemplate(name="qwen3_keep_thinking", description="Qwen3 with every reply's thoughts "
+                 "kept and trained", think_history="keep", **_QWEN3),
     ChatTemplate(name="yi_chat", description="Yi-6B/34B chat (ChatML, no default system prompt)",
                  **_CHATML),
     ChatTemplate(name="internlm2_chat", description="InternLM2 chat (BOS + ChatML)",
