@@ -37,6 +37,8 @@ FAMILY_TOKENS = {
     "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
     "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
     "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),
+    "deepseek_r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+                    ["<｜User｜>", "<｜Assistant｜>"]),
     "zephyr": ("<s>", "</s>", []),
     "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
                                 "<|observation|>"]),
@@ -46,6 +48,18 @@ FAMILY_TOKENS = {
 # The one deliberate difference from a reference: xft closes a ChatGLM3 conversation with EOS
 # (its chat_template ends a reply with nothing; ChatGLM3's fine-tuning script appends EOS).
 APPENDS_EOS = {"chatglm3"}
+# The other: xft's DeepSeek-R1 keeps the final reply's think block (empty here), which its
+# template drops although its generation prompt opens one (see families.py).
+FINAL_THINK = {"deepseek_r1": ("<｜Assistant｜>", "<think>\n\n</think>\n\n")}
+
+
+def with_final_think(name, text):
+    """The reference rendering with the think block xft keeps in the final reply."""
+    if name not in FINAL_THINK:
+        return text
+    opening, block = FINAL_THINK[name]
+    at = text.rindex(opening) + len(opening)
+    return text[:at] + block + text[at:]
 # mistral_v3's reference is its real tokenizer_config (test_templates_real.py); auto has none;
 # MOSS ships no chat_template: test_templates_moss.py checks moss against the raw MOSS records.
 NO_FIXTURE = {"mistral_v3", "auto", "moss", "qwen3_keep_thinking"}
@@ -154,6 +168,8 @@ def test_text_equals_reference_jinja(name, messages, add_generation_prompt):
         return
     if name in APPENDS_EOS and not add_generation_prompt:
         expected += tokenizer.eos_token
+    if not add_generation_prompt:
+        expected = with_final_think(name, expected)
     assert template.render(messages, add_generation_prompt).text == expected
 
 
@@ -168,6 +184,10 @@ def test_tokens_equal_apply_chat_template(name, key):
     expected = jinja_render(tokenizer, reference(name), messages, tokenize=True)
     if name in APPENDS_EOS:
         expected.append(tokenizer.eos_token_id)
+    if name in FINAL_THINK:
+        expected = tokenizer(with_final_think(name, jinja_render(tokenizer, reference(name),
+                                                                  messages)),
+                             add_special_tokens=False)["input_ids"]
     assert samples[0]["input_ids"] == expected
 
 
@@ -205,8 +225,11 @@ def test_labels_are_each_reply_and_its_end_of_turn(name):
     samples, _ = encode_conversations([messages], template, tokenizer, 4096)
     runs = _trained_runs(tokenizer, samples[0])
     replies = [_expected_reply(template, m) for m in messages if m["role"] == "assistant"]
-    if template.think:  # a thinking model's final reply opens with its (empty) think block
-        replies[-1] = "".join(template.think) + replies[-1]
+    if template.think:  # a thinking model's final reply opens with its (empty) think block,
+        # less what the generation prompt already opened (DeepSeek-R1's '<think>\n')
+        opened = template._fill(template._generation_prompt())[
+            len(template._fill(template.assistant_prefix)):]
+        replies[-1] = ("".join(template.think) + replies[-1])[len(opened):]
     if template.closing:  # EOS after the final reply is trained too
         if template.turn_separator:
             replies.append(template._fill(template.closing))
@@ -426,7 +449,7 @@ def test_registry_is_declarative_and_described():
 AUTO_TRAINS_MORE = {"phi3"}
 
 
-@pytest.mark.parametrize("name", sorted(set(FAMILIES) - APPENDS_EOS))
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - APPENDS_EOS - set(FINAL_THINK)))
 def test_auto_labels_equal_the_named_template_labels(name):
     tokenizer = family_tokenizer(name)
     with_reference = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,

@@ -160,3 +160,28 @@ def test_qwen3_keep_thinking_trains_every_replys_thoughts(qwen3):
         "<think>\n3 plus 3 is 6.\n</think>\n\n6.<|im_end|>"]
     assert qwen3.apply_chat_template(messages, tokenize=False, chat_template=keep.to_jinja()) \
         == keep.render(messages).text
+
+
+# ------------------------------------------------------------- the named deepseek_r1 template
+
+@pytest.mark.parametrize("key", ["thinking_multi", "plain_multi", "plain_single"])
+def test_deepseek_r1_is_official_but_keeps_the_final_replys_thoughts(r1, key):
+    messages = CHATS[key]
+    named = get_template("deepseek_r1", r1)
+    official = r1.apply_chat_template(messages, tokenize=False)
+    text = named.render(messages).text
+    cut = official.rindex("<｜Assistant｜>")
+    assert text[:cut] == official[:cut]  # earlier turns: exactly the official rendering
+    thoughts, answer = _split(messages[-1])
+    assert text[cut:] == ("<｜Assistant｜><think>\n" + thoughts + "\n</think>\n\n" + answer
+                          + "<｜end▁of▁sentence｜>")
+    prompt = named.render(messages[:-1], add_generation_prompt=True).text
+    assert prompt == r1.apply_chat_template(messages[:-1], tokenize=False,
+                                            add_generation_prompt=True)
+    samples, _ = encode_conversations([messages], named, r1, 4096)
+    runs = trained_runs(r1, samples[0])
+    assert runs[:-1] == r1_replies(messages)[:-1]
+    if thoughts:  # all the model writes after the prompt
+        assert runs[-1] == text[len(prompt):]
+    else:  # the prompt's '<think>\n' and '\n</think>' merge into one trained '\n\n' token
+        assert runs[-1] == "\n" + text[len(prompt):]

@@ -254,11 +254,11 @@ class ChatTemplate:
         if shows_thoughts and (last or thoughts):
             body = self.think[0] + thoughts.strip("\n") + self.think[1] + body.lstrip("\n")
         prefix = self._fill(style.prefix if style else self.assistant_prefix)
-        prompt = self._fill(self._generation_prompt())
-        covered = len(prompt) if prefix.startswith(prompt) else len(prefix)
-        emit(prefix[:covered])
-        emit(prefix[covered:] + body + self._fill(style.suffix if style else
-                                                  self.assistant_suffix), trained)
+        text = prefix + body + self._fill(style.suffix if style else self.assistant_suffix)
+        prompt = self._fill(self._generation_prompt())  # may open the think block (R1)
+        covered = len(prompt) if text.startswith(prompt) else len(prefix)
+        emit(text[:covered])
+        emit(text[covered:], trained)
         emit(self._fill(style.separator if style else self.turn_separator))
 
     def _emit_tool_calls(self, msg, emit, trained):

@@ -105,6 +105,18 @@ FAMILIES = [
         prefix="{bos_token}", system="{content}\n\n", user="User: {content}\n\n",
         assistant_prefix="Assistant: ", assistant_suffix="{eos_token}",
         generation_prompt="Assistant:"),
+    # DeepSeek-R1 and its distills. Its official template drops the thoughts of every reply,
+    # the final one included, while its generation prompt opens a think block: trained that
+    # way, a model would learn to answer without thinking. xft keeps the final reply's
+    # thoughts (an empty block without them), so the prompt is a prefix of the trained text;
+    # earlier replies are exactly the official ones (docs/templates.md).
+    ChatTemplate(
+        name="deepseek_r1", description="DeepSeek-R1 and R1-Distill (thinking; the final "
+                                        "reply keeps its thoughts)",
+        prefix="{bos_token}", system="{content}", user="<｜User｜>{content}",
+        assistant_prefix="<｜Assistant｜>", assistant_suffix="{eos_token}",
+        generation_prompt="<｜Assistant｜><think>\n", think=("<think>\n", "\n</think>\n\n"),
+        stop_words=("<｜end▁of▁sentence｜>",)),
     # ChatGLM3's chat_template ends a reply with nothing (generation stops at the next role
     # token). Like ChatGLM3's own fine-tuning script, xft closes a conversation with EOS so the
     # model learns to stop; prompts (add_generation_prompt) are exactly the official ones.
