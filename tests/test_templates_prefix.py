@@ -81,3 +81,41 @@ def test_prompt_is_a_token_prefix_with_real_tokenizers(real, shared_data, tmp_pa
         assert_prompt_is_token_prefix(template, tokenizer)
         bound += 1
     assert bound >= 3
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_mistral_v1_ids_against_mistral_common(legacy, tmp_path_factory):
+    """Mistral 7B Instruct v0.1/v0.2 (tokenizer v1): xft's text is the official template's
+    ('<s> [INST] ...', also mistral's own cookbook string). Its ids are mistral-common's
+    with the tokenizer loaded non-legacy; loaded legacy, the tokenizer itself puts a '▁'
+    after <s> and </s>, and the official template's text gives one '▁' too many there."""
+    from mistral_common.protocol.instruct.messages import (AssistantMessage, SystemMessage,
+                                                           UserMessage)
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    name = "mistral_v1_legacy" if legacy else "mistral_v1"
+    tokenizer = real_tokenizer(name, None, tmp_path_factory)
+    import mistral_common
+
+    reference = MistralTokenizer.from_file(os.path.join(
+        os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1"))
+    messages = [{"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "Hello, how are you?"},
+                {"role": "assistant", "content": "Fine, and you?"},
+                {"role": "user", "content": "I'm great!"}]
+    want = reference.encode_chat_completion(ChatCompletionRequest(messages=[
+        SystemMessage(content="Be terse."), UserMessage(content="Hello, how are you?"),
+        AssistantMessage(content="Fine, and you?"), UserMessage(content="I'm great!")])).tokens
+    text = get_template("mistral", tokenizer).render(messages, add_generation_prompt=True).text
+    from test_templates import reference as fixture
+
+    assert text == tokenizer.apply_chat_template(messages, chat_template=fixture("mistral"),
+                                                 tokenize=False, add_generation_prompt=True)
+    got = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if legacy:
+        assert got != want and got[1] == tokenizer.convert_tokens_to_ids("▁")
+        assert [t for i, t in enumerate(got) if not (t == got[1] and got[i - 1] in (1, 2))] \
+            == want
+    else:
+        assert got == want
