@@ -547,3 +547,24 @@ def test_base_model_templates_work_with_a_tokenizer_without_bos(name):
     assert text == jinja_render(tokenizer, reference(name), messages)
     assert text == jinja_render(tokenizer, template.to_jinja(), messages)
     assert text.count("<|endoftext|>") == 2
+
+
+@pytest.mark.parametrize("name", ["qwen2_chat", "qwen3"])
+def test_parse_reply_takes_back_the_thoughts_and_calls_a_template_renders(name):
+    template = get_template(name, family_tokenizer(name))
+    call_turn = TOOL_CHAT[1]
+    for msg in (call_turn, dict(call_turn, content="Let me check."),
+                {"role": "assistant", "content": "Plain answer."}):
+        if template.think:
+            msg = dict(msg, reasoning_content="I need the weather.")
+        rendered = template.render([TOOL_CHAT[0], msg])
+        start, end = rendered.loss_spans[-1]
+        generated = rendered.text[start:end].removesuffix("<|im_end|>")
+        parsed = template.parse_reply(generated)
+        calls = [{"type": "function", "function": c["function"]}
+                 for c in msg.get("tool_calls", [])]
+        assert parsed.get("tool_calls", []) == calls
+        assert parsed["content"] == msg["content"]
+        assert parsed.get("reasoning_content") == msg.get("reasoning_content")
+    # Text that only looks like a call stays text.
+    assert "tool_calls" not in template.parse_reply("<tool_call>\nnot json\n</tool_call>")

@@ -100,7 +100,8 @@ class ChatSession:
         except Exception:
             self.messages.pop()  # a failed turn leaves no trace in the history
             raise
-        self.messages.append({"role": "assistant", "content": answer})
+        # Thoughts and tool calls go back into the history as the template renders them.
+        self.messages.append(self.template.parse_reply(answer))
         return answer
 
     @property
@@ -281,7 +282,10 @@ def answer_file(session, prompt_file, output=None):
             if session.system and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": session.system}, *messages]
             answer = session.answer(messages)
-            out.write(json.dumps({**record, "answer": answer}, ensure_ascii=False) + "\n")
+            reply = session.template.parse_reply(answer)
+            parsed = {k: reply[k] for k in ("tool_calls", "reasoning_content") if k in reply}
+            out.write(json.dumps({**record, "answer": answer, **parsed}, ensure_ascii=False)
+                      + "\n")
             out.flush()
     finally:
         if output:

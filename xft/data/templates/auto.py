@@ -83,6 +83,10 @@ class AutoTemplate:
             spans.append((start, end))
         return Rendered(full, tuple(spans))
 
+    def parse_reply(self, text):
+        """The generated reply as a message (a jinja template says nothing about parsing)."""
+        return {"role": "assistant", "content": text}
+
     def _marked_reply(self, messages, i, full):
         """(start, end) of turn i's reply and its end-of-turn tokens in `full`."""
         reply = {k: v for k, v in messages[i].items()

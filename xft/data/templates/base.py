@@ -201,6 +201,20 @@ class ChatTemplate:
         else:
             emit(prefix)
 
+    def parse_reply(self, text):
+        """The assistant message a generated reply stands for: thoughts (thinking
+        templates) and tool calls (styles that can parse them) taken back out of the text."""
+        msg = {"role": "assistant", "content": text}
+        if self.think and self.think[1].strip() in text:
+            thoughts, _, answer = text.partition(self.think[1].strip())
+            msg["reasoning_content"] = thoughts.removeprefix(self.think[0].strip()).strip("\n")
+            msg["content"] = answer.lstrip("\n")
+        style = TOOL_CALL_STYLES.get(self.tool_calls)
+        parsed = style.parse(msg["content"]) if style and style.parse else None
+        if parsed:
+            msg["content"], msg["tool_calls"] = parsed
+        return msg
+
     def _generation_prompt(self):
         return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
 
@@ -453,6 +467,7 @@ class ToolCallStyle:
     separator: str  # untrained text after the turn
     render: object  # (template, message) -> the calls as text
     jinja: str  # the same as a jinja snippet (message in scope)
+    parse: object = None  # generated text -> (content, calls) or None: render's inverse
 
 
 def _qwen_calls(template, msg):
@@ -460,6 +475,26 @@ def _qwen_calls(template, msg):
                     + _tojson(call["function"]["arguments"]) + "}\n</tool_call>"
                     for call in msg["tool_calls"])
     return msg["content"] + calls if msg["content"] else calls[1:]
+
+
+def _parse_qwen_calls(text):
+    """(content, calls) from '<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>'
+    blocks; None when there are none or one is not such a JSON object."""
+    blocks = re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, flags=re.DOTALL)
+    if not blocks:
+        return None
+    calls = []
+    for block in blocks:
+        try:
+            call = json.loads(block)
+        except json.JSONDecodeError:
+            return None
+        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
+                and isinstance(call.get("arguments", {}), dict)):
+            return None
+        calls.append({"type": "function", "function": {
+            "name": call["name"], "arguments": call.get("arguments", {})}})
+    return text[:text.index("<tool_call>")].rstrip("\n"), calls
 
 
 _QWEN_CALLS_JINJA = (
@@ -529,7 +564,7 @@ _MOSS_CALLS_JINJA = (
 TOOL_CALL_STYLES = {
     # Qwen2.5 / ChatML: calls follow the content inside the assistant turn.
     "qwen": ToolCallStyle("<|im_start|>assistant\n", "<|im_end|>", "\n", _qwen_calls,
-                          _QWEN_CALLS_JINJA),
+                          _QWEN_CALLS_JINJA, _parse_qwen_calls),
     # Mistral v0.3: the reply is only the calls, closed by EOS.
     "mistral": ToolCallStyle("", "{eos_token}", "", _mistral_calls, _MISTRAL_CALLS_JINJA),
     # MOSS-003: '<|Inner Thoughts|>: ...<eot>\n<|Commands|>: Name("arg"), ...<eoc>' (the
