@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from xft.data.templates import get_template
+from xft.data.templates import TEMPLATES, get_template
 from xft.data.templates.stops import turn_end_ids
 from xft.engine.export import export_hf
 
@@ -122,3 +122,19 @@ def test_exported_adapter_and_its_merge_stop_at_the_turn_end(tokenizer, tmp_path
     assert stock_generate(tmp_path / "base", "adapter", adapter) == "Hello<|im_end|>"
     merged = merge_adapter(tmp_path / "base", adapter, tmp_path / "merged", log=lambda *_: None)
     assert stock_generate(merged) == "Hello<|im_end|>"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TEMPLATES if n != "auto"))
+def test_every_template_has_end_of_turn_ids_that_close_its_replies(name):
+    from test_templates import FAMILY_TOKENS, family_tokenizer
+
+    tokenizer = family_tokenizer(name if name in FAMILY_TOKENS else "mistral")
+    template = get_template(name, tokenizer)
+    ids = turn_end_ids(template, tokenizer)
+    assert ids
+    rendered = template.render([{"role": "user", "content": "Hi"},
+                                {"role": "assistant", "content": "Hello"}])
+    start, end = rendered.loss_spans[-1]
+    trained = tokenizer(rendered.text[start:end], add_special_tokens=False)["input_ids"]
+    stops = set(ids) - {tokenizer.convert_tokens_to_ids(w) for w in template.stop_words}
+    assert stops <= set(trained)  # each one is a token the model is trained to write
