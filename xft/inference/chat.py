@@ -81,7 +81,8 @@ class ChatSession:
         except Exception:
             self.messages.pop()  # a failed turn leaves no trace in the history
             raise
-        self.messages.append({"role": "assistant", "content": answer})
+        # Thoughts and tool calls go back into the history as the template renders them.
+        self.messages.append(self.template.parse_reply(answer))
         return answer
 
     @property

@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from xft.data.templates import get_template
 # The generation pieces live in xft.inference (training uses them too); re-exported here.
 from xft.inference.chat import (ChatSession, Sampling, cut_at_stop,  # noqa: F401
@@ -92,6 +91,7 @@ def read_prompt_file(path):
 
 
 def _conversation(record, check_conversation):
+    from xft.data.formats.chat import openai
     from xft.errors import RecordError
 
     if not isinstance(record, dict):
@@ -100,6 +100,7 @@ def _conversation(record, check_conversation):
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:
             raise RecordError("must be a non-empty list of messages", field="messages")
+        messages = openai(record)  # OpenAI's optional fields read as its API defines them
         check_conversation(messages)
         if messages[-1].get("role") != "user":
             raise RecordError("the last message must be the user's, to be answered",
@@ -124,7 +125,10 @@ def answer_file(session, prompt_file, output=None):
             if session.system and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": session.system}, *messages]
             answer = session.answer(messages)
-            out.write(json.dumps({**record, "answer": answer}, ensure_ascii=False) + "\n")
+            reply = session.template.parse_reply(answer)
+            parsed = {k: reply[k] for k in ("tool_calls", "reasoning_content") if k in reply}
+            out.write(json.dumps({**record, "answer": answer, **parsed}, ensure_ascii=False)
+                      + "\n")
             out.flush()
     finally:
         if output:
