@@ -22,6 +22,7 @@ from xft.data.formats.chat import openai
 from xft.data.json_lines import json_lines
 from xft.data.templates import TEMPLATES, get_template
 from xft.errors import DataError, RecordError
+from xft.paths import resolve_path
 
 
 def list_templates(out=sys.stdout):
