@@ -4,7 +4,6 @@ column/tag mapping, and datasets named in a registry (xft's or LLaMA-Factory's).
 import json
 
 import pytest
-from transformers import AutoTokenizer
 
 from xft.config.schema import validate
 from xft.data.formats import FieldMapping, to_conversation
@@ -15,13 +14,6 @@ TURNS = [("system", "You are Xiaoxi."), ("user", "Who are you?"),
          ("assistant", "I am Xiaoxi, made by the xft team."), ("user", "What do you do?"),
          ("assistant", "I answer questions.")]
 OPENAI = {"messages": [{"role": r, "content": c} for r, c in TURNS]}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from xft.paths import resolve_path
-
-    return AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
 
 
 def roles_and_text(messages):
@@ -170,7 +162,7 @@ def test_mapped_layouts_train_exactly_what_the_canonical_layout_trains(tmp_path,
     """Through the whole pipeline (template, tokenizer, cache): the homework layout and a
     mapped layout give the samples the OpenAI layout gives, and the mapping is part of the
     cache key (the same file under two mappings is never confused)."""
-    from xft.data.pipeline import build_dataset
+    from conftest import build_dataset
     from xft.data.templates import get_template
 
     homework = [{"conversation": [

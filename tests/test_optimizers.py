@@ -104,7 +104,7 @@ def test_engines_agree_with_other_optimizers(kind, tmp_path):
                "optim.type": kind, "optim.lr": 1e-3, "evaluation.prompts": []}
     losses = {}
     for engine in ("mmengine", "hf"):
-        train(DEMO_CONFIG, work_dir=tmp_path / engine, cfg_options=options, backend=engine)
+        train(DEMO_CONFIG, work_dir=tmp_path / engine, cfg_options=options, engine=engine)
         losses[engine] = [json.loads(line)["loss"]
                           for line in (tmp_path / engine / "metrics.jsonl").open()]
     assert len(losses["hf"]) == 4

@@ -38,3 +38,11 @@ class RecordError(ValueError):
     def __init__(self, reason, field=None):
         self.reason, self.field = reason, field
         super().__init__(f"field '{field}': {reason}" if field else reason)
+
+
+def did_you_mean(value, choices):
+    """"; did you mean 'X'?" for the choice closest to a misspelled value, or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -2,8 +2,9 @@
 
 Principle: the loss of an optimizer step is the sum of its token losses divided
 by the number of label tokens in the step, not a mean of per-batch means (which
-over-weights tokens of short batches). Engines count the step's label tokens
-with `count_label_tokens` before any backward pass (see xft.engine.step_loss).
+over-weights tokens of short batches). The SFT objective (xft.objectives.sft)
+counts them with `count_label_tokens`, which the engines call before any
+backward pass (see xft.engine.step_loss).
 
 Two ways to get the token-loss sum of a batch, equal to float precision:
 
@@ -79,11 +80,6 @@ def has_plain_head(model):
     config = getattr(lm, "config", None)
     return (getattr(config, "model_type", None) in PLAIN_HEAD_MODEL_TYPES
             and hasattr(lm, "get_decoder") and lm.get_output_embeddings() is not None)
-
-
-def training_loss(train):
-    """The CausalLMLoss a TrainCfg (train.loss_at_labels_only, train.loss_chunk_size) asks for."""
-    return CausalLMLoss(train.loss_at_labels_only, train.loss_chunk_size)
 
 
 class CausalLMLoss:

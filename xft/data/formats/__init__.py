@@ -10,15 +10,13 @@ config file). A named format reads records with other field and role names throu
 declarative mapping (`columns` / `tags`, see xft.data.formats.mapping).
 """
 
-import difflib
-
 from xft.data.conversation import check_conversation
 from xft.data.formats.chat import alpaca, alpaca_zh, guanaco, openai, qa, sharegpt
 from xft.data.formats.mapping import FieldMapping
 from xft.data.formats.moss import moss
 from xft.data.formats.pretrain import pretrain
 from xft.data.formats.xtuner import xtuner, xtuner_pretrain
-from xft.errors import ConfigError, RecordError
+from xft.errors import ConfigError, RecordError, did_you_mean
 
 FORMATS = {
     "alpaca": alpaca,
@@ -40,9 +38,7 @@ def get_format(fmt):
     if callable(fmt):
         return fmt
     if fmt not in FORMATS:
-        close = difflib.get_close_matches(str(fmt), list(FORMATS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown dataset format '{fmt}'{hint} (known: "
+        raise ConfigError(f"unknown dataset format '{fmt}'{did_you_mean(fmt, FORMATS)} (known: "
                           f"{', '.join(sorted(FORMATS))}, or a function record → messages)")
     return FORMATS[fmt]
 
