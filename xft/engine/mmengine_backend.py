@@ -43,7 +43,8 @@ from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete
                                          pick_resume, remove_old)
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
-from xft.engine.safe_load import allow_checkpoint_globals
+from xft.engine.safe_load import (load_weights_only, plain_message_hub, plain_numpy_rng,
+                                  restore_message_hub)
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
 from xft.engine.validation import Validator, export_final
@@ -275,7 +276,7 @@ class RngStateHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint):
         checkpoint[self.KEY] = {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": plain_numpy_rng(np.random.get_state()),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -321,6 +322,7 @@ class CheckpointHook(Hook):
         frozen weights it does not hold (CausalLMModel.state_dict)."""
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.with_frozen_weights(checkpoint["state_dict"], self.resume_from)
+        restore_message_hub(checkpoint["message_hub"])
 
     def before_train(self, runner):
         if not distributed.is_main_process():
@@ -337,7 +339,9 @@ class CheckpointHook(Hook):
         if self.writing is None:  # a save this hook did not start: MMEngine writes it
             return
         if distributed.is_main_process():
-            torch.save(dict(checkpoint), self.writing)
+            # Plain tensors and containers only, so resume needs no allow-list (safe_load).
+            torch.save(dict(checkpoint, message_hub=plain_message_hub(checkpoint["message_hub"])),
+                       self.writing)
         checkpoint.clear()  # what MMEngine then writes, to os.devnull, is empty
 
     def save(self, runner, step):
@@ -394,6 +398,10 @@ def run_mmengine(built, resume=None, deepspeed=None):
 
     exp, plan = built.experiment, built.plan
     checkpoint = resolve_resume(resume, built.work_dir)
+    if checkpoint is not None:
+        # MMEngine loads it with torch's weights_only=True default; refusing a crafted or
+        # old-format file first gives a one-line error naming it.
+        load_weights_only(checkpoint, mmap=True)
     if deepspeed is not None and checkpoint is not None:
         raise XftError("--resume with --deepspeed is not supported on the mmengine backend "
                        "(use --backend hf)")
@@ -472,6 +480,5 @@ def run_mmengine(built, resume=None, deepspeed=None):
         launcher="pytorch" if distributed.is_distributed() else "none",
         cfg=runner_cfg,
     )
-    with allow_checkpoint_globals():  # resume loads with weights_only=True
-        runner.train()
+    runner.train()
     return Path(built.work_dir) / HF_DIR_NAME

@@ -97,15 +97,9 @@ def read_model_weights(folder):
 
 
 def _read_mmengine(path):
-    import torch
+    from xft.engine.safe_load import load_weights_only
 
-    from xft.engine.safe_load import allow_checkpoint_globals
-
-    with allow_checkpoint_globals():
-        try:
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, not a torch file...
-            raise XftError(f"cannot read MMEngine checkpoint {path}: {e}") from None
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise XftError(f"{path} is not an MMEngine checkpoint (no 'state_dict')")
     return checkpoint["state_dict"]
