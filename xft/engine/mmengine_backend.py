@@ -43,7 +43,7 @@ from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete
                                          pick_resume, remove_old)
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
-from xft.engine.safe_load import (load_weights_only, plain_message_hub, plain_numpy_rng,
+from xft.engine.safe_load import (load_weights_only, plain_checkpoint, plain_numpy_rng,
                                   restore_message_hub)
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import loss_scale, window_label_tokens
@@ -340,8 +340,7 @@ class CheckpointHook(Hook):
             return
         if distributed.is_main_process():
             # Plain tensors and containers only, so resume needs no allow-list (safe_load).
-            torch.save(dict(checkpoint, message_hub=plain_message_hub(checkpoint["message_hub"])),
-                       self.writing)
+            torch.save(plain_checkpoint(checkpoint), self.writing)
         checkpoint.clear()  # what MMEngine then writes, to os.devnull, is empty
 
     def save(self, runner, step):

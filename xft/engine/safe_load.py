@@ -15,6 +15,7 @@ form instead (`plain_message_hub`) and rebuilds them on resume
 
 import pickle
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,26 @@ def check_pickles(folder):
             load_weights_only(path, mmap=True)
 
 
+def plain_checkpoint(checkpoint):
+    """A copy of MMEngine's checkpoint dict with the message hub in plain form and numpy
+    scalars (MMEngine's runtime info holds some) as Python numbers."""
+    if "message_hub" in checkpoint:
+        checkpoint = dict(checkpoint, message_hub=plain_message_hub(checkpoint["message_hub"]))
+    return _without_numpy(dict(checkpoint))
+
+
+def _without_numpy(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if type(value) in (dict, OrderedDict):
+        return type(value)((k, _without_numpy(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return type(value)(_without_numpy(v) for v in value)
+    return value
+
+
 def plain_message_hub(state):
     """MMEngine's message-hub state with each HistoryBuffer as a dict of tensors."""
     from mmengine.logging.history_buffer import HistoryBuffer
@@ -113,3 +134,19 @@ def make_trainer_rng_file_plain(path):
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(state.get("numpy"), tuple):
         atomic_torch_save(dict(state, numpy=plain_numpy_rng(state["numpy"])), path)
+
+
+def load_deepspeed_shard(path):
+    """A DeepSpeed `*_states.pt` shard with weights_only=True.
+
+    ZeRO optimizer shards hold two DeepSpeed objects besides tensors: the stage as a
+    ZeroStageEnum (an int enum) and the LossScaler (a plain record of numbers). Only
+    these two classes are allowed, for these files only: building them runs no code
+    beyond an enum lookup and attribute assignment, and they give a pickle no way to
+    reach other callables (no getattr, no functions).
+    """
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
+        return load_weights_only(path)
