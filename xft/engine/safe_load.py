@@ -60,10 +60,16 @@ def load_weights_only(path, mmap=False):
 
 def check_pickles(folder):
     """Refuse `folder` (a Trainer or DeepSpeed checkpoint) unless every pickle file in it
-    loads with weights_only=True; libraries such as Trainer then load them again."""
+    loads with weights_only=True; libraries such as Trainer then load them again.
+    `training_args.bin` (a pickled TrainingArguments) is never loaded on resume."""
     folder = Path(folder)
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix in PICKLE_SUFFIXES:
+        if not path.is_file() or path.suffix not in PICKLE_SUFFIXES \
+                or path.name == "training_args.bin":
+            continue
+        if path.name.endswith(("_model_states.pt", "_optim_states.pt")):
+            load_deepspeed_shard(path)
+        else:
             load_weights_only(path, mmap=True)
 
 
