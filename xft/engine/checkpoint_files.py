@@ -107,3 +107,14 @@ def pick_resume(resume, work_dir, checkpoints, is_complete, what):
         raise XftError(f"--resume: checkpoint {resume} is incomplete "
                        f"(cut off while being written?)")
     return str(resume)
+
+
+def atomic_torch_save(obj, path):
+    """torch.save `obj` to `path` under a temporary name, flushed, then renamed."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    torch.save(obj, tmp)
+    fsync_file(tmp)
+    os.replace(tmp, path)

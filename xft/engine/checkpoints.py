@@ -98,15 +98,9 @@ def read_model_weights(folder):
 
 
 def _read_mmengine(path):
-    import torch
+    from xft.engine.safe_load import load_weights_only
 
-    from xft.engine.safe_load import allow_checkpoint_globals
-
-    with allow_checkpoint_globals():
-        try:
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated file, not a torch file...
-            raise XftError(f"cannot read MMEngine checkpoint {path}: {e}") from None
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise XftError(f"{path} is not an MMEngine checkpoint (no 'state_dict')")
     return checkpoint["state_dict"]
@@ -114,16 +108,64 @@ def _read_mmengine(path):
 
 def _read_deepspeed(path):
     try:
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        from deepspeed.utils import zero_to_fp32
     except ImportError:
         raise XftError(f"{path} is a DeepSpeed checkpoint; reading it needs deepspeed "
                        "(pip install deepspeed)") from None
-    # A tag folder: DeepSpeed reads it as tag `name` of its parent folder.
-    folder, tag = (path.parent, path.name) if any(path.glob("*_model_states.pt")) else (path, None)
-    try:
-        return get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
-    except (FileNotFoundError, ValueError) as e:
-        raise XftError(f"cannot read DeepSpeed checkpoint {path}: {e}") from None
+    # A tag folder (MMEngine's DeepSpeed strategy saves iter_N.pth/ as one), or a folder
+    # whose `latest` file names the tag.
+    if any(path.glob("*_model_states.pt")):
+        tag_dir = path
+    else:
+        latest = path / DEEPSPEED_LATEST
+        if not latest.is_file():
+            raise XftError(f"cannot read DeepSpeed checkpoint {path}: no '{DEEPSPEED_LATEST}' file")
+        tag_dir = path / latest.read_text(encoding="utf-8").strip()
+    return _consolidate_zero(zero_to_fp32, tag_dir)
+
+
+def _consolidate_zero(zero_to_fp32, tag_dir):
+    """fp32 weights of a ZeRO 1/2/3 tag folder.
+
+    DeepSpeed's get_fp32_state_dict_from_zero_checkpoint loads the shards with
+    weights_only=False, so a crafted shard would run code. Here the shards are read
+    with load_deepspeed_shard (weights_only=True) and only DeepSpeed's merging of the
+    flat fp32 partitions, which loads nothing, is reused.
+    """
+    from xft.engine.safe_load import load_deepspeed_shard
+
+    model_files = sorted(tag_dir.glob("*_model_states.pt"), key=lambda p: zero_to_fp32.natural_keys(p.name))
+    optim_files = sorted(tag_dir.glob("*_optim_states.pt"), key=lambda p: zero_to_fp32.natural_keys(p.name))
+    if not model_files or not optim_files:
+        raise XftError(f"cannot read DeepSpeed checkpoint {tag_dir}: no *_model_states.pt "
+                       "and *_optim_states.pt files")
+    model_states = []
+    for file in model_files:
+        state = load_deepspeed_shard(file)
+        model_states.append(zero_to_fp32.zero_model_state(
+            buffers={k: v.float() if v.is_floating_point() else v
+                     for k, v in state["module"].items() if k in state["buffer_names"]},
+            param_shapes=state["param_shapes"],
+            shared_params=[[k, v] for k, v in state["shared_params"].items()],
+            ds_version=state.get("ds_version"),
+            frozen_param_shapes=state.get("frozen_param_shapes"),
+            frozen_param_fragments=state.get("frozen_param_fragments")))
+    optim = [load_deepspeed_shard(file)["optimizer_state_dict"] for file in optim_files]
+    stage = int(optim[0]["zero_stage"])
+    world_size = optim[0]["partition_count"]
+    world_size = max(world_size) if isinstance(world_size, list) else world_size
+    if world_size != len(optim_files):
+        raise XftError(f"cannot read DeepSpeed checkpoint {tag_dir}: {len(optim_files)} "
+                       f"optimizer shards for a world size of {world_size}")
+    if stage <= 2:
+        groups = [o["single_partition_of_fp32_groups"] for o in optim]
+        state = zero_to_fp32._get_fp32_state_dict_from_zero2_checkpoint(
+            world_size, groups, model_states, False, optim[0].get("param_alignment_paddings"))
+    else:
+        groups = [o["fp32_flat_groups"] for o in optim]
+        state = zero_to_fp32._get_fp32_state_dict_from_zero3_checkpoint(
+            world_size, groups, model_states, False)
+    return zero_to_fp32.to_torch_tensor(state)
 
 
 def _strip_prefix(state, prefix):

@@ -35,6 +35,7 @@ from xft.engine.checkpoint_files import atomic_write_text, fsync_tree, remove_ol
 from xft.engine.engines import ENGINES, HF_COMPLETE_MARKER
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor
+from xft.engine.safe_load import check_pickles, make_trainer_rng_file_plain
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import StepMetrics, loss_scale, window_count
 from xft.engine.validation import Validator, export_final
@@ -62,6 +63,14 @@ class XftTrainer(Trainer):
         if self.lr_scheduler is None:
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, self.lr_lambda)
         return self.lr_scheduler
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        # Trainer's own file name for this process's RNG state; made loadable with plain
+        # weights_only=True, as every pickle of a checkpoint must be (safe_load).
+        name = "rng_state.pth" if self.args.world_size <= 1 else \
+            f"rng_state_{self.args.process_index}.pth"
+        make_trainer_rng_file_plain(Path(output_dir) / name)
 
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
@@ -247,6 +256,8 @@ def run(built, resume=None, deepspeed=None):
         step_metrics=step_metrics,
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
+    if checkpoint is not None:
+        check_pickles(checkpoint)  # Trainer and DeepSpeed load these files themselves
     trainer.train(resume_from_checkpoint=checkpoint)
     out = export_final(trainer.model, built.tokenizer, built.template,
                        Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)

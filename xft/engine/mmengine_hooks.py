@@ -17,6 +17,7 @@ from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete
                                          fsync_file, remove_old)
 from xft.engine.engines import ENGINES, MMENGINE_LAST_CHECKPOINT
 from xft.engine.export import HF_DIR_NAME
+from xft.engine.safe_load import plain_checkpoint, plain_numpy_rng, restore_message_hub
 from xft.engine.validation import export_final
 
 ENGINE = ENGINES["mmengine"]
@@ -97,7 +98,7 @@ class RngStateHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint):
         checkpoint[self.KEY] = {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": plain_numpy_rng(np.random.get_state()),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -143,6 +144,7 @@ class CheckpointHook(Hook):
         frozen weights it does not hold (ObjectiveModel.state_dict)."""
         model = runner.model.module if hasattr(runner.model, "module") else runner.model
         model.with_frozen_weights(checkpoint["state_dict"], self.resume_from)
+        restore_message_hub(checkpoint["message_hub"])
 
     def before_train(self, runner):
         if not distributed.is_main_process():
@@ -159,7 +161,8 @@ class CheckpointHook(Hook):
         if self.writing is None:  # a save this hook did not start: MMEngine writes it
             return
         if distributed.is_main_process():
-            torch.save(dict(checkpoint), self.writing)
+            # Plain tensors and containers only, so resume needs no allow-list (safe_load).
+            torch.save(plain_checkpoint(checkpoint), self.writing)
         checkpoint.clear()  # what MMEngine then writes, to os.devnull, is empty
 
     def save(self, runner, step):

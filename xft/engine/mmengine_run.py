@@ -23,7 +23,7 @@ from xft.engine.mmengine_hooks import (CheckpointHook, ExportHook, MonitorHook, 
                                        ValidationHook)
 from xft.engine.mmengine_model import ObjectiveModel, optim_wrapper_type
 from xft.engine.monitor import TrainingMonitor
-from xft.engine.safe_load import allow_checkpoint_globals
+from xft.engine.safe_load import load_weights_only
 from xft.engine.validation import Validator
 from xft.engine.windows import window_loader
 from xft.errors import XftError
@@ -39,6 +39,10 @@ def run(built, resume=None, deepspeed=None):
     """
     exp, plan = built.experiment, built.plan
     checkpoint = ENGINES["mmengine"].resolve_resume(resume, built.work_dir)
+    if checkpoint is not None:
+        # MMEngine loads it with torch's weights_only=True default; refusing a crafted or
+        # old-format file first gives a one-line error naming it.
+        load_weights_only(checkpoint, mmap=True)
     if deepspeed is not None and checkpoint is not None:
         raise XftError("--resume with --deepspeed is not supported on the mmengine engine "
                        "(use --engine hf)")
@@ -117,6 +121,5 @@ def run(built, resume=None, deepspeed=None):
         launcher="pytorch" if distributed.is_distributed() else "none",
         cfg=runner_cfg,
     )
-    with allow_checkpoint_globals():  # resume loads with weights_only=True
-        runner.train()
+    runner.train()
     return Path(built.work_dir) / HF_DIR_NAME
