@@ -11,6 +11,34 @@ from xft import __version__
 from xft.errors import XftError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: `xft train: error: ... (see xft train -h)`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
+def cfg_options_action():
+    """MMEngine's KEY=VALUE parser, with malformed options as usage errors, not tracebacks."""
+    from mmengine.config import DictAction
+
+    class CfgOptions(DictAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise argparse.ArgumentError(self, f"'{item}' is not KEY=VALUE "
+                                                       "(e.g. train.epochs=2)")
+                try:
+                    self._parse_iterable(value)
+                except (AssertionError, ValueError) as e:  # mmengine asserts on brackets
+                    raise argparse.ArgumentError(self, f"cannot parse the value of '{item}': "
+                                                       f"{e}") from None
+            super().__call__(parser, namespace, values, option_string)
+
+    return CfgOptions
+
+
 def cmd_train(args):
     from xft.engine.launch import launch, launch_settings, without_option
 
@@ -107,14 +135,13 @@ def cmd_vocab(args):
 
 
 def build_parser():
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(prog="xft", description="Fine-tune large language models.")
+    DictAction = cfg_options_action()
+    parser = Parser(prog="xft", description="Fine-tune large language models.")
     parser.add_argument("--version", action="version", version=f"xft {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # --debug is accepted after the subcommand too; SUPPRESS keeps the top-level value.
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
 
@@ -284,7 +311,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors (one line, printed by Parser), --help, --version
+        return e.code
     args.argv = argv  # `xft train --nproc` hands them on to its workers
     if args.command is None:
         parser.print_help()
@@ -297,9 +327,18 @@ def main(argv=None):
     except Exception as e:  # one line for the user; --debug for the traceback
         if args.debug:
             raise
-        kind = "" if isinstance(e, XftError) else f"{type(e).__name__}: "
-        message = " ".join(str(e).split())  # one line, whatever the exception holds
-        print(f"xft: error: {kind}{message} (run with --debug for the traceback)",
+        print(f"xft: error: {error_message(e, args)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
     return code or 0
+
+
+def error_message(error, args):
+    """One line for any exception: xft's own errors as they are; anything else says
+    which command it broke, since its text alone rarely tells the user what failed."""
+    if isinstance(error, XftError):
+        message = str(error)
+    else:
+        command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+        message = f"unexpected error in `xft {command}`: {type(error).__name__}: {error}"
+    return " ".join(message.split())  # one line, whatever the exception holds

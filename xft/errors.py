@@ -1,5 +1,7 @@
 """Errors that the CLI reports as one line (no traceback unless --debug)."""
 
+import contextlib
+
 
 class XftError(Exception):
     """A problem the user can fix: bad config, bad data, missing file."""
@@ -38,3 +40,26 @@ class RecordError(ValueError):
     def __init__(self, reason, field=None):
         self.reason, self.field = reason, field
         super().__init__(f"field '{field}': {reason}" if field else reason)
+
+
+class StageError(XftError):
+    """An unexpected exception inside one of xft's stages, with what xft was doing.
+
+    The original exception is kept as `__cause__`, so `--debug` shows its traceback.
+    """
+
+
+@contextlib.contextmanager
+def doing(what):
+    """Name the stage in any unexpected exception raised inside it.
+
+    `with doing("loading the tokenizer from X"): ...` turns a library's exception
+    into a StageError "while loading the tokenizer from X: ValueError: ...". xft's own
+    errors pass unchanged: they already say what is wrong.
+    """
+    try:
+        yield
+    except XftError:
+        raise
+    except Exception as e:
+        raise StageError(f"while {what}: {type(e).__name__}: {e}") from e

@@ -22,7 +22,7 @@ def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None
     from xft.engine.export import export_hf
     from xft.model.build import build_model, build_tokenizer
 
-    cfg, experiment = load_config(config, cfg_options)
+    cfg, experiment = load_config(config, cfg_options, data_paths=False)
     ckpt = read_checkpoint(checkpoint)  # before the model: a bad path fails fast
     log(f"reading {ckpt.source} checkpoint {ckpt.path}")
     tokenizer = build_tokenizer(experiment)
