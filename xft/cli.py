@@ -18,6 +18,25 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
+def ranged(kind, low=None, high=None, low_open=False):
+    """An argparse `type` that parses `kind` and checks a range (xft.config.schema.Range)."""
+    from xft.config.schema import Range
+
+    allowed = Range(low, high, low_open=low_open)
+
+    def parse(text):
+        value = kind(text)  # ValueError: argparse says "invalid int value"
+        if not allowed.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+AT_LEAST_1 = ranged(int, 1)
+
+
 def cfg_options_action():
     """MMEngine's KEY=VALUE parser, with malformed options as usage errors, not tracebacks."""
     from mmengine.config import DictAction
@@ -150,13 +169,13 @@ def build_parser():
     p.add_argument("--work-dir", help="where checkpoints, logs and the artifact go")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
-    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--seed", type=ranged(int, 0, 2**32 - 1), help="random seed (overrides the config)")
     p.add_argument("--backend", choices=["mmengine", "hf"],
                    help="training engine (overrides the config's train.backend)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="resume from CKPT (mmengine: iter_N.pth; hf: a checkpoint-N folder), "
                         "or from the newest checkpoint in the work dir")
-    p.add_argument("--nproc", type=int, metavar="N",
+    p.add_argument("--nproc", type=AT_LEAST_1, metavar="N",
                    help="train in N processes on this node (torchrun; default: "
                         "$NPROC_PER_NODE or 1; multi-node: NNODES, NODE_RANK, ADDR, PORT)")
     p.add_argument("--deepspeed", metavar="NAME|JSON",
@@ -178,7 +197,7 @@ def build_parser():
     p.add_argument("config", help="config name (see list-cfg) or path to a config file")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. data.max_length=1024")
-    p.add_argument("--samples", type=int, default=3, help="how many samples to show")
+    p.add_argument("--samples", type=ranged(int, 0), default=3, help="how many samples to show")
     p.add_argument("--plot", help="where to write the length histogram "
                    "(default: <config name>_lengths.png)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
@@ -197,13 +216,13 @@ def build_parser():
     p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
     p.add_argument("--bits", type=int, choices=[4, 8],
                    help="load the model quantized by bitsandbytes")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0,
+    p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)
+    p.add_argument("--temperature", type=ranged(float, 0), default=0.0,
                    help="0 (the default): greedy; above 0: sample at this temperature")
-    p.add_argument("--top-p", type=float, help="sampling: nucleus probability mass")
-    p.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens")
-    p.add_argument("--repetition-penalty", type=float, help="e.g. 1.1; 1.0 is none")
-    p.add_argument("--seed", type=int, help="random seed, for reproducible sampling")
+    p.add_argument("--top-p", type=ranged(float, 0, 1, low_open=True), help="sampling: nucleus probability mass")
+    p.add_argument("--top-k", type=AT_LEAST_1, help="sampling: keep the k most likely tokens")
+    p.add_argument("--repetition-penalty", type=ranged(float, 0, low_open=True), help="e.g. 1.1; 1.0 is none")
+    p.add_argument("--seed", type=ranged(int, 0, 2**32 - 1), help="random seed, for reproducible sampling")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("eval", parents=[common], help="eval loss/perplexity on a dataset, "
@@ -218,9 +237,9 @@ def build_parser():
     p.add_argument("--format", default="alpaca", help="format of --data (as in a config)")
     p.add_argument("--placeholders", nargs="+", metavar="KEY=VALUE",
                    help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
-    p.add_argument("--max-length", type=int, default=2048,
+    p.add_argument("--max-length", type=ranged(int, 2), default=2048,
                    help="--data samples longer than this are dropped (and counted)")
-    p.add_argument("--batch-size", type=int, default=4,
+    p.add_argument("--batch-size", type=AT_LEAST_1, default=4,
                    help="samples per forward for --data, prompts per generate call for "
                    "--task and --compare (default: 4)")
     p.add_argument("--task", help="labelled task file (CSV with a header row, JSON or JSONL)")
@@ -236,7 +255,7 @@ def build_parser():
     p.add_argument("--base-template", help="template for BASE (default: MODEL's)")
     p.add_argument("--prompts", help="prompts for --compare: a text file (one a line) or JSON/JSONL "
                    "(default: the --task prompts)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=32)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "
@@ -289,9 +308,10 @@ def build_parser():
                    help=".txt (one sentence a line) or .json/.jsonl/.csv/.parquet records")
     t.add_argument("--text-field", action="append", metavar="NAME",
                    help="record field holding text (repeatable; default: text)")
-    t.add_argument("--vocab-size", type=int, required=True)
+    t.add_argument("--vocab-size", type=ranged(int, 2), required=True)
     t.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
-    t.add_argument("--character-coverage", type=float, default=0.9995,
+    t.add_argument("--character-coverage", type=ranged(float, 0, 1, low_open=True),
+                   default=0.9995,
                    help="share of characters covered by the vocabulary (rest: <unk>)")
     t.add_argument("--out", required=True, help="directory for tokenizer.model")
     m = actions.add_parser("merge", parents=[common],

@@ -21,6 +21,9 @@ def resolve_path(path: str) -> str:
 # A hub id: "name" or "owner/name" of letters, digits, '-', '_', '.' (not at the ends).
 _HUB_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?(?:/[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?)?$")
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow")
+# A Hugging Face model / tokenizer directory holds at least one of these.
+MODEL_FILES = ("config.json", "adapter_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def is_hub_id(path: str) -> bool:

@@ -109,6 +109,10 @@ class DataCfg:
     truncation: Literal["drop", "truncate"] = "drop"
     # A bad record fails the run with file/record/field (error) or is skipped and counted.
     on_bad_record: Literal["error", "skip"] = "error"
+    # A questionable record (two user turns in a row, a trailing user turn, an unfilled
+    # {{placeholder}}, a tool result for no call; docs/errors.md): trained as it is and
+    # counted in the data report (warn), or the run stops naming it (error).
+    on_questionable: Literal["warn", "error"] = "warn"
     # Which assistant turns of a conversation carry loss: every one ('all') or only the
     # final one ('last'). A message's own `loss` flag overrides this.
     train_on: Literal["all", "last"] = "all"
@@ -211,6 +215,8 @@ def validate(raw: dict) -> Experiment:
     """Build an Experiment from a plain dict, or raise ConfigError naming the key."""
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
     experiment = _build(Experiment, public, path="")
+    if not experiment.datasets:
+        raise ConfigError("'datasets' is empty: list at least one dataset to train on")
     _check_ranges(experiment)
     _check_method(experiment.method, experiment.model)
     _check_validation(experiment)
@@ -435,14 +441,10 @@ def _join(path, key):
     return f"{path}.{key}" if path else key
 
 
-MODEL_FILES = ("config.json", "adapter_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
 def check_paths(experiment, data=True):
     """ConfigError unless the local paths the config names exist (a missing local path
     is never handed to the hub resolver). `data=False`: the model and tokenizer only."""
-    from xft.paths import check_local, check_local_data
+    from xft.paths import MODEL_FILES, TOKENIZER_FILES, check_local, check_local_data
 
     model = experiment.model
     check_local(model.path, "model directory", "model.path", need=MODEL_FILES)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from torch.utils.data import Dataset
 
-from xft.data import cache
+from xft.data import cache, questionable
 from xft.data.conversation import check_rendered, with_system
 from xft.data.encode import EncodeStats, encode_documents, encode_rendered
 from xft.data.formats import format_name, get_format, to_conversation
@@ -54,6 +54,7 @@ class SourceReport:
     records: int = 0
     skipped_bad: int = 0
     skip_reasons: list = field(default_factory=list)
+    questionable: dict = field(default_factory=dict)  # xft.data.questionable.apply_policy
     stats: EncodeStats = field(default_factory=EncodeStats)
     truncation: str = "drop"  # the policy applied to over-long samples
     cache: str = "off"  # 'hit' (loaded), 'built' (encoded and stored), 'off' or 'uncacheable'
@@ -75,6 +76,7 @@ class SourceReport:
                 yield f"  {label}: {count}"
         for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
             yield f"    {count} × {reason}"
+        yield from questionable.report_lines(self.questionable)
 
 
 def read_records(path):
@@ -128,14 +130,35 @@ def _load_with_datasets(resolved, path):
     import datasets
 
     builder = {".csv": "csv", ".parquet": "parquet", ".txt": "text"}.get(Path(resolved).suffix.lower())
+    options = {}
+    if builder == "csv":
+        # Every cell as the text it is: type guessing would turn a text column of numbers
+        # into ints (refused as text) or "3.50" into 3.5.
+        options["features"] = datasets.Features(
+            {name: datasets.Value("string") for name in _csv_header(resolved, path)})
     try:
         if builder:
-            ds = datasets.load_dataset(builder, data_files=resolved, split="train")
+            ds = datasets.load_dataset(builder, data_files=resolved, split="train", **options)
         else:
             ds = datasets.load_dataset(resolved, split="train")
     except Exception as e:
         raise DataError(f"cannot load dataset: {e}", file=path) from None
     return ds.to_list()
+
+
+def _csv_header(resolved, path):
+    import csv
+
+    try:
+        with open(resolved, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", file=path) from None
+    if not header:
+        raise DataError("file is empty (a CSV file needs a header row)", file=path)
+    if len(set(header)) != len(header):
+        raise DataError(f"header row repeats a column name: {header}", file=path)
+    return header
 
 
 def fill_placeholders(value, placeholders):
@@ -163,16 +186,18 @@ def map_records(records, ds_cfg, experiment, template, report):
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
+            findings = questionable.check_strings(record)
             mapped = to_conversation(ds_cfg.format, record)
             if isinstance(mapped, str):
-                documents.append(mapped)
-                continue
-            mapped = with_system(mapped, experiment.system)
-            # Rendering runs the template's own checks (e.g. no system role); then
-            # nothing the record holds may be left out of the text.
-            result = template.render(mapped)
-            check_rendered(mapped, lambda m: template.render(m).text, template.name,
-                           text=result.text)
+                result = mapped
+            else:
+                findings += questionable.check_turns(mapped)
+                mapped = with_system(mapped, experiment.system)
+                # Rendering runs the template's own checks (e.g. no system role); then
+                # nothing the record holds may be left out of the text.
+                result = template.render(mapped)
+                check_rendered(mapped, lambda m: template.render(m).text, template.name,
+                               text=result.text)
         except RecordError as e:
             if experiment.data.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
@@ -185,7 +210,9 @@ def map_records(records, ds_cfg, experiment, template, report):
             # The user's function crashed: say on which record (never skipped; likely a bug).
             raise DataError(f"format function {format_name(ds_cfg.format)} raised "
                             f"{type(e).__name__}: {e}", file=ds_cfg.path, index=index) from e
-        rendered.append(result)
+        questionable.apply_policy(findings, index, report.questionable,
+                                  experiment.data.on_questionable, ds_cfg.path)
+        (documents if isinstance(result, str) else rendered).append(result)
     return rendered, documents
 
 
@@ -229,6 +256,7 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
         "max_length": experiment.data.max_length,
         "truncation": truncation,
         "on_bad_record": experiment.data.on_bad_record,
+        "on_questionable": experiment.data.on_questionable,
     }
     return cache.cache_key(parts), parts
 
@@ -362,7 +390,7 @@ def build_datasets(experiment, tokenizer, template, log=print):
     else:
         samples = [sample for _, source_samples in named for sample in source_samples]
     if not samples:
-        raise DataError("no training samples left after filtering; see the report above")
+        raise DataError(f"no training samples left: {_why_empty(reports, experiment)}")
     packing = None
     if data.pack:
         samples, packing = pack_samples(samples, data.max_length, seed=experiment.seed)
@@ -375,6 +403,26 @@ def build_datasets(experiment, tokenizer, template, log=print):
     for line in report.combined_lines():
         log(line)
     return SFTDataset(samples), (SFTDataset(validation) if validation is not None else None), report
+
+
+def _why_empty(reports, experiment):
+    """What removed every sample, with the setting that decides each part."""
+    records = sum(r.records for r in reports)
+    parts = [f"{records} records read"]
+    for count, what in [
+            (sum(r.skipped_bad for r in reports), "bad records skipped (data.on_bad_record="
+                                                  "'skip'; see the reasons above)"),
+            (sum(r.stats.dropped_too_long for r in reports),
+             f"samples longer than data.max_length={experiment.data.max_length} dropped "
+             "(raise it, or set data.truncation='truncate')"),
+            (sum(r.stats.dropped_no_label for r in reports),
+             "samples with no trained token dropped (check data.train_on and loss flags)")]:
+        if count:
+            parts.append(f"{count} {what}")
+    encoded = sum(r.stats.samples for r in reports)
+    if encoded:  # every one went to the validation split
+        parts.append(f"{encoded} samples, all held out for validation (test_size)")
+    return "; ".join(parts)
 
 
 def _validation_samples(named, experiment, tokenizer, template, reports, log):

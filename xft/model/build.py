@@ -4,7 +4,7 @@ import os
 
 import torch
 
-from xft.errors import ConfigError
+from xft.errors import ConfigError, doing
 from xft.model.methods import apply_method
 from xft.model.quant import bitsandbytes_config, import_bitsandbytes
 from xft.paths import resolve_path
@@ -17,11 +17,12 @@ def build_tokenizer(experiment):
     from transformers import AutoTokenizer
 
     path = resolve_path(experiment.tokenizer.path or experiment.model.path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=experiment.tokenizer.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
+    with doing(f"loading the tokenizer from '{path}'"):  # anything but the errors below
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                path, trust_remote_code=experiment.tokenizer.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
     if not tokenizer.is_fast:
         raise ConfigError(f"tokenizer at '{path}' is not a fast tokenizer; xft needs character "
                           "offsets to place labels")
@@ -41,13 +42,14 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code, quantization_config=quantization_config,
-            **kwargs)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load model from '{path}': {e}") from None
+    with doing(f"loading the model from '{path}'"):  # anything but the errors below
+        try:
+            return AutoModelForCausalLM.from_pretrained(
+                path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code, quantization_config=quantization_config,
+                **kwargs)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load model from '{path}': {e}") from None
 
 
 def build_model(experiment, tokenizer=None, log=print):
