@@ -32,11 +32,22 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
         from xft.engine.mmengine_backend import resolve_resume, run_mmengine as run
     checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
     if deepspeed is None:
-        return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint)
+        built = build_experiment(experiment, config_text(cfg), work_dir)
+        _check_resume(checkpoint, built)
+        return run(built, resume=checkpoint)
     from xft.engine.deepspeed_config import resolve_deepspeed_config
     from xft.engine.distributed import single_process_env
 
     ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
     with single_process_env():
-        return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint,
-                   deepspeed=ds_config)
+        built = build_experiment(experiment, config_text(cfg), work_dir)
+        _check_resume(checkpoint, built)
+        return run(built, resume=checkpoint, deepspeed=ds_config)
+
+
+def _check_resume(checkpoint, built):
+    if checkpoint is not None:
+        from xft.engine.distributed import is_main_process
+        from xft.engine.resume_check import check_resume
+
+        check_resume(checkpoint, built, log=print if is_main_process() else lambda line: None)
