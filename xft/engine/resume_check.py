@@ -77,19 +77,26 @@ def _read_trainer(path):
 
 
 def _check_shapes(path, shapes, built):
-    model = {_key(key): tuple(value.shape)
-             for key, value in built.model.state_dict().items()}
+    model = {_key(key): tuple(value.shape) for key, value in built.model.state_dict().items()}
     unknown = [key for key in shapes if key not in model]
     if unknown:
         raise XftError(f"--resume: checkpoint {path} holds {len(unknown)} weight(s) this run's "
                        f"model lacks, e.g. '{unknown[0]}': it was written with another model, "
                        f"method or target_modules (this run: method.type="
                        f"'{built.experiment.method.type}')")
+    check_weight_shapes(f"--resume: checkpoint {path}", shapes, built.model,
+                        built.experiment.method.r)
+
+
+def check_weight_shapes(source, shapes, model, lora_r=None):
+    """XftError naming the first weight of `shapes` ({name: shape}, names as saved, with or
+    without peft's adapter name) whose shape differs from `model`'s weight of that name."""
+    own = {_key(key): tuple(value.shape) for key, value in model.state_dict().items()}
     for key, shape in shapes.items():
-        if model[key] != shape:
-            method = built.experiment.method
-            hint = (f" (this run: method.r={method.r}; was the checkpoint trained with "
+        key = _key(key)
+        if key in own and own[key] != tuple(shape):
+            hint = (f" (this run: method.r={lora_r}; was the checkpoint trained with "
                     f"another rank?)" if "lora_" in key else
                     " (another model or vocabulary size?)")
-            raise XftError(f"--resume: checkpoint {path}: '{key}' has shape {list(shape)}, this "
-                           f"run's model has {list(model[key])}{hint}")
+            raise XftError(f"{source}: '{key}' has shape {list(shape)}, this run's model has "
+                           f"{list(own[key])}{hint}")

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from xft.errors import DataError, XftError
+from xft.paths import MODEL_FILES, check_local, check_local_data
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -206,6 +207,11 @@ def run_eval(args, log=print):
     placeholders = parse_pairs(args.placeholders, "--placeholders")
     if args.compare and not (args.prompts or items):
         raise XftError("--compare needs prompts: --prompts FILE or --task")
+    # Paths fail here, before a model is loaded.
+    if args.data:
+        check_local_data(args.data, "--data")
+    if args.compare:
+        check_local(args.compare, "model directory", "--compare", need=MODEL_FILES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"model": args.model, "adapter": args.adapter}

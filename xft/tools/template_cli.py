@@ -13,9 +13,10 @@ from pathlib import Path
 from xft.data.conversation import check_conversation
 from xft.data.encode import labels_from_spans
 from xft.data.json_lines import json_lines
+from xft.data.questionable import check_strings
 from xft.data.templates import TEMPLATES, get_template
 from xft.errors import ConfigError, DataError, RecordError
-from xft.paths import resolve_path
+from xft.paths import TOKENIZER_FILES, check_local, resolve_path
 
 
 def list_templates(out=sys.stdout):
@@ -27,6 +28,7 @@ def list_templates(out=sys.stdout):
 def load_tokenizer(path):
     from transformers import AutoTokenizer
 
+    check_local(path, "tokenizer directory", "--tokenizer", need=TOKENIZER_FILES)
     resolved = resolve_path(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
@@ -51,6 +53,7 @@ def _messages(record):
     messages = record.get("messages")
     if not isinstance(messages, list):
         raise RecordError("missing or not a list", field="messages")
+    check_strings(messages)  # a lone surrogate names its field here, not in the tokenizer
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise RecordError("must be an object with role and content", field=f"messages[{i}]")
