@@ -252,10 +252,12 @@ def read_prompt_file(path):
 
 
 def _conversation(record, check_conversation):
+    from xft.data.questionable import check_strings
     from xft.errors import RecordError
 
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
+    check_strings(record)  # a lone surrogate names its field here, not in the tokenizer
     if "messages" in record:
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:

@@ -200,6 +200,11 @@ def run_eval(args, log=print):
         raise XftError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
+    # Paths fail here, before any file is read or a model is loaded.
+    if args.data:
+        check_local_data(args.data, "--data")
+    if args.compare:
+        check_local(args.compare, "model directory", "--compare", need=MODEL_FILES)
     items = read_task(args.task, args.prompt_column, args.label_column) if args.task else []
     if args.prompt_format:  # the question asked around each prompt cell
         items = [(args.prompt_format.replace("{input}", prompt), label) for prompt, label in items]
@@ -207,11 +212,6 @@ def run_eval(args, log=print):
     placeholders = parse_pairs(args.placeholders, "--placeholders")
     if args.compare and not (args.prompts or items):
         raise XftError("--compare needs prompts: --prompts FILE or --task")
-    # Paths fail here, before a model is loaded.
-    if args.data:
-        check_local_data(args.data, "--data")
-    if args.compare:
-        check_local(args.compare, "model directory", "--compare", need=MODEL_FILES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"model": args.model, "adapter": args.adapter}

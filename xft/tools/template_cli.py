@@ -50,10 +50,10 @@ def encode_messages(messages, template, tokenizer):
 def _messages(record):
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
+    check_strings(record)  # a lone surrogate names its field here, not in the tokenizer
     messages = record.get("messages")
     if not isinstance(messages, list):
         raise RecordError("missing or not a list", field="messages")
-    check_strings(messages)  # a lone surrogate names its field here, not in the tokenizer
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise RecordError("must be an object with role and content", field=f"messages[{i}]")
