@@ -9,6 +9,7 @@ helpers of the config file (e.g. `_max_length = 512`) and are skipped.
 import collections.abc
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Literal, Optional, Union
@@ -233,6 +234,8 @@ class Range:
     hint: str = ""  # appended to the message, e.g. what to write instead
 
     def allows(self, value):
+        if not math.isfinite(value):  # nan passes every comparison; inf is never meant
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return not (self.high is not None
@@ -268,7 +271,7 @@ RANGES = {
     "data.max_length": Range(2, hint="; a sample needs room for a prompt and an answer"),
     "data.num_workers": NON_NEGATIVE,
     "data.mix_size": AT_LEAST_1,
-    "optim.lr": POSITIVE,
+    "optim.lr": NON_NEGATIVE,  # 0 is a run that changes nothing (tests, baselines)
     "optim.weight_decay": NON_NEGATIVE,
     "optim.betas[]": Range(0, 1, high_open=True),
     "optim.eps": POSITIVE,

@@ -26,7 +26,7 @@ from xft.data.encode import EncodeStats, encode_documents, encode_rendered
 from xft.data.formats import format_name, get_format, to_conversation
 from xft.data.mix import check_ratios, mix
 from xft.data.pack import pack_samples
-from xft.errors import DataError, RecordError
+from xft.errors import DataError, RecordError, doing
 from xft.paths import resolve_path
 
 SKIP_REASON_SAMPLES = 5
@@ -373,7 +373,8 @@ def build_datasets(experiment, tokenizer, template, log=print):
     mixing = check_ratios(experiment.datasets, data.mix_size)
     sources = []
     for ds_cfg in experiment.datasets:
-        samples, report = load_source(ds_cfg, experiment, tokenizer, template)
+        with doing(f"building dataset {ds_cfg.path}"):
+            samples, report = load_source(ds_cfg, experiment, tokenizer, template)
         for line in report.lines():
             log(line)
         sources.append((report, samples))
@@ -435,7 +436,8 @@ def _validation_samples(named, experiment, tokenizer, template, reports, log):
                                            experiment.seed)
     samples = list(held_out)
     for ds_cfg in experiment.val_datasets:
-        file_samples, report = load_source(ds_cfg, experiment, tokenizer, template)
+        with doing(f"building validation dataset {ds_cfg.path}"):
+            file_samples, report = load_source(ds_cfg, experiment, tokenizer, template)
         for line in report.lines():
             log(line)
         samples += file_samples

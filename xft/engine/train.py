@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from xft.config.loader import config_text, load_config
+from xft.errors import doing
 
 
 def default_work_dir(config_filename):
@@ -34,7 +35,8 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     if deepspeed is None:
         built = build_experiment(experiment, config_text(cfg), work_dir)
         _check_resume(checkpoint, built)
-        return run(built, resume=checkpoint)
+        with doing(_stage(experiment, checkpoint)):
+            return run(built, resume=checkpoint)
     from xft.engine.deepspeed_config import resolve_deepspeed_config
     from xft.engine.distributed import single_process_env
 
@@ -42,7 +44,13 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     with single_process_env():
         built = build_experiment(experiment, config_text(cfg), work_dir)
         _check_resume(checkpoint, built)
-        return run(built, resume=checkpoint, deepspeed=ds_config)
+        with doing(_stage(experiment, checkpoint) + " under DeepSpeed"):
+            return run(built, resume=checkpoint, deepspeed=ds_config)
+
+
+def _stage(experiment, checkpoint):
+    where = f"resuming from {checkpoint}" if checkpoint else "training"
+    return f"{where} on the {experiment.train.backend} engine"
 
 
 def _check_resume(checkpoint, built):
