@@ -383,6 +383,38 @@ def test_bad_input_gets_a_clear_answer(case, workspace, capsys, monkeypatch):
         assert fragment.replace("{tmp}", str(workspace)) in line, line
 
 
+def test_every_numeric_config_key_has_a_range():
+    """A numeric key added to the schema without a range in RANGES fails here."""
+    import dataclasses
+    import typing
+
+    from xft.config import schema
+
+    def numeric_keys(cls, prefix):
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            union = typing.get_origin(hint) is typing.Union
+            inner = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+            key = f"{prefix}{f.name}"
+            for option in inner:
+                if dataclasses.is_dataclass(option):
+                    yield from numeric_keys(option, f"{key}.")
+                elif typing.get_origin(option) in (list, typing.List):
+                    item = typing.get_args(option)[0]
+                    if dataclasses.is_dataclass(item):
+                        yield from numeric_keys(item, f"{key}[].")
+                    elif item in (int, float):
+                        yield f"{key}[]"
+                elif option in (int, float):
+                    yield key
+
+    keys = set(numeric_keys(schema.Experiment, ""))
+    own_checks = {"data.test_size", "datasets[].test_size",  # a fraction or a count
+                  "val_datasets[].test_size", "val_datasets[].ratio"}  # refused on val files
+    assert keys - own_checks <= set(schema.RANGES), keys - own_checks - set(schema.RANGES)
+    assert set(schema.RANGES) <= keys
+
+
 def test_unexpected_errors_say_what_xft_was_doing(monkeypatch, capsys):
     """A library exception inside a stage is named by the stage; --debug keeps the cause."""
     from xft.errors import StageError, doing

@@ -35,6 +35,7 @@ def ranged(kind, low=None, high=None, low_open=False):
 
 
 AT_LEAST_1 = ranged(int, 1)
+SEED = ranged(int, 0, 2**32 - 1)  # as the config's `seed`
 
 
 def cfg_options_action():
@@ -169,7 +170,7 @@ def build_parser():
     p.add_argument("--work-dir", help="where checkpoints, logs and the artifact go")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
-    p.add_argument("--seed", type=ranged(int, 0, 2**32 - 1), help="random seed (overrides the config)")
+    p.add_argument("--seed", type=SEED, help="random seed (overrides the config)")
     p.add_argument("--backend", choices=["mmengine", "hf"],
                    help="training engine (overrides the config's train.backend)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
@@ -219,10 +220,12 @@ def build_parser():
     p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)
     p.add_argument("--temperature", type=ranged(float, 0), default=0.0,
                    help="0 (the default): greedy; above 0: sample at this temperature")
-    p.add_argument("--top-p", type=ranged(float, 0, 1, low_open=True), help="sampling: nucleus probability mass")
+    p.add_argument("--top-p", type=ranged(float, 0, 1, low_open=True),
+                   help="sampling: nucleus probability mass")
     p.add_argument("--top-k", type=AT_LEAST_1, help="sampling: keep the k most likely tokens")
-    p.add_argument("--repetition-penalty", type=ranged(float, 0, low_open=True), help="e.g. 1.1; 1.0 is none")
-    p.add_argument("--seed", type=ranged(int, 0, 2**32 - 1), help="random seed, for reproducible sampling")
+    p.add_argument("--repetition-penalty", type=ranged(float, 0, low_open=True),
+                   help="e.g. 1.1; 1.0 is none")
+    p.add_argument("--seed", type=SEED, help="random seed, for reproducible sampling")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("eval", parents=[common], help="eval loss/perplexity on a dataset, "
