@@ -32,8 +32,11 @@ def check_resume(checkpoint, built, log=print):
                        f"{total} optimizer steps (train.epochs / train.max_steps, batch size "
                        f"and data): nothing is left to train; raise train.max_steps or "
                        f"train.epochs to continue")
+    if path.is_file():  # MMEngine stores the model's own state_dict keys: all must exist
+        _check_known(path, shapes, built)
     if shapes is not None:
-        _check_shapes(path, shapes, built)
+        check_weight_shapes(f"--resume: checkpoint {path}", shapes, built.model,
+                            built.experiment.method.r)
     log(f"resuming from {path}" + (f" (step {step} of {total})" if step is not None else ""))
 
 
@@ -58,7 +61,9 @@ def _read_mmengine(path):
 
 
 def _read_trainer(path):
-    """(step, {key: shape} or None) of a Trainer checkpoint-N folder."""
+    """(step, {key: shape} or None) of a Trainer checkpoint-N folder. Its keys are as
+    save_pretrained writes them, which for peft's modules_to_save differ from the live
+    model's: only the shapes of keys both have are compared."""
     state_file = path / TRAINER_STATE
     if not state_file.is_file():
         raise XftError(f"--resume: {path} is not a Trainer checkpoint (no {TRAINER_STATE})")
@@ -76,16 +81,14 @@ def _read_trainer(path):
     return step, None  # DeepSpeed-only or sharded: the engine checks them
 
 
-def _check_shapes(path, shapes, built):
-    model = {_key(key): tuple(value.shape) for key, value in built.model.state_dict().items()}
+def _check_known(path, shapes, built):
+    model = {_key(key) for key in built.model.state_dict()}
     unknown = [key for key in shapes if key not in model]
     if unknown:
         raise XftError(f"--resume: checkpoint {path} holds {len(unknown)} weight(s) this run's "
                        f"model lacks, e.g. '{unknown[0]}': it was written with another model, "
                        f"method or target_modules (this run: method.type="
                        f"'{built.experiment.method.type}')")
-    check_weight_shapes(f"--resume: checkpoint {path}", shapes, built.model,
-                        built.experiment.method.r)
 
 
 def check_weight_shapes(source, shapes, model, lora_r=None):
