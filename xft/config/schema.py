@@ -310,6 +310,9 @@ RANGES = {
     "optim.betas[]": Range(0, 1, high_open=True),
     "optim.eps": POSITIVE,
     "optim.max_grad_norm": POSITIVE,
+    "optim.galore.rank": AT_LEAST_1,
+    "optim.galore.update_proj_gap": AT_LEAST_1,
+    "optim.galore.scale": POSITIVE,
     "train.batch_size": AT_LEAST_1,
     "train.grad_accum": AT_LEAST_1,
     "train.epochs": AT_LEAST_1,
@@ -381,9 +384,6 @@ def _check_optim(optim, method):
                           "method.type='full' or 'freeze', not 'lora'")
     if galore and method.loraplus_lr_ratio is not None:
         raise ConfigError("'method.loraplus_lr_ratio' and GaLore cannot be combined")
-    if optim.galore is not None and (optim.galore.rank < 1 or optim.galore.update_proj_gap < 1):
-        raise ConfigError(f"'optim.galore.rank' and 'optim.galore.update_proj_gap' must be "
-                          f">= 1, got {optim.galore.rank} and {optim.galore.update_proj_gap}")
 
 
 def _check_test_size(value, key):
