@@ -306,10 +306,6 @@ def run_eval(args, log=print):
 
     if not (args.data or args.task or args.compare):
         raise XftError("nothing to evaluate: give --data, --task and/or --compare")
-    if args.batch_size < 1:
-        raise XftError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise XftError(f"--limit must be at least 1, got {args.limit}")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
     # Paths fail here, before any file is read or a model is loaded.
