@@ -169,11 +169,12 @@ def test_batched_answers_equal_one_prompt_at_a_time(random_model, tokenizer):
                                          system="Be brief.", max_new_tokens=6)
 
 
-@pytest.mark.slow
-def test_batch_size_must_be_positive(tmp_path):
-    with pytest.raises(Exception, match="--batch-size must be at least 1"):
-        run_eval(eval_args(TINY, "--data", tmp_path / "x.json", "--batch-size", 0,
-                           "--out", tmp_path / "out"), log=lambda *a: None)
+@pytest.mark.parametrize("option", ["--batch-size", "--limit"])
+def test_batch_size_and_limit_must_be_positive(tmp_path, capsys, option):
+    from xft.cli import main
+
+    assert main(["eval", TINY, "--data", str(tmp_path / "x.json"), option, "0"]) == 2
+    assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_answer_to_label_rules():

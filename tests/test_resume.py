@@ -121,6 +121,8 @@ def test_resume_passes_over_a_checkpoint_cut_off_while_written(engine, tmp_path)
                      "--resume", "--cfg-options",
                      *[f"{k}={v}" for k, v in RESUME_OPTIONS.items()])
     assert f"passing over {work_dir / checkpoint_name(engine, 4)}" in result.stdout
+    # Both engines say where they resume from (xft.engine.resume_check).
+    assert f"resuming from {work_dir / name} (step 2 of 6)" in result.stdout
     assert_same_weights(adapter(work_dir), adapter(full_dir))
     resumed = read_metrics(work_dir)
     assert [r["step"] for r in resumed] == [3, 4, 5, 6]

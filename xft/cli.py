@@ -23,6 +23,54 @@ class RenamedOption(argparse.Action):
         parser.error(f"{option_string} is now {self.new}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: `xft train: error: ... (see xft train -h)`."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
+def ranged(kind, low=None, high=None, low_open=False):
+    """An argparse `type` that parses `kind` and checks a range (xft.config.schema.Range)."""
+    from xft.config.schema import Range
+
+    allowed = Range(low, high, low_open=low_open)
+
+    def parse(text):
+        value = kind(text)  # ValueError: argparse says "invalid int value"
+        if not allowed.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+AT_LEAST_1 = ranged(int, 1)
+SEED = ranged(int, 0, 2**32 - 1)  # as the config's `seed`
+
+
+def cfg_options_action():
+    """MMEngine's KEY=VALUE parser, with malformed options as usage errors, not tracebacks."""
+    from mmengine.config import DictAction
+
+    class CfgOptions(DictAction):
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise argparse.ArgumentError(self, f"'{item}' is not KEY=VALUE "
+                                                       "(e.g. train.epochs=2)")
+                try:
+                    self._parse_iterable(value)
+                except (AssertionError, ValueError) as e:  # mmengine asserts on brackets
+                    raise argparse.ArgumentError(self, f"cannot parse the value of '{item}': "
+                                                       f"{e}") from None
+            super().__call__(parser, namespace, values, option_string)
+
+    return CfgOptions
+
+
 def cmd_train(args):
     from xft.engine.launch import launch, launch_settings, without_option
 
@@ -125,14 +173,13 @@ def cmd_vocab(args):
 
 
 def build_parser():
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(prog="xft", description="Fine-tune large language models.")
+    DictAction = cfg_options_action()
+    parser = Parser(prog="xft", description="Fine-tune large language models.")
     parser.add_argument("--version", action="version", version=f"xft {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # --debug is accepted after the subcommand too; SUPPRESS keeps the top-level value.
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks on errors")
 
@@ -141,14 +188,14 @@ def build_parser():
     p.add_argument("--work-dir", help="where checkpoints, logs and the artifact go")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
-    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--seed", type=SEED, help="random seed (overrides the config)")
     p.add_argument("--engine", choices=list(ENGINES),
                    help="training engine (overrides the config's train.engine)")
     p.add_argument("--backend", action=RenamedOption, new="--engine", help=argparse.SUPPRESS)
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="resume from CKPT (mmengine: iter_N.pth; hf: a checkpoint-N folder), "
                         "or from the newest checkpoint in the work dir")
-    p.add_argument("--nproc", type=int, metavar="N",
+    p.add_argument("--nproc", type=AT_LEAST_1, metavar="N",
                    help="train in N processes on this node (torchrun; default: "
                         "$NPROC_PER_NODE or 1; multi-node: NNODES, NODE_RANK, ADDR, PORT)")
     p.add_argument("--deepspeed", metavar="NAME|JSON",
@@ -170,7 +217,7 @@ def build_parser():
     p.add_argument("config", help="config name (see list-cfg) or path to a config file")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. data.max_length=1024")
-    p.add_argument("--samples", type=int, default=3, help="how many samples to show")
+    p.add_argument("--samples", type=ranged(int, 0), default=3, help="how many samples to show")
     p.add_argument("--plot", help="where to write the length histogram "
                    "(default: <config name>_lengths.png)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
@@ -189,13 +236,15 @@ def build_parser():
     p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
     p.add_argument("--bits", type=int, choices=[4, 8],
                    help="load the model quantized by bitsandbytes")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0,
+    p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)
+    p.add_argument("--temperature", type=ranged(float, 0), default=0.0,
                    help="0 (the default): greedy; above 0: sample at this temperature")
-    p.add_argument("--top-p", type=float, help="sampling: nucleus probability mass")
-    p.add_argument("--top-k", type=int, help="sampling: keep the k most likely tokens")
-    p.add_argument("--repetition-penalty", type=float, help="e.g. 1.1; 1.0 is none")
-    p.add_argument("--seed", type=int, help="random seed, for reproducible sampling")
+    p.add_argument("--top-p", type=ranged(float, 0, 1, low_open=True),
+                   help="sampling: nucleus probability mass")
+    p.add_argument("--top-k", type=AT_LEAST_1, help="sampling: keep the k most likely tokens")
+    p.add_argument("--repetition-penalty", type=ranged(float, 0, low_open=True),
+                   help="e.g. 1.1; 1.0 is none")
+    p.add_argument("--seed", type=SEED, help="random seed, for reproducible sampling")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("eval", parents=[common], help="eval loss/perplexity on a dataset, "
@@ -210,9 +259,9 @@ def build_parser():
     p.add_argument("--format", default="alpaca", help="format of --data (as in a config)")
     p.add_argument("--placeholders", nargs="+", metavar="KEY=VALUE",
                    help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
-    p.add_argument("--max-length", type=int, default=2048,
+    p.add_argument("--max-length", type=ranged(int, 2), default=2048,
                    help="--data samples longer than this are dropped (and counted)")
-    p.add_argument("--batch-size", type=int, default=4,
+    p.add_argument("--batch-size", type=AT_LEAST_1, default=4,
                    help="samples per forward for --data, prompts per generate call for "
                    "--task and --compare (default: 4)")
     p.add_argument("--task", help="labelled task file (CSV with a header row, JSON or JSONL)")
@@ -228,8 +277,8 @@ def build_parser():
     p.add_argument("--base-template", help="template for BASE (default: MODEL's)")
     p.add_argument("--prompts", help="prompts for --compare: a text file (one a line) or JSON/JSONL "
                    "(default: the --task prompts)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=32)
+    p.add_argument("--limit", type=AT_LEAST_1, metavar="N",
                    help="evaluate only the first N rows of --task / prompts of --prompts")
     p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
                    help="a --task row with an empty cell: stop with its index (default) or "
@@ -293,9 +342,10 @@ def build_parser():
                    help=".txt (one sentence a line) or .json/.jsonl/.csv/.parquet records")
     t.add_argument("--text-field", action="append", metavar="NAME",
                    help="record field holding text (repeatable; default: text)")
-    t.add_argument("--vocab-size", type=int, required=True)
+    t.add_argument("--vocab-size", type=ranged(int, 2), required=True)
     t.add_argument("--model-type", choices=["bpe", "unigram"], default="bpe")
-    t.add_argument("--character-coverage", type=float, default=0.9995,
+    t.add_argument("--character-coverage", type=ranged(float, 0, 1, low_open=True),
+                   default=0.9995,
                    help="share of characters covered by the vocabulary (rest: <unk>)")
     t.add_argument("--out", required=True, help="directory for tokenizer.model")
     m = actions.add_parser("merge", parents=[common],
@@ -318,7 +368,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # usage errors (one line, printed by Parser), --help, --version
+        return e.code
     args.argv = argv  # `xft train --nproc` hands them on to its workers
     if args.command is None:
         parser.print_help()
@@ -331,9 +384,18 @@ def main(argv=None):
     except Exception as e:  # one line for the user; --debug for the traceback
         if args.debug:
             raise
-        kind = "" if isinstance(e, XftError) else f"{type(e).__name__}: "
-        message = " ".join(str(e).split())  # one line, whatever the exception holds
-        print(f"xft: error: {kind}{message} (run with --debug for the traceback)",
+        print(f"xft: error: {error_message(e, args)} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
     return code or 0
+
+
+def error_message(error, args):
+    """One line for any exception: xft's own errors as they are; anything else says
+    which command it broke, since its text alone rarely tells the user what failed."""
+    if isinstance(error, XftError):
+        message = str(error)
+    else:
+        command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+        message = f"unexpected error in `xft {command}`: {type(error).__name__}: {error}"
+    return " ".join(message.split())  # one line, whatever the exception holds

@@ -1,5 +1,7 @@
 """Errors that the CLI reports as one line (no traceback unless --debug)."""
 
+import contextlib
+
 
 class XftError(Exception):
     """A problem the user can fix: bad config, bad data, missing file."""
@@ -46,3 +48,26 @@ def did_you_mean(value, choices):
 
     close = difflib.get_close_matches(str(value), list(choices), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class StageError(XftError):
+    """An unexpected exception inside one of xft's stages, with what xft was doing.
+
+    The original exception is kept as `__cause__`, so `--debug` shows its traceback.
+    """
+
+
+@contextlib.contextmanager
+def doing(what):
+    """Name the stage in any unexpected exception raised inside it.
+
+    `with doing("loading the tokenizer from X"): ...` turns a library's exception
+    into a StageError "while loading the tokenizer from X: ValueError: ...". xft's own
+    errors pass unchanged: they already say what is wrong.
+    """
+    try:
+        yield
+    except XftError:
+        raise
+    except Exception as e:
+        raise StageError(f"while {what}: {type(e).__name__}: {e}") from e

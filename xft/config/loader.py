@@ -9,10 +9,12 @@ import difflib
 import shutil
 from pathlib import Path
 
-from xft.config.schema import Experiment, validate
+from xft.config.schema import Experiment, check_paths, validate
 from xft.errors import ConfigError
 
 BASE_DIR_NAME = "_base_"
+# What MMEngine's Config.fromfile reads (shipped configs are all Python files).
+CONFIG_SUFFIXES = (".py", ".json", ".yaml", ".yml")
 
 
 def configs_root() -> Path:
@@ -43,9 +45,12 @@ def list_configs(pattern=None):
 def find_config(name_or_path) -> Path:
     """A config file path from a path on disk or the name of a shipped config."""
     path = Path(name_or_path)
-    if path.suffix == ".py" and path.is_file():
+    if path.is_file():
+        if path.suffix not in CONFIG_SUFFIXES:
+            raise ConfigError(f"{name_or_path} is not a config file: xft reads "
+                              f"{', '.join(CONFIG_SUFFIXES)} configs")
         return path.resolve()
-    if path.suffix == ".py" or path.parent != Path("."):
+    if path.suffix in CONFIG_SUFFIXES or path.parent != Path("."):
         raise ConfigError(f"config file not found: {name_or_path}")
     matches = [p for p in _shipped_config_files() if p.stem == name_or_path]
     if len(matches) > 1:
@@ -71,11 +76,15 @@ def load_raw_config(name_or_path, cfg_options=None):
     return cfg
 
 
-def load_config(name_or_path, cfg_options=None):
-    """Return (mmengine Config, validated Experiment) for a config name or file."""
+def load_config(name_or_path, cfg_options=None, data_paths=True):
+    """Return (mmengine Config, validated Experiment) for a config name or file.
+
+    Local paths are checked too: the model's and tokenizer's, and with `data_paths`
+    the datasets'."""
     cfg = load_raw_config(name_or_path, cfg_options)
     try:
         experiment = validate(cfg.to_dict())
+        check_paths(experiment, data=data_paths)
     except ConfigError as e:
         raise ConfigError(f"{cfg.filename}: {e}") from None
     return cfg, experiment

@@ -9,6 +9,7 @@ helpers of the config file (e.g. `_max_length = 512`) and are skipped.
 import collections.abc
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Literal, Optional, Union
@@ -117,6 +118,10 @@ class DataCfg:
     truncation: Literal["drop", "truncate"] = "drop"
     # A bad record fails the run with file/record/field (error) or is skipped and counted.
     on_bad_record: Literal["error", "skip"] = "error"
+    # A questionable record (two user turns in a row, a trailing user turn, an unfilled
+    # {{placeholder}}, a tool result for no call; docs/errors.md): trained as it is and
+    # counted in the data report (warn), or the run stops naming it (error).
+    on_questionable: Literal["warn", "error"] = "warn"
     # Which assistant turns of a conversation carry loss: every one ('all') or only the
     # final one ('last'). A message's own `loss` flag overrides this.
     train_on: Literal["all", "last"] = "all"
@@ -257,14 +262,109 @@ def validate(raw: dict) -> Experiment:
         if key in public:
             public[key] = resolve_names(public[key], registries, key)
     experiment = _build(Experiment, public, path="")
+    if not experiment.datasets:
+        raise ConfigError("'datasets' is empty: list at least one dataset to train on")
+    _check_ranges(experiment)
     _check_method(experiment.method, experiment.model)
     _check_optim(experiment.optim, experiment.method)
     _check_validation(experiment)
     _check_save_best(experiment)
-    if experiment.train.loss_chunk_size is not None and experiment.train.loss_chunk_size < 1:
-        raise ConfigError(f"'train.loss_chunk_size' must be >= 1 or None, got "
-                          f"{experiment.train.loss_chunk_size}")
     return experiment
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric key: low/high bounds, each inclusive or not."""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False  # True: value > low (else >= low)
+    high_open: bool = False  # True: value < high (else <= high)
+    hint: str = ""  # appended to the message, e.g. what to write instead
+
+    def allows(self, value):
+        if not math.isfinite(value):  # nan passes every comparison; inf is never meant
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None
+                    and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self):
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
+
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1)
+
+# The allowed range of every numeric key (None values are never checked: they mean
+# "off" or "default"). `[]` stands for each item of a list. Checked before anything
+# heavy runs, so a bad value fails with its key instead of deep inside a library.
+RANGES = {
+    "seed": Range(0, 2**32 - 1),  # numpy's seed range (transformers.set_seed seeds numpy)
+    "method.r": AT_LEAST_1,
+    "method.alpha": POSITIVE,
+    "method.dropout": Range(0, 1, high_open=True),
+    "method.loraplus_lr_ratio": POSITIVE,
+    "method.trainable_layers": NON_NEGATIVE,
+    "datasets[].max_samples": Range(1, hint="; leave it unset (None) to use every record"),
+    "datasets[].ratio": Range(0, 1, low_open=True),
+    "val_datasets[].max_samples": Range(1, hint="; leave it unset (None) to use every record"),
+    "data.max_length": Range(2, hint="; a sample needs room for a prompt and an answer"),
+    "data.num_workers": NON_NEGATIVE,
+    "data.mix_size": AT_LEAST_1,
+    "optim.lr": NON_NEGATIVE,  # 0 is a run that changes nothing (tests, baselines)
+    "optim.weight_decay": NON_NEGATIVE,
+    "optim.betas[]": Range(0, 1, high_open=True),
+    "optim.eps": POSITIVE,
+    "optim.max_grad_norm": POSITIVE,
+    "optim.galore.rank": AT_LEAST_1,
+    "optim.galore.update_proj_gap": AT_LEAST_1,
+    "optim.galore.scale": POSITIVE,
+    "train.batch_size": AT_LEAST_1,
+    "train.grad_accum": AT_LEAST_1,
+    "train.epochs": AT_LEAST_1,
+    "train.max_steps": AT_LEAST_1,
+    "train.warmup_ratio": FRACTION,
+    "train.log_interval": AT_LEAST_1,
+    "train.save_interval": AT_LEAST_1,
+    "train.save_total_limit": Range(0, hint=" (0 keeps every checkpoint)"),
+    "train.eval_interval": AT_LEAST_1,
+    "train.early_stopping.patience": AT_LEAST_1,
+    "train.early_stopping.min_delta": NON_NEGATIVE,
+    "train.loss_chunk_size": AT_LEAST_1,
+    "evaluation.interval": AT_LEAST_1,
+    "evaluation.max_new_tokens": AT_LEAST_1,
+}
+
+
+def _values_at(obj, key):
+    """(full key path, value) for a RANGES key, expanding `[]` over list items."""
+    head, _, rest = key.partition(".")
+    name, is_list = head.removesuffix("[]"), head.endswith("[]")
+    value = getattr(obj, name, None)
+    if value is None:
+        return
+    items = [(f"{name}[{i}]", v) for i, v in enumerate(value)] if is_list else [(name, value)]
+    for path, item in items:
+        if not rest:
+            yield path, item
+        else:
+            for sub_path, sub_value in _values_at(item, rest):
+                yield f"{path}.{sub_path}", sub_value
+
+
+def _check_ranges(experiment):
+    for key, allowed in RANGES.items():
+        for path, value in _values_at(experiment, key):
+            if isinstance(value, (int, float)) and not allowed.allows(value):
+                raise ConfigError(f"'{path}' must be {allowed}, got {value!r}{allowed.hint}")
 
 
 LORA_ONLY = ("use_dora", "use_rslora", "loraplus_lr_ratio")
@@ -283,10 +383,6 @@ def _check_method(method, model):
     if method.type == "full" and method.modules_to_save:
         raise ConfigError("'method.modules_to_save' is meaningless with method.type='full' "
                           "(every module trains)")
-    if method.loraplus_lr_ratio is not None and method.loraplus_lr_ratio <= 0:
-        raise ConfigError(f"'method.loraplus_lr_ratio' must be > 0, got {method.loraplus_lr_ratio}")
-    if method.type == "freeze" and method.trainable_layers < 0:
-        raise ConfigError(f"'method.trainable_layers' must be >= 0, got {method.trainable_layers}")
 
 
 def _check_optim(optim, method):
@@ -302,9 +398,6 @@ def _check_optim(optim, method):
                           "method.type='full' or 'freeze', not 'lora'")
     if galore and method.loraplus_lr_ratio is not None:
         raise ConfigError("'method.loraplus_lr_ratio' and GaLore cannot be combined")
-    if optim.galore is not None and (optim.galore.rank < 1 or optim.galore.update_proj_gap < 1):
-        raise ConfigError(f"'optim.galore.rank' and 'optim.galore.update_proj_gap' must be "
-                          f">= 1, got {optim.galore.rank} and {optim.galore.update_proj_gap}")
 
 
 def _check_test_size(value, key):
@@ -333,14 +426,9 @@ def _check_validation(experiment):
         if getattr(train, key) is not None and not has_validation:
             raise ConfigError(f"'train.{key}' needs a validation set: set 'data.test_size', "
                               "a dataset's 'test_size', or 'val_datasets'")
-    if train.eval_interval is not None and train.eval_interval < 1:
-        raise ConfigError(f"'train.eval_interval' must be >= 1, got {train.eval_interval}")
     if train.export_best and train.save_best is None:
         raise ConfigError("'train.export_best' needs train.save_best (the objective's "
                           "validation key, e.g. 'eval_loss')")
-    if train.early_stopping is not None and train.early_stopping.patience < 1:
-        raise ConfigError(f"'train.early_stopping.patience' must be >= 1, got "
-                          f"{train.early_stopping.patience}")
 
 
 def _build_objective(raw, path):
@@ -453,3 +541,23 @@ def _type_name(hint):
 
 def _join(path, key):
     return f"{path}.{key}" if path else key
+
+
+def check_paths(experiment, data=True):
+    """ConfigError unless the local paths the config names exist (a missing local path
+    is never handed to the hub resolver). `data=False`: the model and tokenizer only."""
+    from xft.paths import MODEL_FILES, TOKENIZER_FILES, check_local, check_local_data
+
+    model = experiment.model
+    check_local(model.path, "model directory", "model.path", need=MODEL_FILES)
+    if experiment.tokenizer.path is not None:
+        check_local(experiment.tokenizer.path, "tokenizer directory", "tokenizer.path",
+                    need=TOKENIZER_FILES)
+    else:  # the tokenizer is read from the model directory
+        check_local(model.path, "tokenizer directory", "model.path", need=TOKENIZER_FILES)
+    if model.resize_vocab is not None and model.resize_vocab.base_tokenizer is not None:
+        check_local(model.resize_vocab.base_tokenizer, "tokenizer directory",
+                    "model.resize_vocab.base_tokenizer", need=TOKENIZER_FILES)
+    for key in ("datasets", "val_datasets") if data else ():
+        for i, ds in enumerate(getattr(experiment, key)):
+            check_local_data(ds.path, f"{key}[{i}].path")

@@ -25,11 +25,11 @@ from typing import Optional
 
 from torch.utils.data import Dataset
 
-from xft.data import cache
+from xft.data import cache, questionable
 from xft.data.encode import EncodeStats
 from xft.data.formats import FieldMapping, format_name, get_format, to_conversation
 from xft.data.mix import check_ratios, mix
-from xft.errors import DataError, RecordError
+from xft.errors import DataError, RecordError, doing
 from xft.paths import resolve_path
 
 SKIP_REASON_SAMPLES = 5
@@ -57,6 +57,7 @@ class SourceReport:
     records: int = 0
     skipped_bad: int = 0
     skip_reasons: list = field(default_factory=list)
+    questionable: dict = field(default_factory=dict)  # xft.data.questionable.apply_policy
     stats: EncodeStats = field(default_factory=EncodeStats)
     truncation: str = "drop"  # the policy applied to over-long samples
     cache: str = "off"  # 'hit' (loaded), 'built' (encoded and stored), 'off' or 'uncacheable'
@@ -80,6 +81,7 @@ class SourceReport:
                              ("documents split into max_length pieces", s.split_documents)]:
             if count:
                 yield f"  {label}: {count}"
+        yield from questionable.report_lines(self.questionable)
 
 
 def read_records(path):
@@ -133,14 +135,35 @@ def _load_with_datasets(resolved, path):
     import datasets
 
     builder = {".csv": "csv", ".parquet": "parquet", ".txt": "text"}.get(Path(resolved).suffix.lower())
+    options = {}
+    if builder == "csv":
+        # Every cell as the text it is: type guessing would turn a text column of numbers
+        # into ints (refused as text) or "3.50" into 3.5.
+        options["features"] = datasets.Features(
+            {name: datasets.Value("string") for name in _csv_header(resolved, path)})
     try:
         if builder:
-            ds = datasets.load_dataset(builder, data_files=resolved, split="train")
+            ds = datasets.load_dataset(builder, data_files=resolved, split="train", **options)
         else:
             ds = datasets.load_dataset(resolved, split="train")
     except Exception as e:
         raise DataError(f"cannot load dataset: {e}", file=path) from None
     return ds.to_list()
+
+
+def _csv_header(resolved, path):
+    import csv
+
+    try:
+        with open(resolved, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", file=path) from None
+    if not header:
+        raise DataError("file is empty (a CSV file needs a header row)", file=path)
+    if len(set(header)) != len(header):
+        raise DataError(f"header row repeats a column name: {header}", file=path)
+    return header
 
 
 def fill_placeholders(value, placeholders):
@@ -169,7 +192,10 @@ def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
+            findings = questionable.check_strings(record)
             mapped = to_conversation(ds_cfg.format, record, mapping)
+            if not isinstance(mapped, str):
+                findings += questionable.check_turns(mapped)
             item = objective.prepare(mapped, template, system)
         except RecordError as e:
             if data_cfg.on_bad_record == "error":
@@ -183,6 +209,8 @@ def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
             # The user's function crashed: say on which record (never skipped; likely a bug).
             raise DataError(f"format function {format_name(ds_cfg.format)} raised "
                             f"{type(e).__name__}: {e}", file=ds_cfg.path, index=index) from e
+        questionable.apply_policy(findings, index, report.questionable,
+                                  data_cfg.on_questionable, ds_cfg.path)
         prepared.append(item)
     return prepared
 
@@ -238,6 +266,7 @@ def source_cache_key(ds_cfg, build, truncation):
         "max_length": build.data.max_length,
         "truncation": truncation,
         "on_bad_record": build.data.on_bad_record,
+        "on_questionable": build.data.on_questionable,
     }
     return cache.cache_key(parts), parts
 
@@ -352,7 +381,8 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     mixing = check_ratios(datasets, data.mix_size)
     sources = []
     for ds_cfg in datasets:
-        samples, report = load_source(ds_cfg, build)
+        with doing(f"building dataset {ds_cfg.path}"):
+            samples, report = load_source(ds_cfg, build)
         for line in report.lines():
             log(line)
         sources.append((report, samples))
@@ -368,7 +398,7 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     else:
         samples = [sample for _, source_samples in named for sample in source_samples]
     if not samples:
-        raise DataError("no training samples left after filtering; see the report above")
+        raise DataError(f"no training samples left: {_why_empty(reports, data)}")
     packing = None
     if data.pack:
         samples, packing = build.objective.pack(samples, data.max_length, seed)
@@ -383,6 +413,26 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
             EncodedDataset(validation) if validation is not None else None, report)
 
 
+def _why_empty(reports, data_cfg):
+    """What removed every sample, with the setting that decides each part."""
+    records = sum(r.records for r in reports)
+    parts = [f"{records} records read"]
+    for count, what in [
+            (sum(r.skipped_bad for r in reports), "bad records skipped (data.on_bad_record="
+                                                  "'skip'; see the reasons above)"),
+            (sum(r.stats.dropped_too_long for r in reports),
+             f"samples longer than data.max_length={data_cfg.max_length} dropped "
+             "(raise it, or set data.truncation='truncate')"),
+            (sum(r.stats.dropped_no_label for r in reports),
+             "samples with no trained token dropped (check data.train_on and loss flags)")]:
+        if count:
+            parts.append(f"{count} {what}")
+    encoded = sum(r.stats.samples for r in reports)
+    if encoded:  # every one went to the validation split
+        parts.append(f"{encoded} samples, all held out for validation (test_size)")
+    return "; ".join(parts)
+
+
 def _validation_samples(named, datasets, val_datasets, build, seed, log):
     """Split the training sources and read the validation files.
 
@@ -392,7 +442,8 @@ def _validation_samples(named, datasets, val_datasets, build, seed, log):
     named, held_out, parts = split_sources(named, datasets, build.data.test_size, seed)
     samples = list(held_out)
     for ds_cfg in val_datasets:
-        file_samples, report = load_source(ds_cfg, build)
+        with doing(f"building validation dataset {ds_cfg.path}"):
+            file_samples, report = load_source(ds_cfg, build)
         for line in report.lines():
             log(line)
         samples += file_samples

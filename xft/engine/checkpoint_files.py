@@ -104,8 +104,8 @@ def pick_resume(resume, work_dir, checkpoints, is_complete, what):
     if not Path(resume).exists():
         raise XftError(f"--resume: checkpoint {resume} does not exist")
     if not is_complete(Path(resume)):
-        raise XftError(f"--resume: checkpoint {resume} is incomplete "
-                       f"(cut off while being written?)")
+        raise XftError(f"--resume: {resume} is not a complete {what}: not a checkpoint at "
+                       f"all, or cut off while being written")
     return str(resume)
 
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from xft.config.loader import config_text, load_config
+from xft.errors import doing
 
 
 def default_work_dir(config_filename):
@@ -31,12 +32,29 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engin
     runner = get_engine(experiment.train.engine)
     checkpoint = runner.resolve_resume(resume, work_dir)  # fail before the model is loaded
     if deepspeed is None:
-        return runner.run(build_experiment(experiment, config_text(cfg), work_dir),
-                          resume=checkpoint)
+        built = build_experiment(experiment, config_text(cfg), work_dir)
+        _check_resume(checkpoint, built)
+        with doing(_stage(experiment, checkpoint)):
+            return runner.run(built, resume=checkpoint)
     from xft.engine.deepspeed_config import resolve_deepspeed_config
     from xft.engine.distributed import single_process_env
 
     ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
     with single_process_env():
-        return runner.run(build_experiment(experiment, config_text(cfg), work_dir),
-                          resume=checkpoint, deepspeed=ds_config)
+        built = build_experiment(experiment, config_text(cfg), work_dir)
+        _check_resume(checkpoint, built)
+        with doing(_stage(experiment, checkpoint) + " under DeepSpeed"):
+            return runner.run(built, resume=checkpoint, deepspeed=ds_config)
+
+
+def _stage(experiment, checkpoint):
+    where = f"resuming from {checkpoint}" if checkpoint else "training"
+    return f"{where} on the {experiment.train.engine} engine"
+
+
+def _check_resume(checkpoint, built):
+    if checkpoint is not None:
+        from xft.engine.distributed import is_main_process
+        from xft.engine.resume_check import check_resume
+
+        check_resume(checkpoint, built, log=print if is_main_process() else lambda line: None)

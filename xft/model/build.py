@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from xft.errors import ConfigError
+from xft.errors import ConfigError, doing
 from xft.model.methods import apply_method
 from xft.model.quant import bitsandbytes_config, import_bitsandbytes
 from xft.paths import resolve_path
@@ -25,11 +25,12 @@ def build_tokenizer(tokenizer_cfg, model_path):
     from transformers import AutoTokenizer
 
     path = resolve_path(tokenizer_cfg.path or model_path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=tokenizer_cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
+    with doing(f"loading the tokenizer from '{path}'"):  # anything but the errors below
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                path, trust_remote_code=tokenizer_cfg.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
     if not tokenizer.is_fast:
         raise ConfigError(f"tokenizer at '{path}' is not a fast tokenizer; xft needs character "
                           "offsets to place labels")
@@ -50,13 +51,14 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    try:
-        return auto_class.from_pretrained(
-            path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code, quantization_config=quantization_config,
-            **kwargs)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load model from '{path}': {e}") from None
+    with doing(f"loading the model from '{path}'"):  # anything but the errors below
+        try:
+            return auto_class.from_pretrained(
+                path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code, quantization_config=quantization_config,
+                **kwargs)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load model from '{path}': {e}") from None
 
 
 def build_model(model_cfg, method_cfg, tokenizer=None, kind="causal_lm", log=print):

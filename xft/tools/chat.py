@@ -26,7 +26,7 @@ from xft.inference.chat import (ChatSession, Sampling, cut_at_stop,  # noqa: F40
 from xft.engine.export import read_meta
 from xft.errors import ConfigError, DataError, XftError
 from xft.model.build import load_causal_lm
-from xft.paths import resolve_path
+from xft.paths import MODEL_FILES, check_local, resolve_path
 
 RESET, EXIT = "RESET", "EXIT"
 
@@ -35,11 +35,16 @@ def load_chat_model(model_path, adapter=None, template_name=None, bits=None):
     """(model, tokenizer, template) for a model dir/hub id, optionally with an adapter."""
     from transformers import AutoTokenizer
 
+    check_local(model_path, "model directory", need=MODEL_FILES)
+    if adapter is not None:
+        check_local(adapter, "adapter directory", "--adapter", need=("adapter_config.json",))
     model_path = resolve_path(model_path)
     adapter_config = Path(model_path) / "adapter_config.json"
     if adapter is None and adapter_config.is_file():
         adapter = model_path
         model_path = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        check_local(model_path, f"base model directory (base_model_name_or_path of "
+                    f"{adapter_config})", need=MODEL_FILES)
     has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()
     meta_dir = adapter if has_tokenizer else model_path
     try:
@@ -92,10 +97,12 @@ def read_prompt_file(path):
 
 def _conversation(record, check_conversation):
     from xft.data.formats.chat import openai
+    from xft.data.questionable import check_strings
     from xft.errors import RecordError
 
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
+    check_strings(record)  # a lone surrogate names its field here, not in the tokenizer
     if "messages" in record:
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:

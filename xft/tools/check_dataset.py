@@ -66,7 +66,9 @@ def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None
     out("")
     out("--- statistics ---")
     out(f"records: {sum(s.records for s in report.sources)}, "
-        f"bad records skipped: {sum(s.skipped_bad for s in report.sources)}")
+        f"bad records skipped: {sum(s.skipped_bad for s in report.sources)}, "
+        f"questionable (trained as they are): "
+        f"{sum(e['count'] for s in report.sources for e in s.questionable.values())}")
     out(f"samples: {sum(s.samples for s in stats)} kept, {len(dataset)} in the training set; "
         f"dropped as longer than max_length ({max_length}): "
         f"{sum(s.dropped_too_long for s in stats)}, "

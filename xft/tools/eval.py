@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from xft.errors import DataError, XftError
+from xft.paths import MODEL_FILES, check_local, check_local_data
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -306,12 +307,13 @@ def run_eval(args, log=print):
 
     if not (args.data or args.task or args.compare):
         raise XftError("nothing to evaluate: give --data, --task and/or --compare")
-    if args.batch_size < 1:
-        raise XftError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise XftError(f"--limit must be at least 1, got {args.limit}")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
+    # Paths fail here, before any file is read or a model is loaded.
+    if args.data:
+        check_local_data(args.data, "--data")
+    if args.compare:
+        check_local(args.compare, "model directory", "--compare", need=MODEL_FILES)
     items, skipped = (read_task(args.task, args.prompt_column, args.label_column,
                                 args.on_bad_record, args.limit) if args.task else ([], Counter()))
     for reason, count in skipped.items():

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 from xft.errors import ConfigError, XftError
-from xft.paths import resolve_path
+from xft.paths import MODEL_FILES, check_local, resolve_path
 
 DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PEFT_PREFIX = "base_model.model."
@@ -38,6 +38,7 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
 
     if dtype not in DTYPE_NAMES:
         raise XftError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    check_local(base, "base model directory", "BASE", need=MODEL_FILES)
     base, adapter = resolve_path(base), Path(resolve_path(adapter))
     if not (adapter / "adapter_config.json").is_file():
         raise XftError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")

@@ -22,19 +22,19 @@ def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None
     from xft.config.loader import config_text, load_config
     from xft.engine.export import export_hf
 
-    cfg, experiment = load_config(config, cfg_options)
+    cfg, experiment = load_config(config, cfg_options, data_paths=False)
     ckpt = read_checkpoint(checkpoint)  # before the model: a bad path fails fast
     log(f"reading {ckpt.source} checkpoint {ckpt.path}")
     built = build(experiment, parts=("model",), log=log)
     model, tokenizer, template = built.model, built.tokenizer, built.template
-    loaded = load_trained_weights(model, ckpt)
+    loaded = load_trained_weights(model, ckpt, experiment.method.r)
     log(f"loaded {loaded} trained tensors ({experiment.method.type})")
     out = export_hf(model.eval(), tokenizer, template, out_dir, config_text(cfg), max_shard_size)
     log(f"xft: wrote the {'adapter' if _is_peft(model) else 'model'} to {out}")
     return out
 
 
-def load_trained_weights(model, ckpt):
+def load_trained_weights(model, ckpt, lora_r=None):
     """Copy the checkpoint's values of `model`'s trainable parameters; return how many."""
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     if not trainable:
@@ -45,6 +45,10 @@ def load_trained_weights(model, ckpt):
                            "LoRA (method.type is not 'lora')")
         from peft import set_peft_model_state_dict
 
+        from xft.engine.resume_check import check_weight_shapes
+
+        check_weight_shapes(str(ckpt.path), {k: v.shape for k, v in ckpt.state.items()}, model,
+                            lora_r)
         try:
             result = set_peft_model_state_dict(model, ckpt.state)
         except RuntimeError as e:  # size mismatch

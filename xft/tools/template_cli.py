@@ -20,9 +20,10 @@ from xft.data.conversation import check_conversation, check_rendered
 from xft.data.encode import labels_from_spans
 from xft.data.formats.chat import openai
 from xft.data.json_lines import json_lines
+from xft.data.questionable import check_strings
 from xft.data.templates import TEMPLATES, get_template
 from xft.errors import DataError, RecordError
-from xft.paths import resolve_path
+from xft.paths import TOKENIZER_FILES, check_local, resolve_path
 
 
 def list_templates(out=sys.stdout):
@@ -36,6 +37,7 @@ def load_tokenizer(path):
     from xft.config.schema import TokenizerCfg
     from xft.model.build import build_tokenizer
 
+    check_local(path, "tokenizer directory", "--tokenizer", need=TOKENIZER_FILES)
     return build_tokenizer(TokenizerCfg(path=path), path)
 
 
@@ -51,6 +53,7 @@ def _messages(record):
     """The line's conversation, read as the `openai` format reads records."""
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
+    check_strings(record)  # a lone surrogate names its field here, not in the tokenizer
     messages = openai(record)
     check_conversation(messages)
     return messages

@@ -82,7 +82,7 @@ def openai(record):
             raise fields.missing_field(item, "role", f"{where}.role")
         loss = item.get("loss")
         if "weight" in item and loss is None:
-            loss = bool(item["weight"])
+            loss = _weight(item["weight"], f"{where}.weight")
         extra = {}
         if item.get("tool_calls"):
             extra["tool_calls"] = _openai_tool_calls(item["tool_calls"], f"{where}.tool_calls")
@@ -100,6 +100,14 @@ def openai(record):
             content = ""  # OpenAI sends null content next to tool calls
         messages.append(message(item["role"], content, loss, **extra))
     return _attach_tools(messages, record.get("tools"))
+
+
+def _weight(value, where):
+    """OpenAI's per-message weight: 0 or 1. Anything else (the string "0" is truthy) is
+    refused rather than guessed."""
+    if value in (0, 1) and not isinstance(value, str):
+        return bool(value)
+    raise RecordError(f"weight must be 0 or 1, got {type(value).__name__} {value!r}", field=where)
 
 
 def _openai_content(content, where):
