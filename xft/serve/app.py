@@ -60,6 +60,31 @@ class ServedModel:
         self.context_length = getattr(model.config, "max_position_embeddings", None)
         self.created = int(time.time())
 
+    def chat_request(self, messages, max_tokens=None, sampling=None, stops=()):
+        """The generation request answering `messages` (xft's form), prompted by the template."""
+        try:
+            prompt = self.session.prompt_ids(messages)["input_ids"][0].tolist()
+        except RecordError as e:
+            raise APIError(400, e.reason, param=e.field) from None
+        session = self.session
+        return GenerationRequest(prompt, self.max_tokens(len(prompt), max_tokens),
+                                 sampling or Sampling(), session.stop_ids,
+                                 [*session.stop_texts, *stops], [*session.stop_strings, *stops])
+
+    def max_tokens(self, prompt_length, requested):
+        """The answer's token budget: `requested` if the context has room (else APIError),
+        by default the rest of the context up to DEFAULT_MAX_TOKENS."""
+        context = self.context_length
+        if context is None:
+            return requested or DEFAULT_MAX_TOKENS
+        room = context - prompt_length
+        if room <= 0 or requested is not None and requested > room:
+            asked = f" + {requested} answer tokens" if requested else ""
+            raise APIError(400, f"this model's context is {context} tokens; the prompt has "
+                           f"{prompt_length}{asked}", param="messages",
+                           code="context_length_exceeded")
+        return requested or min(DEFAULT_MAX_TOKENS, room)
+
     def card(self):
         return {"id": self.name, "object": "model", "created": self.created, "owned_by": "xft"}
 
@@ -123,15 +148,8 @@ def create_app(served, api_key=None, max_concurrency=64):
         _check_model(served, body.model)
         _check_supported(body)
         messages, tools_style = _conversation(body, served.template)
-        try:
-            prompt = served.session.prompt_ids(messages)["input_ids"][0].tolist()
-        except RecordError as e:
-            raise APIError(400, e.reason, param=e.field) from None
-        stops = body.stops()
-        request = GenerationRequest(
-            prompt, _max_tokens(served, len(prompt), body.max_completion_tokens or body.max_tokens),
-            _sampling(body), served.session.stop_ids, [*served.session.stop_texts, *stops],
-            [*served.session.stop_strings, *stops])
+        request = served.chat_request(messages, body.max_completion_tokens or body.max_tokens,
+                                      _sampling(body), body.stops())
         reply = _ChatReply(served, body, request, tools_style)
         return await _respond(app, max_concurrency, body, reply)
 
@@ -147,7 +165,7 @@ def create_app(served, api_key=None, max_concurrency=64):
         prompt = served.tokenizer(prompts[0])["input_ids"]
         stops = body.stops()
         eos = [served.tokenizer.eos_token_id] if served.tokenizer.eos_token_id is not None else []
-        request = GenerationRequest(prompt, _max_tokens(served, len(prompt), body.max_tokens),
+        request = GenerationRequest(prompt, served.max_tokens(len(prompt), body.max_tokens),
                                     _sampling(body), eos, stops, stops)
         return await _respond(app, max_concurrency, body, _CompletionReply(served, body, request))
 
@@ -303,19 +321,6 @@ def _sampling(body):
     # top_k=0: no top-k cut (OpenAI has none; transformers would default to 50).
     top_p = body.top_p if body.top_p < 1 else None
     return Sampling(temperature=body.temperature, top_p=top_p, top_k=0, seed=body.seed)
-
-
-def _max_tokens(served, prompt_length, requested):
-    context = served.context_length
-    if context is None:
-        return requested or DEFAULT_MAX_TOKENS
-    room = context - prompt_length
-    if room <= 0 or requested is not None and requested > room:
-        asked = f" + {requested} answer tokens" if requested else ""
-        raise APIError(400, f"this model's context is {context} tokens; the prompt has "
-                       f"{prompt_length}{asked}", param="messages",
-                       code="context_length_exceeded")
-    return requested or min(DEFAULT_MAX_TOKENS, room)
 
 
 def _conversation(body, template):
