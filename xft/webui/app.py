@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from xft.config import list_configs
+from xft.data.formats import FORMATS
 from xft.data.templates import TEMPLATES
 from xft.engine.monitor import loss_figure
 from xft.errors import XftError
@@ -19,7 +20,6 @@ from xft.webui.form import Form, form_of, resolve
 from xft.webui.runs import CONFIG_FILE, RunStore, train_command
 
 DEFAULT_CONFIG = "tiny_llama_lora_self_cognition"  # the README quickstart
-FORMATS = ["alpaca", "alpaca_zh", "openai", "sharegpt", "moss", "guanaco", "qa", "pretrain"]
 CHAT_MAX_TOKENS = 128
 
 
@@ -45,7 +45,7 @@ def build_ui(store: RunStore):
                                       elem_id="method")
                 with gr.Row():
                     dataset_path = gr.Textbox(label="Dataset file", elem_id="dataset-path")
-                    dataset_format = gr.Dropdown(FORMATS, label="Dataset format",
+                    dataset_format = gr.Dropdown(sorted(FORMATS), label="Dataset format",
                                                  allow_custom_value=True,
                                                  elem_id="dataset-format")
                 with gr.Row():
