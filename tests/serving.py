@@ -1,5 +1,5 @@
-"""Helpers for the serving and web UI tests: a small readable model, a server on a free
-loopback port in a thread of the test process."""
+"""Test helpers: a small model that answers in readable words (chat, serving), and a server
+on a free loopback port in a thread of the test process."""
 
 import re
 import socket
@@ -27,10 +27,11 @@ def export_word_model(out, template_name, max_positions=1024):
     from xft.engine.export import export_hf
 
     tokenizer = AutoTokenizer.from_pretrained(TINY)
+    # Sizes that are multiples of 64: bitsandbytes' CPU 4-bit inference needs that.
     config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2,
                          vocab_size=len(tokenizer), max_position_embeddings=max_positions,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     words = re.compile(r" ?[A-Za-z]{2,}")

@@ -20,7 +20,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
