@@ -171,7 +171,10 @@ def test_quickstart_in_the_browser_configure_launch_watch_chat_export(webui, tmp
         page = Page(driver, url, shots)
         page.tab("Runs")
         page.choose("#run", "quickstart")
-        wait_for(lambda: page.find("#loss-plot img"), 600, "the loss curve")
+        metrics = runs / "quickstart" / "metrics.jsonl"
+        wait_for(lambda: page.find("#loss-plot img") and metrics.is_file()
+                 and len(metrics.read_text().splitlines()) >= 4, 600, "the loss curve")
+        time.sleep(3)  # the page redraws every 2 s
         page.shot("3_loss_curve")
         wait_for(lambda: "finished" in page.text("#run-status"), 900, "the run to finish")
         assert "failed" not in page.text("#runs-table")

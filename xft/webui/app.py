@@ -21,6 +21,7 @@ from xft.webui.runs import CONFIG_FILE, RunStore, train_command
 
 DEFAULT_CONFIG = "tiny_llama_lora_self_cognition"  # the README quickstart
 CHAT_MAX_TOKENS = 128
+LOG_LINES = 10  # the end of the run's log shown under its curve
 
 
 def build_ui(store: RunStore):
@@ -77,7 +78,7 @@ def build_ui(store: RunStore):
                 with gr.Row():
                     stop_button = gr.Button("Stop", elem_id="stop")
                     resume_button = gr.Button("Resume", elem_id="resume")
-                log = gr.Textbox(label="Log (end)", lines=10, max_lines=10, elem_id="log")
+                log = gr.Textbox(label="Log (end)", lines=LOG_LINES, max_lines=LOG_LINES, elem_id="log")
             with gr.Tab("Chat", id="chat"):
                 gr.Markdown("Chat with the selected run's artifact (its hf/ folder), "
                                         "greedy, with the template it was trained on.")
@@ -143,7 +144,8 @@ def build_ui(store: RunStore):
             if state.loss == state.loss:
                 line += f", loss {state.loss:.4f}"
             return (rows, gr.update(choices=store.names()), line,
-                    loss_figure(store.metrics(selected), size=(7, 3.2)), store.log_tail(selected))
+                    loss_figure(store.metrics(selected), size=(7, 3.2)),
+                    "\n".join(store.log_tail(selected).splitlines()[-LOG_LINES:]))
 
         def stop(selected):
             _act(store.stop, selected)
