@@ -37,10 +37,17 @@ setup(
         # which needs deepspeed<0.19.7); tested with 0.19.8.
         "deepspeed": ["deepspeed>=0.19.8"],
         "galore": ["galore-torch==1.0"],  # optim.type='GaLore...'
+        # `xft serve`: the OpenAI-compatible HTTP API.
+        "serve": ["fastapi>=0.115", "uvicorn>=0.30"],
+        # `xft webui` (its chat uses the serve code).
+        "webui": ["gradio>=5.0,<7", "fastapi>=0.115", "uvicorn>=0.30"],
         # mistral-common: Mistral's reference tokenization and the v1 tokenizer file it ships
-        # (1.8.5: later releases require numpy<2.4).
+        # (1.8.5: later releases require numpy<2.4). The serve tests use the official openai
+        # client; the web UI test drives Debian's chromium through selenium (it skips without
+        # /usr/bin/chromium).
         "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "galore-torch==1.0",
-                 "mistral-common==1.8.5"],
+                 "mistral-common==1.8.5", "fastapi>=0.115", "uvicorn>=0.30", "gradio>=5.0,<7",
+                 "openai>=1.40", "httpx>=0.27", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

@@ -7,7 +7,6 @@ every token that is not a plain word, so answers are readable text of a known le
 
 import json
 import os
-import re
 import select
 import subprocess
 import sys
@@ -15,8 +14,8 @@ import time
 from dataclasses import replace
 
 import pytest
-import torch
 from conftest import REPO
+from serving import export_word_model
 
 from xft.errors import DataError
 from xft.tools.chat import (ChatSession, Sampling, answer_file, load_chat_model,
@@ -28,25 +27,7 @@ MAX_NEW = 8
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from xft.data.templates import get_template
-    from xft.engine.export import export_hf
-
-    tokenizer = AutoTokenizer.from_pretrained(TINY)
-    # Sizes that are multiples of 64: bitsandbytes' CPU 4-bit inference needs that.
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2,
-                         vocab_size=len(tokenizer), tie_word_embeddings=False,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    words = re.compile(r" ?[A-Za-z]{2,}")
-    model.generation_config.suppress_tokens = [
-        i for i in range(len(tokenizer)) if not words.fullmatch(tokenizer.decode([i]))]
-    out = tmp_path_factory.mktemp("chat") / "model"
-    export_hf(model, tokenizer, get_template("chatml", tokenizer), out)
-    return out
+    return export_word_model(tmp_path_factory.mktemp("chat") / "model", "chatml")
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,18 @@ def cmd_chat(args):
     run_chat(args)
 
 
+def cmd_serve(args):
+    from xft.serve import run_serve
+
+    run_serve(args)
+
+
+def cmd_webui(args):
+    from xft.webui import run_webui
+
+    run_webui(args)
+
+
 def cmd_eval(args):
     from xft.tools.eval import run_eval
 
@@ -246,6 +258,34 @@ def build_parser():
                    help="e.g. 1.1; 1.0 is none")
     p.add_argument("--seed", type=SEED, help="random seed, for reproducible sampling")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="serve a model over an OpenAI-compatible HTTP API")
+    p.add_argument("model", help="model directory, hub id, or an adapter directory")
+    p.add_argument("--adapter", help="PEFT adapter directory to apply to the model")
+    p.add_argument("--template", help="chat template name (default: the one saved with the model)")
+    p.add_argument("--bits", type=int, choices=[4, 8],
+                   help="load the model quantized by bitsandbytes")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 routes")
+    p.add_argument("--max-concurrency", type=int, default=64, metavar="N",
+                   help="requests admitted at once, one generating and the rest queued; "
+                        "more get 429 (default 64)")
+    p.add_argument("--served-model-name", help="model id clients send (default: the folder name)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning",
+                                                           "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("webui", parents=[common],
+                       help="a browser UI to configure, train, watch, chat and export")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--runs-dir", default="work_dirs",
+                   help="where runs started from the UI write their work dirs (default work_dirs)")
+    p.set_defaults(func=cmd_webui)
 
     p = sub.add_parser("eval", parents=[common], help="eval loss/perplexity on a dataset, "
                        "accuracy on a labelled task, answers side by side with a base model")

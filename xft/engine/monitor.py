@@ -170,7 +170,17 @@ def keep_records_up_to(work_dir, step):
 def plot_loss_curve(work_dir):
     """Draw training and validation loss against optimizer step from metrics.jsonl;
     None when nothing was logged."""
-    records = read_metrics(work_dir)
+    fig = loss_figure(read_metrics(work_dir))
+    if fig is None:
+        return None
+    path = Path(work_dir) / LOSS_CURVE_FILE
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def loss_figure(records, size=(7, 4)):
+    """A matplotlib Figure of the loss records (also drawn live by `xft webui`); None
+    when there are none."""
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
     if not train and not evals:
@@ -178,7 +188,7 @@ def plot_loss_curve(work_dir):
     # A bare Figure (no pyplot) renders to a file without touching the process's backend.
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=size)
     ax = fig.add_subplot()
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker=".",
             label="training")
@@ -189,10 +199,8 @@ def plot_loss_curve(work_dir):
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (sum of token losses / label tokens)")
     ax.grid(alpha=0.3)
-    path = Path(work_dir) / LOSS_CURVE_FILE
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def _clock(seconds):

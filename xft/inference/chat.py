@@ -153,7 +153,7 @@ def stop_aware_streamer(tokenizer, stop_strings):
                 self.pending += text
                 shown, self.stopped = cut_at_stop(self.pending, stop_strings)
                 if not self.stopped and not stream_end:
-                    held = _stop_prefix_length(shown, stop_strings)
+                    held = stop_prefix_length(shown, stop_strings)
                     shown = shown[:len(shown) - held]
                 self.pending = self.pending[len(shown):]
                 print(shown, end="", flush=True)
@@ -164,6 +164,6 @@ def stop_aware_streamer(tokenizer, stop_strings):
     return StopAwareStreamer()
 
 
-def _stop_prefix_length(text, stops):
+def stop_prefix_length(text, stops):
     """Length of the longest end of `text` that begins some stop string."""
     return max((n for s in stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
