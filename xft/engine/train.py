@@ -10,11 +10,12 @@ def default_work_dir(config_filename):
 
 
 def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backend=None,
-          deepspeed=None):
+          deepspeed=None, plan=True):
     """Train and return the path of the exported Hugging Face artifact.
 
     `backend` ('mmengine' or 'hf') overrides the config's train.backend. `deepspeed`:
-    None, a shipped DeepSpeed config name (zero1, zero2, ...) or a JSON file.
+    None, a shipped DeepSpeed config name (zero1, zero2, ...) or a JSON file. `plan`: on a
+    GPU, estimate the run's memory first and warn if it will not fit (xft.estimate).
     """
     options = dict(cfg_options or {})
     if seed is not None:
@@ -31,6 +32,8 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     else:
         from xft.engine.mmengine_backend import resolve_resume, run_mmengine as run
     checkpoint = resolve_resume(resume, work_dir)  # fail before the model is loaded
+    if plan:
+        warn_before_building(experiment, deepspeed)
     if deepspeed is None:
         return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint)
     from xft.engine.deepspeed_config import resolve_deepspeed_config
@@ -40,3 +43,11 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     with single_process_env():
         return run(build_experiment(experiment, config_text(cfg), work_dir), resume=checkpoint,
                    deepspeed=ds_config)
+
+
+def warn_before_building(experiment, deepspeed):
+    from xft.engine.distributed import is_main_process, world_size
+    from xft.estimate.report import warn_if_too_big
+
+    if is_main_process():
+        warn_if_too_big(experiment, world_size(), deepspeed)
