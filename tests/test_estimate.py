@@ -139,6 +139,7 @@ CASES = {
     "full checkpointing long": dict(method="full", checkpointing=True, length=512),
     "full logits": dict(method="full", labels_only=False),
     "freeze": dict(method="freeze"),
+    "qlora checkpointing": dict(method="lora", bits=4, checkpointing=True),
 }
 
 
@@ -185,3 +186,92 @@ def test_estimate_matches_cuda_max_memory_allocated(method, length, tmp_path_fac
     assert abs(estimate.peak - measured) <= 0.10 * measured, (
         f"{method} {length}: estimate {estimate.peak / 2**30:.3f} GiB, "
         f"measured {measured / 2**30:.3f} GiB")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_flops_per_token_match_torch_flop_counter(method, tmp_path_factory):
+    """The speed model's FLOPs per token against torch's FlopCounterMode over a real
+    forward and backward of the same model (matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from xft.estimate.architectures import load_architecture
+    from xft.estimate.speed import flops_per_token
+    from xft.model.build import count_parameters
+    from xft.model.loss import training_loss
+
+    exp = experiment(tiny_model_dir(tmp_path_factory.getbasetemp()), method=method, rows=1,
+                     length=512)
+    model = built_model(exp)
+    trainable, total = count_parameters(model)
+    batch = real_batch(exp, model.get_output_embeddings().weight.shape[0])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_sum, count = training_loss(exp.train)(model, batch)
+        (loss_sum / count).backward()
+    measured = counter.get_total_flops() / int(count)
+    config, _ = load_architecture(exp.model)
+    planned, _, _ = flops_per_token(exp, config, trainable / total)
+    assert abs(planned - measured) <= 0.10 * measured, (planned, measured)
+
+
+def test_plan_counts_the_real_model_and_its_verdict_follows_the_card(tmp_path_factory, capsys):
+    """Parameters as xft's build_model counts them; the verdict flips with the card size;
+    a card too small gets alternatives, each planned again."""
+    from xft.estimate.gpus import parse_memory
+    from xft.estimate.report import plan_lines, plan_run
+    from xft.model.build import count_parameters
+
+    exp = experiment(tiny_model_dir(tmp_path_factory.getbasetemp()), rows=2, length=128)
+    trainable, total = count_parameters(built_model(exp))
+    big = plan_run(exp, parse_memory("8GB"), count_data=False)
+    assert (big.step.parameters, big.step.trainable) == (total, trainable)
+    assert big.fits and not big.alternatives
+    needed = big.device.total / 2**30
+    small = plan_run(exp, parse_memory(f"{needed * 0.9:.4f}GiB"), count_data=False)
+    assert not small.fits
+    changes = {a.change.split(" (")[0]: a for a in small.alternatives}
+    # Gradient checkpointing and one row per micro-batch each lower the measured peak.
+    for change in ("gradient checkpointing", "micro-batch 1, more accumulation"):
+        assert changes[change].total < small.device.total, change
+    text = "\n".join(plan_lines(small))
+    assert "does NOT fit" in text and "try gradient checkpointing" in text
+
+
+def test_train_warns_on_a_gpu_too_small_and_not_on_one_large_enough(tmp_path_factory,
+                                                                     monkeypatch):
+    from xft.estimate import gpus
+    from xft.estimate.report import warn_if_too_big
+
+    exp = experiment(tiny_model_dir(tmp_path_factory.getbasetemp()), rows=1, length=64)
+    warnings = []
+    monkeypatch.setattr(gpus, "local_gpu", lambda: gpus.Gpu("test card", 80.0, None))
+    warn_if_too_big(exp, warn=warnings.append)
+    assert warnings == []
+    monkeypatch.setattr(gpus, "local_gpu", lambda: gpus.Gpu("test card", 0.01, None))
+    warn_if_too_big(exp, warn=warnings.append)
+    assert len(warnings) == 1 and "run out of memory" in warnings[0]
+    assert "--no-plan" in warnings[0]
+
+
+def test_bad_gpu_options_fail_with_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("plan", "tiny_llama_lora_self_cognition", "--gpu", "H900", check=False)
+    assert result.returncode == 1 and "xft: error: --gpu 'H900': unknown" in result.stderr
+    result = run_cli("plan", "tiny_llama_lora_self_cognition", "--gpu-memory", "lots",
+                     check=False)
+    assert "--gpu-memory 'lots'" in result.stderr
+
+
+@pytest.mark.slow
+def test_shipped_qwen2_7b_qlora_config_plans_offline_and_fits_an_8gb_card():
+    """The shipped 7B QLoRA config plans from xft's copy of Qwen2-7B-Instruct's config.json;
+    its parameter count is the model card's (7.62B)."""
+    from tests.conftest import run_cli
+
+    out = run_cli("plan", "qwen2_7b_instruct_qlora_alpaca_e3", "--gpu-memory", "8GB").stdout
+    assert "xft's copy of https://huggingface.co/Qwen/Qwen2-7B-Instruct" in out
+    assert "parameters: 7,615.6M" in out
+    assert "verdict: fits on 8 GiB card" in out
+    assert "per million tokens" not in out or "epoch: data size unknown" in out

@@ -14,10 +14,11 @@ small integer tensors (ids, positions, labels), so RealShadows also computes
 every operation whose inputs are all such small tensors for real, and answers
 data-dependent questions from those real values.
 
-The step simulated: a short warm-up micro-batch and an optimizer step (so the
-optimizer states exist), one more short micro-batch when gradients accumulate
-(so gradients exist), then the planned micro-batch, clipping, optimizer step.
-The peak of that sequence is the peak of every later step of the run.
+The step simulated: an optimizer step on zero gradients (so the optimizer
+states exist, as after the run's first step), zero gradients again when
+gradients accumulate (what an earlier micro-batch of the step leaves), then
+the planned micro-batch, clipping and an optimizer step. The peak of that
+sequence is the peak of every later step of the run.
 """
 
 import contextlib
@@ -41,7 +42,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Outputs of at most this many elements computed from planned-batch tensors get a real
 # twin (RealShadows); larger ones (a [batch, 1, L, L] mask of a long row) stay fake only.
 SHADOW_MAX_ELEMENTS = 1 << 22
-WARMUP_LENGTH = 8  # tokens per row of the warm-up micro-batches
 
 # Roles of the bytes alive at the peak (LiveBytes blocks).
 WEIGHTS, WEIGHT_COPIES, GRADIENTS, OPTIMIZER = ("weights", "weight copies", "gradients",
@@ -95,7 +95,6 @@ def measure_step(experiment, target="cuda"):
     shadows = RealShadows(fake)
     tracker = LiveBytes()
     model_weights = _register_weights(model, tracker)
-    warmup = _batch(experiment, rows, WARMUP_LENGTH, config)
     planned = _batch(experiment, rows, length, config)
     with fake, shadows, tracker:
         from xft.model.loss import training_loss, unwrap_causal_lm
@@ -114,12 +113,11 @@ def measure_step(experiment, target="cuda"):
             if p.requires_grad:
                 p.register_post_accumulate_grad_hook(lambda p: _rename(tracker, p.grad, GRADIENTS))
         step = StepRunner(model, loss, optimizer, experiment, tracker, target)
-        step.micro_batch(shadows.fake_batch(warmup))
-        gradients = step.gradient_bytes()
-        step.optimizer_step()
+        step.warm_up()
         if train.grad_accum > 1:
-            step.micro_batch(shadows.fake_batch(warmup))
+            step.earlier_gradients()
         step.micro_batch(shadows.fake_batch(planned))
+        gradients = step.gradient_bytes()
         step.optimizer_step()
         hook.remove()
     states = [t for state in optimizer.state.values() for t in state.values()
@@ -155,6 +153,19 @@ class StepRunner:
             loss_sum, count = self.loss(self.model, batch)
         self.tracker.phase = BACKWARD
         (loss_sum / count).backward()
+
+    def earlier_gradients(self):
+        """The gradients an earlier micro-batch of the same step leaves (accumulation)."""
+        self.tracker.phase = GRADIENTS
+        for p in self.model.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+
+    def warm_up(self):
+        """An optimizer step on zero gradients: the optimizer states now exist, as after
+        the run's first step (a fake forward costs as much as the planned one: skip it)."""
+        self.earlier_gradients()
+        self.optimizer_step()
 
     def gradient_bytes(self):
         return _unique_bytes([p.grad for p in self.model.parameters() if p.grad is not None])

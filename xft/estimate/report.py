@@ -143,22 +143,30 @@ def plan_run(experiment, gpu=None, nproc=1, deepspeed=None, mfu=DEFAULT_MFU,
     plan.speed = estimate_speed(experiment, config, step.trainable / max(step.parameters, 1),
                                 gpu.bf16_tflops if gpu else None, mfu, fraction)
     if alternatives and not plan.fits:
-        plan.alternatives = find_alternatives(experiment, par, gpu)
+        plan.alternatives = find_alternatives(experiment, par, gpu, step)
     return plan
 
 
-def find_alternatives(experiment, par, gpu):
+def find_alternatives(experiment, par, gpu, step):
     """Each change alone, cheapest first (by what it costs the run), re-measured; then
     the first ones together until it fits, if no single one does."""
     found, changes = [], list(candidate_changes(experiment, par))
     limit = gpu.memory_gib * GIB
+
+    def _total(exp, new_par):  # changes of parallelism only need no new measurement
+        measured = step if exp is experiment else mem.measure_step(exp)
+        return device_memory(measured, new_par).total
+
     for label, exp, new_par in changes:
         total = _total(exp, new_par)
         found.append(Alternative(label, total, total <= limit))
     if not any(a.fits for a in found) and len(changes) > 1:
         exp, new_par, labels = experiment, par, []
         for label, _, _ in changes:
-            exp, new_par = _apply(label, exp, new_par)
+            result = _apply(label.split(" (")[0], exp, new_par)
+            if result is None:
+                continue
+            exp, new_par, _ = result
             labels.append(label)
             total = _total(exp, new_par)
             if total <= limit:
@@ -167,44 +175,48 @@ def find_alternatives(experiment, par, gpu):
     return found
 
 
-def _total(experiment, par):
-    return device_memory(mem.measure_step(experiment), par).total
-
-
 def candidate_changes(experiment, par):
+    """(label, experiment, parallelism) for each change that applies, in CHANGE_ORDER."""
     for label in CHANGE_ORDER:
         result = _apply(label, experiment, par)
         if result is not None:
-            yield (label, *result)
+            exp, new_par, how = result
+            yield f"{label} ({how})", exp, new_par
 
 
 CHANGE_ORDER = ("micro-batch 1, more accumulation", "gradient checkpointing", "ZeRO-2",
-                "ZeRO-3", "optimizer offload", "QLoRA (4-bit base)", "half the max_length")
+                "ZeRO-3", "optimizer offload", "QLoRA", "half the max_length")
 
 
 def _apply(label, experiment, par):
-    """(experiment, parallelism) with one change, or None when it does not apply."""
+    """(experiment, parallelism, how to ask for it) with one change, or None when it does
+    not apply."""
     e, train = experiment, experiment.train
     if label == "micro-batch 1, more accumulation" and train.batch_size > 1:
-        return _replace(e, "train", batch_size=1,
-                        grad_accum=train.grad_accum * train.batch_size), par
+        accum = train.grad_accum * train.batch_size
+        return (_replace(e, "train", batch_size=1, grad_accum=accum), par,
+                f"train.batch_size=1 train.grad_accum={accum}")
     if label == "gradient checkpointing" and not e.model.gradient_checkpointing:
-        return _replace(e, "model", gradient_checkpointing=True), par
+        return (_replace(e, "model", gradient_checkpointing=True), par,
+                "model.gradient_checkpointing=True")
     if label == "ZeRO-2" and par.nproc > 1 and par.zero_stage < 2:
-        return e, dataclasses.replace(par, zero_stage=2)
+        return e, dataclasses.replace(par, zero_stage=2), "--deepspeed zero2"
     if label == "ZeRO-3" and par.nproc > 1 and par.zero_stage < 3:
-        return e, dataclasses.replace(par, zero_stage=3)
+        return e, dataclasses.replace(par, zero_stage=3), "--deepspeed zero3"
     if label == "optimizer offload" and not par.offload_optimizer:
-        return e, dataclasses.replace(par, zero_stage=max(par.zero_stage, 2),
-                                      offload_optimizer=True)
-    if label == "QLoRA (4-bit base)" and e.model.quantization is None:
+        stage = max(par.zero_stage, 2)
+        return (e, dataclasses.replace(par, zero_stage=stage, offload_optimizer=True),
+                f"--deepspeed zero{stage}_offload")
+    if label == "QLoRA" and e.model.quantization is None:
         from xft.config.schema import QuantizationCfg
 
         lora = dataclasses.replace(e.method, type="lora") if e.method.type != "lora" else e.method
         model = dataclasses.replace(e.model, quantization=QuantizationCfg(bits=4))
-        return dataclasses.replace(e, model=model, method=lora), par
+        how = "model.quantization.bits=4" + ("" if e.method.type == "lora" else " method.type=lora")
+        return dataclasses.replace(e, model=model, method=lora), par, how
     if label == "half the max_length" and e.data.max_length >= 512:
-        return _replace(e, "data", max_length=e.data.max_length // 2), par
+        return (_replace(e, "data", max_length=e.data.max_length // 2), par,
+                f"data.max_length={e.data.max_length // 2}")
     return None
 
 

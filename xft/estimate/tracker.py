@@ -25,6 +25,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 class Block:
     nbytes: int
     role: str  # what the bytes are for; may be renamed once known (e.g. 'gradients')
+    born: int  # the tracker's clock when it was counted
+    died: int = None  # ... and when it was freed
 
 
 class LiveBytes(TorchDispatchMode):
@@ -37,8 +39,9 @@ class LiveBytes(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.blocks = WeakIdKeyDictionary()
+        self.history = []  # every block, to find those alive at the peak afterwards
         self.live = self.peak = 0
-        self.at_peak = []
+        self.clock = self.peak_clock = 0
         self.phase = "other"
 
     def add(self, tensor, role):
@@ -53,16 +56,19 @@ class LiveBytes(TorchDispatchMode):
         block = self.blocks.get(storage)
         if block is not None:
             return block
-        block = Block(storage.nbytes(), role)
+        self.clock += 1
+        block = Block(storage.nbytes(), role, self.clock)
         self.blocks[storage] = block
+        self.history.append(block)
         weakref.finalize(storage, self._free, block)
         self.live += block.nbytes
         if self.live > self.peak:
-            self.peak = self.live
-            self.at_peak = list(self.blocks.values())
+            self.peak, self.peak_clock = self.live, self.clock
         return block
 
     def _free(self, block):
+        self.clock += 1
+        block.died = self.clock
         self.live -= block.nbytes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -75,6 +81,8 @@ class LiveBytes(TorchDispatchMode):
     def peak_by_role(self):
         """{role: bytes} of the storages alive at the peak, with their final roles."""
         roles = {}
-        for block in self.at_peak:
-            roles[block.role] = roles.get(block.role, 0) + block.nbytes
+        for block in self.history:
+            if block.born <= self.peak_clock and (block.died is None
+                                                  or block.died > self.peak_clock):
+                roles[block.role] = roles.get(block.role, 0) + block.nbytes
         return roles
