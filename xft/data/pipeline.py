@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from xft.data import cache
 from xft.data.conversation import check_rendered, with_system
 from xft.data.encode import EncodeStats, encode_documents, encode_rendered
-from xft.data.formats import format_name, get_format, to_conversation
+from xft.data.formats import FieldMapping, format_name, get_format, to_conversation
 from xft.data.mix import check_ratios, mix
 from xft.data.pack import pack_samples
 from xft.errors import DataError, RecordError
@@ -66,15 +66,17 @@ class SourceReport:
         if self.cache in ("hit", "built"):
             verb = "loaded from" if self.cache == "hit" else "stored in"
             yield f"  cache {self.cache}: {verb} {self.cache_entry}"
-        for label, count in [("bad records skipped", self.skipped_bad),
-                             ("samples longer than max_length dropped", s.dropped_too_long),
+        if self.skipped_bad:
+            yield f"  bad records skipped: {self.skipped_bad}"
+            # The reasons belong under their own heading, not under the next counter.
+            for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
+                yield f"    {count} × {reason}"
+        for label, count in [("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
                              ("samples with no trained token dropped", s.dropped_no_label),
                              ("documents split into max_length pieces", s.split_documents)]:
             if count:
                 yield f"  {label}: {count}"
-        for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
-            yield f"    {count} × {reason}"
 
 
 def read_records(path):
@@ -160,10 +162,11 @@ def map_records(records, ds_cfg, experiment, template, report):
     data.on_bad_record='skip') is counted in `report` with its reason.
     """
     rendered, documents = [], []
+    mapping = FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
-            mapped = to_conversation(ds_cfg.format, record)
+            mapped = to_conversation(ds_cfg.format, record, mapping)
             if isinstance(mapped, str):
                 documents.append(mapped)
                 continue
@@ -219,6 +222,7 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
         "version": cache.CACHE_VERSION,
         "file": content,
         "format": format_name(ds_cfg.format),
+        "mapping": FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags).key(),
         "map_fn": map_fn,
         "code": cache.code_fingerprint(*cache.ENCODING_MODULES),
         "placeholders": ds_cfg.placeholders,
@@ -342,6 +346,7 @@ def build_datasets(experiment, tokenizer, template, log=print):
     # Config problems fail before any file is read.
     for ds_cfg in [*experiment.datasets, *experiment.val_datasets]:
         get_format(ds_cfg.format)
+        FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     mixing = check_ratios(experiment.datasets, data.mix_size)
     sources = []
     for ds_cfg in experiment.datasets:

@@ -41,7 +41,7 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     check_master_weights(model, experiment.train.mixed_precision)
     trainable, total = count_parameters(model)
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
-        f"({experiment.method.type}); {len(dataset)} samples, {plan.total_steps} optimizer steps")
+        f"({experiment.method.type}); {len(dataset)} samples; {plan.line()}")
     return BuiltExperiment(experiment, tokenizer, template, dataset,
                            collator_for(experiment, tokenizer), model, plan, Path(work_dir),
                            config_text, validation)
