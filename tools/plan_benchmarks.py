@@ -5,7 +5,8 @@ method, precision, packed row length and micro-batch as `tools/bench_train.py`
 ran them; the model is only a config.json, no weights) and prints the plan's
 peak tensor memory next to the measured `torch.cuda.max_memory_allocated`.
 
-    python tools/plan_benchmarks.py
+    python tools/plan_benchmarks.py          # all three
+    python tools/plan_benchmarks.py "1B LoRA"  # the settings whose label starts so
 """
 
 import json
@@ -47,12 +48,15 @@ def experiment(model_dir, method, dtype, four_bit, checkpointing, length):
 
 
 def main():
+    only = sys.argv[1:]  # optional: labels' first words, e.g. 7B
     h100 = find_gpu("H100-SXM")
     print("| setting | measured on H100 (max_memory_allocated) | xft plan: tensors | "
           "plan / measured | plan: total with overhead | verdict on H100 | plan time |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
         for label, measured, shape, method, dtype, four_bit, ckpt, length in SETTINGS:
+            if only and not any(label.startswith(o) for o in only):
+                continue
             model_dir = Path(root) / label.split()[0]
             model_dir.mkdir(exist_ok=True)
             (model_dir / "config.json").write_text(json.dumps(

@@ -22,14 +22,17 @@ sequence is the peak of every later step of the run.
 """
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch._subclasses.fake_tensor import (DataDependentOutputException,
                                            DynamicOutputShapeException, FakeTensor,
                                            FakeTensorMode,
                                            unset_fake_temporarily)
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
@@ -92,18 +95,21 @@ def measure_step(experiment, target="cuda"):
     model.train()  # as the engines do: dropout and gradient checkpointing act in training
     train = experiment.train
     rows, length = train.batch_size, experiment.data.max_length
+    notes = []
     shadows = RealShadows(fake)
     tracker = LiveBytes()
     model_weights = _register_weights(model, tracker)
     planned = _batch(experiment, rows, length, config)
-    with fake, shadows, tracker:
+    cuda_paths = CudaDropout() if target == "cuda" else contextlib.nullcontext()
+    with fake, shadows, tracker, cuda_paths:
         from xft.model.loss import training_loss, unwrap_causal_lm
         from xft.model.optimizer import build_optimizer
 
         loss = training_loss(train)
         if target == "cuda":
             loss.workspace = None  # CausalLMLoss uses it on CPU only (xft.model.loss)
-        optimizer = build_optimizer(model, experiment.optim, experiment.method)
+        optimizer = build_optimizer(model, planned_optimizer(experiment, notes),
+                                    experiment.method)
         if target == "cuda":  # torch's default for CUDA parameters
             for group in optimizer.param_groups:
                 group["foreach"] = True
@@ -125,7 +131,6 @@ def measure_step(experiment, target="cuda"):
     for t in states:
         _rename(tracker, t, OPTIMIZER)
     total, trainable = model_weights.counts
-    notes = []
     if experiment.model.resize_vocab is not None:
         notes.append("model.resize_vocab: planned with the base vocabulary of config.json")
     return StepMemory(
@@ -133,6 +138,18 @@ def measure_step(experiment, target="cuda"):
         parameters=total, trainable=trainable, gradients=gradients,
         optimizer_states=_unique_bytes(states), architecture_source=source,
         batch_shape=(rows, length), notes=notes)
+
+
+def planned_optimizer(experiment, notes):
+    """The optimizer config to run on fake tensors: torch's AdamW is planned as configured;
+    the others (bitsandbytes' 8-bit and paged states, Adafactor, GaLore) are planned as
+    AdamW, whose two fp32 moments per weight bound their states from above."""
+    optim = experiment.optim
+    if optim.type == "AdamW":
+        return optim
+    notes.append(f"optim.type={optim.type}: optimizer states planned as AdamW's (an upper "
+                 "bound; 8-bit states are about a quarter, Adafactor's far less)")
+    return dataclasses.replace(optim, type="AdamW", galore=None)
 
 
 class StepRunner:
@@ -388,6 +405,27 @@ def _batch(experiment, rows, length, config):
         batch["attention_mask"] = torch.ones(rows, length, dtype=torch.long)
     batch["labels"] = ids.clone()
     return batch
+
+
+class CudaDropout(TorchFunctionMode):
+    """Dropout as CUDA runs it, on the CPU's fake tensors.
+
+    On CUDA, F.dropout runs the fused native_dropout, which keeps a 1-byte bool
+    mask for backward; on the CPU it multiplies by a noise tensor of the input's
+    dtype and keeps that (4 bytes in fp32). LoRA's dropout runs on every adapted
+    layer's input (PEFT casts it to fp32 first), so for a GPU plan the
+    difference is gigabytes: route training-mode dropout to native_dropout,
+    which the CPU has too.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.dropout:
+            bound = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
+            p, training = bound.get("p", 0.5), bound.get("training", True)
+            if training and 0 < p < 1 and not bound.get("inplace", False):
+                return torch.ops.aten.native_dropout(bound["input"], p, True)[0]
+        return func(*args, **kwargs)
 
 
 class RealShadows(TorchDispatchMode):
