@@ -193,6 +193,7 @@ def test_estimate_matches_cuda_max_memory_allocated(method, length, tmp_path_fac
 def test_flops_per_token_match_torch_flop_counter(method, tmp_path_factory):
     """The speed model's FLOPs per token against torch's FlopCounterMode over a real
     forward and backward of the same model (matmuls and attention)."""
+    from torch.utils import flop_counter
     from torch.utils.flop_counter import FlopCounterMode
 
     from xft.estimate.architectures import load_architecture
@@ -205,7 +206,15 @@ def test_flops_per_token_match_torch_flop_counter(method, tmp_path_factory):
     model = built_model(exp)
     trainable, total = count_parameters(model)
     batch = real_batch(exp, model.get_output_embeddings().weight.shape[0])
-    counter = FlopCounterMode(display=False)
+    aten = torch.ops.aten
+    # torch's own formulas for ops its counter does not map: the loss's in-place addmm_
+    # and the CPU's flash attention (CUDA's kernels are mapped).
+    counter = FlopCounterMode(display=False, custom_mapping={  # shapes in, FLOPs out
+        aten.addmm_: lambda c, a, b, **_: 2 * a[0] * a[1] * b[1],
+        aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *_, **__: flop_counter.sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda g, q, k, v, *_, **__: flop_counter.sdpa_backward_flop_count(g, q, k, v)})
     with counter:
         loss_sum, count = training_loss(exp.train)(model, batch)
         (loss_sum / count).backward()
@@ -265,13 +274,34 @@ def test_bad_gpu_options_fail_with_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_qwen2_7b_qlora_config_plans_offline_and_fits_an_8gb_card():
+def test_shipped_qwen2_7b_qlora_config_plans_offline():
     """The shipped 7B QLoRA config plans from xft's copy of Qwen2-7B-Instruct's config.json;
-    its parameter count is the model card's (7.62B)."""
+    the frozen base has the model card's 7,615,616,512 parameters, its 152k-token embeddings
+    and head are fp32 (prepare_model_for_kbit_training upcasts them)."""
+    import re
+
     from tests.conftest import run_cli
 
-    out = run_cli("plan", "qwen2_7b_instruct_qlora_alpaca_e3", "--gpu-memory", "8GB").stdout
-    assert "xft's copy of https://huggingface.co/Qwen/Qwen2-7B-Instruct" in out
-    assert "parameters: 7,615.6M" in out
-    assert "verdict: fits on 8 GiB card" in out
-    assert "per million tokens" not in out or "epoch: data size unknown" in out
+    out = run_cli("plan", "qwen2_7b_instruct_qlora_alpaca_e3", "--gpu", "H100-SXM").stdout
+    assert "architecture: xft's copy of https://huggingface.co/Qwen/Qwen2-7B-Instruct/" in out
+    total, trainable = map(float, re.search(
+        r"parameters: ([\d,.]+)M, trainable ([\d,.]+)M", out.replace(",", "")).groups())
+    assert abs(total - trainable - 7615.6) < 0.1
+    embeddings_and_head = 2 * 152064 * 3584 * 4 / 2**30
+    assert f"float32 {embeddings_and_head:.2f} GiB" in out
+    assert "verdict: fits on H100-SXM" in out and "tokens/s at 30% MFU" in out
+
+
+@pytest.mark.slow
+def test_plan_of_the_shipped_demo_counts_its_data():
+    """Local data and tokenizer: the epoch is counted from the datasets as training builds
+    them: the 45 records of the shipped self-cognition file."""
+    import re
+
+    from tests.conftest import run_cli
+
+    out = run_cli("plan", "tiny_llama_lora_self_cognition", "--gpu", "RTX-4090").stdout
+    found = re.search(r"epoch: ([\d,]+) tokens \(([\d,]+) rows", out)
+    tokens, rows = (int(x.replace(",", "")) for x in found.groups())
+    assert rows == 45 and tokens > 45 * 10
+    assert "verdict: fits on RTX-4090" in out

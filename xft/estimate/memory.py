@@ -27,12 +27,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch._subclasses.fake_tensor import (DataDependentOutputException,
                                            DynamicOutputShapeException, FakeTensor,
                                            FakeTensorMode,
                                            unset_fake_temporarily)
-from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
@@ -100,8 +98,9 @@ def measure_step(experiment, target="cuda"):
     tracker = LiveBytes()
     model_weights = _register_weights(model, tracker)
     planned = _batch(experiment, rows, length, config)
-    cuda_paths = CudaDropout() if target == "cuda" else contextlib.nullcontext()
-    with fake, shadows, tracker, cuda_paths:
+    if target == "cuda":
+        use_fused_dropout(model)
+    with fake, shadows, tracker:
         from xft.model.loss import training_loss, unwrap_causal_lm
         from xft.model.optimizer import build_optimizer
 
@@ -407,25 +406,32 @@ def _batch(experiment, rows, length, config):
     return batch
 
 
-class CudaDropout(TorchFunctionMode):
-    """Dropout as CUDA runs it, on the CPU's fake tensors.
+class FusedDropout(nn.Module):
+    """Dropout as CUDA runs it, for a GPU plan on the CPU's fake tensors.
 
-    On CUDA, F.dropout runs the fused native_dropout, which keeps a 1-byte bool
-    mask for backward; on the CPU it multiplies by a noise tensor of the input's
+    On CUDA, dropout is the fused native_dropout, which keeps a 1-byte bool mask
+    for backward; on the CPU it multiplies by a noise tensor of the input's
     dtype and keeps that (4 bytes in fp32). LoRA's dropout runs on every adapted
-    layer's input (PEFT casts it to fp32 first), so for a GPU plan the
-    difference is gigabytes: route training-mode dropout to native_dropout,
-    which the CPU has too.
+    layer's input (PEFT casts it to fp32 first), so the difference is gigabytes
+    on a 1B model. native_dropout exists on the CPU too.
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.dropout:
-            bound = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
-            p, training = bound.get("p", 0.5), bound.get("training", True)
-            if training and 0 < p < 1 and not bound.get("inplace", False):
-                return torch.ops.aten.native_dropout(bound["input"], p, True)[0]
-        return func(*args, **kwargs)
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        return torch.ops.aten.native_dropout(x, self.p, True)[0]
+
+
+def use_fused_dropout(model):
+    """Swap the model's nn.Dropout modules (p > 0) for FusedDropout (this fake copy only)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout and 0 < child.p < 1:
+                setattr(parent, name, FusedDropout(child.p))
 
 
 class RealShadows(TorchDispatchMode):

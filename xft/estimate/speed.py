@@ -8,8 +8,9 @@ linear layer of the decoder, not the embedding lookup):
 So full fine-tuning is 6N and a frozen base with LoRA about 4N. The output head
 (vocab × hidden) counts the same way but only at labelled positions when the
 loss computes logits at labels only (train.loss_at_labels_only). Attention
-scores add 2 × 2 × seq × (heads × head_dim) per layer forward (QKᵀ and AV),
-halved by causality, ×3 with backward. Gradient checkpointing repeats the
+scores add 12 × layers × seq × heads × head_dim (QKᵀ and AV, forward and
+backward, over the whole row as PaLM's MFU convention counts them, appendix B
+of Chowdhery et al. 2022). Gradient checkpointing repeats the
 decoder's forward in backward (+2N). MFU (model FLOPs utilisation) is the share
 of the GPU's peak those FLOPs run at; it is stated, not measured.
 """
@@ -48,7 +49,7 @@ def flops_per_token(experiment, config, trainable_share, label_fraction=1.0):
     if experiment.model.gradient_checkpointing:
         per_weight += 2  # the decoder's forward again, in backward
     seq = experiment.data.max_length
-    attention = 3 * 2 * 2 * text.num_hidden_layers * (seq / 2) * heads * head_dim
+    attention = 12 * text.num_hidden_layers * seq * heads * head_dim
     head_positions = label_fraction if experiment.train.loss_at_labels_only else 1.0
     head_flops = head_positions * head * (6 if full else 4)
     return per_weight * decoder + attention + head_flops, decoder, head
