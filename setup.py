@@ -17,7 +17,7 @@ setup(
     # `xft list-cfg` works from a wheel as well as from a checkout.
     packages=find_packages(include=["xft", "xft.*"]) + ["xft.configs"],
     package_dir={"xft.configs": "configs"},
-    package_data={"xft": ["assets/**/*"], "xft.configs": ["**/*.py", "deepspeed/*.json"]},
+    package_data={"xft": ["assets/**/*", "estimate/architectures/*.json"], "xft.configs": ["**/*.py", "deepspeed/*.json"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.0",

@@ -86,9 +86,27 @@ def cmd_train(args):
 
     out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
                 seed=args.seed, resume=args.resume, engine=args.engine,
-                deepspeed=args.deepspeed)
+                deepspeed=args.deepspeed, plan=not args.no_plan)
     if is_main_process():
         print(f"xft: training finished; Hugging Face artifact in {out}")
+
+
+def cmd_plan(args):
+    from xft.config.loader import load_config
+    from xft.estimate.gpus import find_gpu, local_gpu, parse_memory
+    from xft.estimate.report import plan_lines, plan_run
+
+    _, experiment = load_config(args.config, dict(args.cfg_options or {}))
+    if args.gpu_memory:
+        gpu = parse_memory(args.gpu_memory)
+    else:
+        gpu = find_gpu(args.gpu) if args.gpu else local_gpu()
+    plan = plan_run(experiment, gpu, args.nproc, args.deepspeed, args.mfu,
+                    count_data=not args.no_data)
+    for line in plan_lines(plan):
+        print(line)
+    if gpu is None:
+        print("verdict: name a GPU (--gpu NAME or --gpu-memory SIZE) for a verdict")
 
 
 def cmd_list_cfg(args):
@@ -213,7 +231,27 @@ def build_parser():
     p.add_argument("--deepspeed", metavar="NAME|JSON",
                    help="DeepSpeed ZeRO: zero1, zero2, zero2_offload, zero3, zero3_offload, "
                         "or a DeepSpeed JSON file ('auto' values come from the config)")
+    p.add_argument("--no-plan", action="store_true",
+                   help="skip the memory plan that warns, on a GPU, when the run will not fit")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", parents=[common], help="will a config fit a GPU, and how fast "
+                       "will it run: peak memory by term (measured on fake tensors), speed")
+    p.add_argument("config", help="config name (see list-cfg) or path to a config file")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="override config keys, e.g. train.batch_size=2")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", metavar="NAME", help="e.g. H100-SXM, A100-80GB, RTX-4090, L4 "
+                     "(default: this machine's GPU, if any)")
+    gpu.add_argument("--gpu-memory", metavar="SIZE", help="a card of this size, e.g. 8GB")
+    p.add_argument("--nproc", type=int, default=1, metavar="N", help="processes (GPUs)")
+    p.add_argument("--deepspeed", metavar="NAME|JSON",
+                   help="zero1, zero2, zero2_offload, zero3, zero3_offload, or a JSON file")
+    p.add_argument("--mfu", type=float, default=0.3,
+                   help="model FLOPs utilisation assumed for the speed (default: 0.3)")
+    p.add_argument("--no-data", action="store_true",
+                   help="do not build the datasets to count an epoch's tokens")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("list-cfg", parents=[common], help="list shipped configs")
     p.add_argument("-p", "--pattern", help="only names containing this text")

@@ -11,12 +11,13 @@ def default_work_dir(config_filename):
 
 
 def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engine=None,
-          deepspeed=None):
+          deepspeed=None, plan=True):
     """Train and return the path of the exported Hugging Face artifact.
 
     `engine` (a name in xft.engine.engines.ENGINES: 'mmengine' or 'hf') overrides the
     config's train.engine. `deepspeed`: None, a shipped DeepSpeed config name (zero1,
-    zero2, ...) or a JSON file.
+    zero2, ...) or a JSON file. `plan`: on a GPU, estimate the run's memory first and warn
+    if it will not fit (xft.estimate).
     """
     options = dict(cfg_options or {})
     if seed is not None:
@@ -31,6 +32,8 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engin
 
     runner = get_engine(experiment.train.engine)
     checkpoint = runner.resolve_resume(resume, work_dir)  # fail before the model is loaded
+    if plan:
+        warn_before_building(experiment, deepspeed)
     if deepspeed is None:
         built = build_experiment(experiment, config_text(cfg), work_dir)
         _check_resume(checkpoint, built)
@@ -58,3 +61,11 @@ def _check_resume(checkpoint, built):
         from xft.engine.resume_check import check_resume
 
         check_resume(checkpoint, built, log=print if is_main_process() else lambda line: None)
+
+
+def warn_before_building(experiment, deepspeed):
+    from xft.engine.distributed import is_main_process, world_size
+    from xft.estimate.report import warn_if_too_big
+
+    if is_main_process():
+        warn_if_too_big(experiment, world_size(), deepspeed)
