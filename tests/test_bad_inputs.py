@@ -440,18 +440,14 @@ def test_unexpected_errors_say_what_xft_was_doing(monkeypatch, capsys):
 
 def test_questionable_policy_never_changes_what_is_trained(workspace):
     """'warn' trains a questionable record exactly as a clean run of it would."""
+    from xft.build import build
     from xft.config.schema import validate
-    from xft.data.pipeline import build_dataset
-    from xft.data.templates import get_template
-    from xft.model.build import build_tokenizer
 
     raw = dict(model=dict(path="xft://tiny-llama"), template="chatml",
                datasets=[dict(path=str(workspace / "two_users.jsonl"), format="openai")],
                data=dict(cache=False))
-    experiment = validate(raw)
-    tokenizer = build_tokenizer(experiment)
-    template = get_template("chatml", tokenizer)
-    dataset, report = build_dataset(experiment, tokenizer, template, log=lambda line: None)
+    built = build(validate(raw), parts=("data",), log=lambda line: None)
+    tokenizer, dataset, report = built.tokenizer, built.dataset, built.report
     record = JSONL["two_users.jsonl"][0]
     reference = tokenizer.apply_chat_template(record["messages"], tokenize=False)
     assert tokenizer.decode(dataset[0]["input_ids"]) == reference
