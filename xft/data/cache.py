@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xft.outputs import disk_full_as_error
+
 CACHE_VERSION = 1
 # Modules whose code decides what a sample looks like (reading records included).
 ENCODING_MODULES = ("xft.data.pipeline", "xft.data.conversation", "xft.data.formats",
@@ -112,24 +114,26 @@ def save(root, key, parts, samples, report):
     entry = datasets_dir / key
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=datasets_dir))
     try:
-        lengths = [len(s["input_ids"]) for s in samples]
-        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        flat = lambda name: np.fromiter((t for s in samples for t in s[name]), dtype=np.int64,
-                                        count=int(offsets[-1]))
-        np.savez(tmp / "samples.npz", input_ids=flat("input_ids"), labels=flat("labels"),
-                 offsets=offsets)
-        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
-        (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
-                                      encoding="utf-8")
-        if entry.exists():  # written meanwhile by another run with the same key
-            shutil.rmtree(tmp)
-        else:
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # another process (e.g. another rank) stored it just now
-                if not entry.is_dir():
-                    raise
+        with disk_full_as_error(tmp):  # a full disk: one line naming the file
+            lengths = [len(s["input_ids"]) for s in samples]
+            offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+            flat = lambda name: np.fromiter((t for s in samples for t in s[name]),
+                                            dtype=np.int64, count=int(offsets[-1]))
+            np.savez(tmp / "samples.npz", input_ids=flat("input_ids"), labels=flat("labels"),
+                     offsets=offsets)
+            (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False),
+                                             encoding="utf-8")
+            (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
+                                          encoding="utf-8")
+            if entry.exists():  # written meanwhile by another run with the same key
                 shutil.rmtree(tmp)
+            else:
+                try:
+                    os.replace(tmp, entry)
+                except OSError:  # another process (e.g. another rank) stored it just now
+                    if not entry.is_dir():
+                        raise
+                    shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -221,6 +221,7 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
     parts = {
         "version": cache.CACHE_VERSION,
         "file": content,
+        "reader": reader_key(ds_cfg.path),
         "format": format_name(ds_cfg.format),
         "mapping": FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags).key(),
         "map_fn": map_fn,
@@ -235,6 +236,17 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
         "on_bad_record": experiment.data.on_bad_record,
     }
     return cache.cache_key(parts), parts
+
+
+def reader_key(path):
+    """What decides how `read_records` parses the file besides its bytes: the suffix picks
+    the reader (a .json list, JSON Lines, or a `datasets` builder, whose version counts)."""
+    suffix = Path(resolve_path(path)).suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        return {"suffix": suffix}
+    import datasets
+
+    return {"suffix": suffix, "datasets": datasets.__version__}
 
 
 def _report_to_dict(report):

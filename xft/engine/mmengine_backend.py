@@ -39,7 +39,7 @@ from xft.data.sampler import RunBatchSampler
 from xft.engine import distributed
 from xft.engine.chat_eval import ChatEvaluator
 from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete_torch_file,
-                                         fsync_file, newest_complete, numbered_checkpoints,
+                                         newest_complete, numbered_checkpoints,
                                          pick_resume, remove_old)
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor, input_tokens
@@ -52,6 +52,7 @@ from xft.engine.windows import window_loader
 from xft.errors import XftError
 from xft.model.loss import CausalLMLoss, count_label_tokens, training_loss
 from xft.model.optimizer import build_optimizer
+from xft.outputs import save_torch
 
 CHECKPOINT_FILE = re.compile(r"^iter_(\d+)\.pth$")
 LAST_CHECKPOINT_FILE = "last_checkpoint"  # MMEngine's pointer to the newest checkpoint
@@ -340,7 +341,7 @@ class CheckpointHook(Hook):
             return
         if distributed.is_main_process():
             # Plain tensors and containers only, so resume needs no allow-list (safe_load).
-            torch.save(plain_checkpoint(checkpoint), self.writing)
+            save_torch(plain_checkpoint(checkpoint), self.writing)  # fsynced
         checkpoint.clear()  # what MMEngine then writes, to os.devnull, is empty
 
     def save(self, runner, step):
@@ -355,7 +356,6 @@ class CheckpointHook(Hook):
             self.writing = None
         if not distributed.is_main_process():
             return
-        fsync_file(tmp)
         os.replace(tmp, final)
         atomic_write_text(work_dir / LAST_CHECKPOINT_FILE, str(final))
         remove_old(checkpoint_files(work_dir), step, self.max_keep, complete_torch_file,

@@ -3,6 +3,9 @@
 from pathlib import Path
 
 from xft.config.loader import config_text, load_config
+from xft.engine.distributed import is_main_process
+from xft.engine.run_lock import work_dir_lock
+from xft.outputs import remove_leftovers
 
 
 def default_work_dir(config_filename):
@@ -10,11 +13,12 @@ def default_work_dir(config_filename):
 
 
 def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backend=None,
-          deepspeed=None):
+          deepspeed=None, force=False):
     """Train and return the path of the exported Hugging Face artifact.
 
     `backend` ('mmengine' or 'hf') overrides the config's train.backend. `deepspeed`:
     None, a shipped DeepSpeed config name (zero1, zero2, ...) or a JSON file.
+    `force` breaks the work dir's lock when the run that took it is gone (run_lock).
     """
     options = dict(cfg_options or {})
     if seed is not None:
@@ -24,6 +28,14 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, backe
     cfg, experiment = load_config(config, options)
     work_dir = Path(work_dir or experiment.work_dir or default_work_dir(cfg.filename))
     work_dir.mkdir(parents=True, exist_ok=True)
+    if not is_main_process():  # rank 0 holds the lock for the whole run
+        return _train(experiment, cfg, work_dir, resume, deepspeed)
+    with work_dir_lock(work_dir, force):
+        remove_leftovers(work_dir)  # staging folders of an export that was cut off
+        return _train(experiment, cfg, work_dir, resume, deepspeed)
+
+
+def _train(experiment, cfg, work_dir, resume, deepspeed):
     from xft.engine.builder import build_experiment
 
     if experiment.train.backend == "hf":

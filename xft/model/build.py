@@ -7,6 +7,7 @@ import torch
 from xft.errors import ConfigError
 from xft.model.methods import apply_method
 from xft.model.quant import bitsandbytes_config, import_bitsandbytes
+from xft.outputs import require_model_dir
 from xft.paths import resolve_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -37,6 +38,7 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
     from transformers import AutoModelForCausalLM
 
     path = resolve_path(path)
+    require_model_dir(path)
     kwargs = {}
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
