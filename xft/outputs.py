@@ -39,7 +39,7 @@ def check_output(out, inputs=(), overwrite=False, what="OUT"):
         if given is None or not Path(given).exists():
             continue  # a hub id, or a missing path the command reports itself
         source = Path(given).resolve()
-        if out == source or out in source.parents:
+        if out == source or source in out.parents:
             raise XftError(f"{what} {out} is {'the same as' if out == source else 'inside'} "
                            f"the input {source}; write the output somewhere else")
         if source.is_relative_to(out):
