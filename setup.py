@@ -37,7 +37,10 @@ setup(
         # which needs deepspeed<0.19.7); tested with 0.19.8.
         "deepspeed": ["deepspeed>=0.19.8"],
         "galore": ["galore-torch==1.0"],  # optim.type='GaLore...'
-        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "galore-torch==1.0"],
+        # mistral-common: Mistral's reference tokenization and the v1 tokenizer file it ships
+        # (1.8.5: later releases require numpy<2.4).
+        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "galore-torch==1.0",
+                 "mistral-common==1.8.5"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

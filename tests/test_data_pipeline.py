@@ -105,7 +105,7 @@ BAD_RECORDS = [
      "first non-system message must come from the user"),
     ({"messages": [{"role": "user", "content": "x"}]}, "openai", "no assistant message"),
     ({"messages": [{"role": "user", "content": ["x"]}, {"role": "assistant", "content": "y"}]},
-     "openai", "field 'messages[0].content': content must be a string, got list"),
+     "openai", "field 'messages[0].content[0]': must be an object, got str"),
     ({"messages": [{"role": "user"}]}, "openai", "field 'messages[0].content': missing field"),
     (["not", "an", "object"], "alpaca", "record must be a JSON object"),
     ({"instrution": "q", "output": "a"}, "alpaca",

@@ -266,3 +266,31 @@ def test_check_rendered_accepts_a_rendering_that_shows_every_part():
         check_rendered(messages, no_thoughts, "plain")
     assert info.value.field == "messages[2].reasoning_content"
     assert info.value.reason == "template 'plain' does not render reasoning_content"
+
+
+def test_openai_optional_fields_as_the_api_defines_them():
+    openai = FORMATS["openai"]
+    record = {"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be "}, {"type": "text",
+                                                                          "text": "brief."}]},
+        {"role": "user", "content": "Weather?", "name": "alice"},
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "get_weather", "arguments": "{}"}}], "refusal": None},
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+        {"role": "assistant", "content": "Sunny.", "tool_calls": None, "function_call": None,
+         "reasoning_content": "It said sunny."},
+        {"role": "user", "content": "Thanks", "tool_calls": []},
+        {"role": "assistant", "content": "Welcome.", "reasoning_content": None}]}
+    messages = openai(record)
+    check_conversation(messages)
+    assert messages[0]["content"] == "Be brief."
+    assert "name" not in messages[1] and messages[3]["name"] == "get_weather"
+    assert messages[2]["content"] == "" and messages[2]["tool_calls"][0]["id"] == "c1"
+    assert "tool_calls" not in messages[4] and messages[4]["reasoning_content"] == "It said sunny."
+    assert "tool_calls" not in messages[5] and "reasoning_content" not in messages[6]
+    with pytest.raises(RecordError, match="only text parts") as e:
+        openai({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})
+    assert e.value.field == "messages[0].content[0].type"
+    with pytest.raises(RecordError, match="missing field") as e:
+        openai({"messages": [{"role": "user"}]})
+    assert e.value.field == "messages[0].content"

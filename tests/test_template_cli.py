@@ -71,3 +71,41 @@ def test_render_errors_for_bad_json_and_unknown_template(tmp_path, capsys):
     assert main(["template", "render", "--template", "qwen9", "--tokenizer", "xft://tiny-llama",
                  "--input", str(src)]) == 1
     assert "unknown chat template 'qwen9'" in capsys.readouterr().err
+
+
+def test_check_reports_equality_trained_tokens_and_stops(capsys):
+    assert main(["template", "check", "xft://tiny-llama", "--template", "chatml"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("text and ids equal the official template") == 3
+    # ChatML has no place for thoughts: refused, as training refuses such records.
+    assert "[reasoning] refused, as training would refuse it: template 'chatml' does not " \
+           "render reasoning_content" in out
+    assert "trained: 'The xft team.<|im_end|>'" in out
+    assert "eos_token_id: [2]: stops at the end of a turn" in out
+    assert out.rstrip().endswith("0 problem(s)")
+
+
+def test_check_finds_a_drifted_template_and_a_missing_stop(tmp_path, capsys):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+    tokenizer.save_pretrained(tmp_path)
+    # A base whose generation config stops only at '<|endoftext|>' (id 0).
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": 0}')
+    assert main(["template", "check", str(tmp_path), "--template", "chatml"]) == 1
+    captured = capsys.readouterr()
+    assert "DOES NOT STOP at [2]" in captured.out
+    assert captured.err.startswith(f"xft: error: template check: 1 problem(s) in {tmp_path}")
+    assert len(captured.err.strip().splitlines()) == 1
+    assert main(["template", "check", str(tmp_path), "--template", "default"]) == 1
+    out = capsys.readouterr().out
+    assert "TEXT DIFFERS at character 0" in out
+
+
+def test_check_on_qwen3_shows_the_trained_thoughts(shared_data, tmp_path, capsys):
+    from reasoning_tokenizers import qwen3_tokenizer
+
+    qwen3_tokenizer(shared_data).save_pretrained(tmp_path)
+    assert main(["template", "check", str(tmp_path)]) == 0  # auto: no xft_meta.json here
+    out = capsys.readouterr().out
+    assert out.startswith("template: auto;")
+    assert "trained: '<think>\\n3 plus 3 is 6.\\n</think>\\n\\n6.<|im_end|>'" in out
+    assert "trained: '4.<|im_end|>'" in out  # an earlier reply: Qwen3 drops its thoughts

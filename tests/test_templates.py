@@ -25,6 +25,8 @@ FAMILY_TOKENS = {
     "alpaca": ("<s>", "</s>", []),
     "chatml": (None, "<|im_end|>", ["<|im_start|>"]),
     "qwen2_chat": (None, "<|endoftext|>", ["<|im_start|>", "<|im_end|>"]),
+    "qwen3": (None, "<|im_end|>", ["<|im_start|>", "<|endoftext|>"]),
+    "qwen3_keep_thinking": (None, "<|im_end|>", ["<|im_start|>", "<|endoftext|>"]),
     "yi_chat": ("<|startoftext|>", "<|im_end|>", ["<|im_start|>"]),
     "internlm2_chat": ("<s>", "</s>", ["<|im_start|>", "<|im_end|>"]),
     "vicuna": ("<s>", "</s>", []),
@@ -35,6 +37,8 @@ FAMILY_TOKENS = {
     "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
     "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
     "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),
+    "deepseek_r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+                    ["<｜User｜>", "<｜Assistant｜>"]),
     "zephyr": ("<s>", "</s>", []),
     "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
                                 "<|observation|>"]),
@@ -44,9 +48,21 @@ FAMILY_TOKENS = {
 # The one deliberate difference from a reference: xft closes a ChatGLM3 conversation with EOS
 # (its chat_template ends a reply with nothing; ChatGLM3's fine-tuning script appends EOS).
 APPENDS_EOS = {"chatglm3"}
+# The other: xft's DeepSeek-R1 keeps the final reply's think block (empty here), which its
+# template drops although its generation prompt opens one (see families.py).
+FINAL_THINK = {"deepseek_r1": ("<｜Assistant｜>", "<think>\n\n</think>\n\n")}
+
+
+def with_final_think(name, text):
+    """The reference rendering with the think block xft keeps in the final reply."""
+    if name not in FINAL_THINK:
+        return text
+    opening, block = FINAL_THINK[name]
+    at = text.rindex(opening) + len(opening)
+    return text[:at] + block + text[at:]
 # mistral_v3's reference is its real tokenizer_config (test_templates_real.py); auto has none;
 # MOSS ships no chat_template: test_templates_moss.py checks moss against the raw MOSS records.
-NO_FIXTURE = {"mistral_v3", "auto", "moss"}
+NO_FIXTURE = {"mistral_v3", "auto", "moss", "qwen3_keep_thinking"}
 
 SYSTEM = {"role": "system", "content": "You are Tuna, a terse assistant."}
 CONVERSATIONS = {
@@ -75,7 +91,7 @@ TOOL_CHAT = [
     {"role": "tool", "tool_call_id": "call67890", "content": '{"temp": 25}'},
     {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
 ]
-TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3"}
+TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3", "qwen3", "qwen3_keep_thinking"}
 # Tool definitions as the formats put them on the system message. Mistral v0.3's template drops
 # a function's "return" and writes string values unescaped (the quotes below stay raw).
 TOOLS = [
@@ -152,6 +168,8 @@ def test_text_equals_reference_jinja(name, messages, add_generation_prompt):
         return
     if name in APPENDS_EOS and not add_generation_prompt:
         expected += tokenizer.eos_token
+    if not add_generation_prompt:
+        expected = with_final_think(name, expected)
     assert template.render(messages, add_generation_prompt).text == expected
 
 
@@ -166,6 +184,10 @@ def test_tokens_equal_apply_chat_template(name, key):
     expected = jinja_render(tokenizer, reference(name), messages, tokenize=True)
     if name in APPENDS_EOS:
         expected.append(tokenizer.eos_token_id)
+    if name in FINAL_THINK:
+        expected = tokenizer(with_final_think(name, jinja_render(tokenizer, reference(name),
+                                                                  messages)),
+                             add_special_tokens=False)["input_ids"]
     assert samples[0]["input_ids"] == expected
 
 
@@ -203,6 +225,11 @@ def test_labels_are_each_reply_and_its_end_of_turn(name):
     samples, _ = encode_conversations([messages], template, tokenizer, 4096)
     runs = _trained_runs(tokenizer, samples[0])
     replies = [_expected_reply(template, m) for m in messages if m["role"] == "assistant"]
+    if template.think:  # a thinking model's final reply opens with its (empty) think block,
+        # less what the generation prompt already opened (DeepSeek-R1's '<think>\n')
+        opened = template._fill(template._generation_prompt())[
+            len(template._fill(template.assistant_prefix)):]
+        replies[-1] = ("".join(template.think) + replies[-1])[len(opened):]
     if template.closing:  # EOS after the final reply is trained too
         if template.turn_separator:
             replies.append(template._fill(template.closing))
@@ -390,8 +417,8 @@ def test_train_on_last_trains_only_the_final_reply():
 def test_unknown_train_on_and_unknown_template_fail_clearly():
     with pytest.raises(ConfigError, match="train_on"):
         get_template("chatml", train_on="first")
-    with pytest.raises(ConfigError, match="unknown chat template 'qwen3'"):
-        get_template("qwen3")
+    with pytest.raises(ConfigError, match="unknown chat template 'qwen9'"):
+        get_template("qwen9")
 
 
 def test_template_needing_bos_fails_clearly_when_unbound():
@@ -422,7 +449,7 @@ def test_registry_is_declarative_and_described():
 AUTO_TRAINS_MORE = {"phi3"}
 
 
-@pytest.mark.parametrize("name", sorted(set(FAMILIES) - APPENDS_EOS))
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - APPENDS_EOS - set(FINAL_THINK)))
 def test_auto_labels_equal_the_named_template_labels(name):
     tokenizer = family_tokenizer(name)
     with_reference = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,
@@ -520,3 +547,24 @@ def test_base_model_templates_work_with_a_tokenizer_without_bos(name):
     assert text == jinja_render(tokenizer, reference(name), messages)
     assert text == jinja_render(tokenizer, template.to_jinja(), messages)
     assert text.count("<|endoftext|>") == 2
+
+
+@pytest.mark.parametrize("name", ["qwen2_chat", "qwen3"])
+def test_parse_reply_takes_back_the_thoughts_and_calls_a_template_renders(name):
+    template = get_template(name, family_tokenizer(name))
+    call_turn = TOOL_CHAT[1]
+    for msg in (call_turn, dict(call_turn, content="Let me check."),
+                {"role": "assistant", "content": "Plain answer."}):
+        if template.think:
+            msg = dict(msg, reasoning_content="I need the weather.")
+        rendered = template.render([TOOL_CHAT[0], msg])
+        start, end = rendered.loss_spans[-1]
+        generated = rendered.text[start:end].removesuffix("<|im_end|>")
+        parsed = template.parse_reply(generated)
+        calls = [{"type": "function", "function": c["function"]}
+                 for c in msg.get("tool_calls", [])]
+        assert parsed.get("tool_calls", []) == calls
+        assert parsed["content"] == msg["content"]
+        assert parsed.get("reasoning_content") == msg.get("reasoning_content")
+    # Text that only looks like a call stays text.
+    assert "tool_calls" not in template.parse_reply("<tool_call>\nnot json\n</tool_call>")

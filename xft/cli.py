@@ -86,6 +86,11 @@ def cmd_template(args):
     if args.action == "list":
         template_cli.list_templates()
         return
+    if args.action == "check":
+        problems = template_cli.check_template(args.model, args.template, args.input)
+        if problems:
+            raise XftError(f"template check: {problems} problem(s) in {args.model} (see above)")
+        return
     count = template_cli.render_file(args.template, args.tokenizer, args.input, args.output,
                                      args.train_on)
     if args.output:
@@ -268,6 +273,13 @@ def build_parser():
     r.add_argument("--output", help="write here instead of stdout")
     r.add_argument("--train-on", choices=["all", "last"], default="all",
                    help="train every assistant turn (all) or only the final one (last)")
+    k = actions.add_parser("check", parents=[common],
+                           help="compare a template with a model's own chat_template: text, "
+                                "ids, trained tokens, stop tokens")
+    k.add_argument("model", help="model or tokenizer directory (or hub id)")
+    k.add_argument("--template", help="template name (default: the one saved with the model, "
+                                      "else auto)")
+    k.add_argument("--input", help='JSON Lines of {"messages": [...]} (default: shipped samples)')
     p.set_defaults(func=cmd_template)
 
     p = sub.add_parser("vocab", parents=[common], help="train a sentencepiece vocabulary, or "

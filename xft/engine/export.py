@@ -1,14 +1,18 @@
 """Write the Hugging Face artifact of a run: a PEFT adapter or a full model directory.
 
 The directory loads with stock transformers/peft (no xft needed): weights as
-safetensors, the tokenizer with the training chat template written in, plus
-`xft_meta.json` (template name) and the xft config that produced it.
+safetensors, the tokenizer with the training chat template written in, a
+`generation_config.json` whose `eos_token_id` lists the base EOS and the
+template's end-of-turn tokens (so stock `generate()` stops where training taught
+the model to), plus `xft_meta.json` (template name) and the xft config that
+produced it.
 """
 
 import contextlib
 import json
 from pathlib import Path
 
+from xft.data.templates.stops import turn_end_ids
 from xft.engine.distributed import barrier, is_main_process
 from xft.outputs import write_output
 
@@ -31,12 +35,39 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
         model.save_pretrained(str(tmp), safe_serialization=True, **shard)
         tokenizer.chat_template = template.to_jinja()
         tokenizer.save_pretrained(str(tmp))
+        write_generation_files(tmp, model, turn_end_ids(template, tokenizer))
         meta = {"template": template.name, "adapter": is_peft_model(model)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if config_text is not None:
             (tmp / CONFIG_COPY).write_text(config_text, encoding="utf-8")
 
     return write_output(out_dir, write)
+
+
+def write_generation_files(out_dir, model, stop_ids):
+    """Rewrite the saved generation_config.json (written for adapters too, where peft
+    writes none) with `stop_ids` added to its eos list, and config.json with use_cache
+    back on (training turns it off for gradient checkpointing; inference wants it)."""
+    import copy
+
+    out_dir = Path(out_dir)
+    generation = copy.deepcopy(model.generation_config)
+    eos = generation.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    if not eos and getattr(model.config, "eos_token_id", None) is not None:
+        eos = [model.config.eos_token_id]
+    eos = list(dict.fromkeys(eos + list(stop_ids)))
+    generation.eos_token_id = eos[0] if len(eos) == 1 else eos
+    generation.save_pretrained(str(out_dir))
+    config_file = out_dir / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if config.get("use_cache") is False:
+            config["use_cache"] = True
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
+                                   encoding="utf-8")
+    return eos
+
 
 
 def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None):

@@ -101,7 +101,8 @@ class ChatSession:
         except Exception:
             self.messages.pop()  # a failed turn leaves no trace in the history
             raise
-        self.messages.append({"role": "assistant", "content": answer})
+        # Thoughts and tool calls go back into the history as the template renders them.
+        self.messages.append(self.template.parse_reply(answer))
         return answer
 
     @property
@@ -255,6 +256,7 @@ def read_prompt_file(path):
 
 
 def _conversation(record, check_conversation):
+    from xft.data.formats.chat import openai
     from xft.errors import RecordError
 
     if not isinstance(record, dict):
@@ -263,6 +265,7 @@ def _conversation(record, check_conversation):
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:
             raise RecordError("must be a non-empty list of messages", field="messages")
+        messages = openai(record)  # OpenAI's optional fields read as its API defines them
         check_conversation(messages)
         if messages[-1].get("role") != "user":
             raise RecordError("the last message must be the user's, to be answered",
@@ -287,7 +290,10 @@ def answer_file(session, prompt_file, output=None):
             if session.system and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": session.system}, *messages]
             answer = session.answer(messages)
-            out.write(json.dumps({**record, "answer": answer}, ensure_ascii=False) + "\n")
+            reply = session.template.parse_reply(answer)
+            parsed = {k: reply[k] for k in ("tool_calls", "reasoning_content") if k in reply}
+            out.write(json.dumps({**record, "answer": answer, **parsed}, ensure_ascii=False)
+                      + "\n")
             out.flush()
     finally:
         if output:

@@ -10,8 +10,10 @@ after a vocabulary extension) gets the base resized to that vocabulary first.
 
 The output is a full model directory (safetensors, sharded by
 `max_shard_size`) with the adapter folder's tokenizer (it carries the chat
-template of training; the base's when the adapter folder has none) and xft's
-meta/config files.
+template of training; the base's when the adapter folder has none), a
+generation_config.json whose eos list adds the adapter's end-of-turn tokens to
+the base's (from the adapter's generation_config.json, or from the template
+named in its xft_meta.json), and xft's meta/config files.
 """
 
 import json
@@ -19,7 +21,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from xft.errors import XftError
+from xft.errors import ConfigError, XftError
 from xft.outputs import check_output, write_output
 from xft.paths import resolve_path
 
@@ -32,7 +34,7 @@ LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
 
 def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log=print,
                   overwrite=False):
-    from xft.engine.export import CONFIG_COPY, META_FILE, read_meta
+    from xft.engine.export import CONFIG_COPY, META_FILE, read_meta, write_generation_files
     from xft.model.build import load_causal_lm
 
     if dtype not in DTYPE_NAMES:
@@ -52,6 +54,7 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
         merged.save_pretrained(str(tmp), safe_serialization=True, **shard)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        write_generation_files(tmp, merged, adapter_stop_ids(adapter, tokenizer))
         meta = {**read_meta(adapter), "adapter": False, "merged_from": str(adapter)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if (adapter / CONFIG_COPY).is_file():
@@ -60,6 +63,27 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
     out = write_output(out_dir, write)
     log(f"xft: merged {adapter} into {base}; {dtype} model written to {out}")
     return out
+
+
+def adapter_stop_ids(adapter, tokenizer):
+    """End-of-turn ids the adapter was trained to stop at: its generation_config.json's
+    eos list (xft writes one), else those of the template its xft_meta.json names."""
+    from transformers import GenerationConfig
+
+    from xft.data.templates import TEMPLATES, get_template
+    from xft.data.templates.stops import turn_end_ids
+    from xft.engine.export import read_meta
+
+    if (adapter / "generation_config.json").is_file():
+        eos = GenerationConfig.from_pretrained(str(adapter)).eos_token_id
+        return list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    name = read_meta(adapter).get("template")
+    if tokenizer is None or name not in TEMPLATES:
+        return []
+    try:
+        return turn_end_ids(get_template(name, tokenizer), tokenizer)
+    except ConfigError:  # the tokenizer does not fit the template: the base's eos stays
+        return []
 
 
 def load_adapter(model, adapter, base, log=print):

@@ -1,17 +1,24 @@
-"""`xft template list` and `xft template render`: inspect what a template trains.
+"""`xft template list|render|check`: inspect what a template trains.
 
 `render` reads JSON Lines of {"messages": [...]} (OpenAI-style messages; tool
 messages and assistant `tool_calls` are kept) and writes, per line, the
 rendered text, its token ids and its labels (-100 where nothing is trained),
 exactly as training would build them.
+
+`check MODEL_DIR` is the one-minute check before a long fine-tune: it renders
+sample conversations (or --input) with xft's template and with the tokenizer's
+own jinja and reports text/id equality, whether the generation prompt is a
+token prefix of the trained text, which tokens are trained, and whether
+generation_config.json stops at the template's end-of-turn tokens.
 """
 
 import json
 import sys
 from pathlib import Path
 
-from xft.data.conversation import check_conversation
+from xft.data.conversation import check_conversation, check_rendered
 from xft.data.encode import labels_from_spans
+from xft.data.formats.chat import openai
 from xft.data.json_lines import json_lines
 from xft.data.templates import TEMPLATES, get_template
 from xft.errors import ConfigError, DataError, RecordError
@@ -46,17 +53,10 @@ def encode_messages(messages, template, tokenizer):
 
 
 def _messages(record):
+    """The line's conversation, read as the `openai` format reads records."""
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
-    messages = record.get("messages")
-    if not isinstance(messages, list):
-        raise RecordError("missing or not a list", field="messages")
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            raise RecordError("must be an object with role and content", field=f"messages[{i}]")
-        for key in ("role", "content"):
-            if key not in msg:
-                raise RecordError("missing field", field=f"messages[{i}].{key}")
+    messages = openai(record)
     check_conversation(messages)
     return messages
 
@@ -80,3 +80,120 @@ def render_file(template_name, tokenizer_path, input_path, output_path=None, tra
     else:
         Path(output_path).write_text(text, encoding="utf-8")
     return len(lines)
+
+
+# Conversations `xft template check` renders when no --input is given.
+SAMPLE_CHATS = {
+    "single": [{"role": "user", "content": "Who are you?"},
+               {"role": "assistant", "content": "I am Tuna."}],
+    "system": [{"role": "system", "content": "You are Tuna, a terse assistant."},
+               {"role": "user", "content": "Name a fish."},
+               {"role": "assistant", "content": "Tuna."}],
+    "multi_turn": [{"role": "system", "content": "You are Tuna, a terse assistant."},
+                   {"role": "user", "content": "你是谁?"},
+                   {"role": "assistant", "content": "我是Tuna。"},
+                   {"role": "user", "content": "And who made you?"},
+                   {"role": "assistant", "content": "The xft team."}],
+    "reasoning": [{"role": "user", "content": "What is 2+2?"},
+                  {"role": "assistant", "content": "4.", "reasoning_content": "2 plus 2 is 4."},
+                  {"role": "user", "content": "And 3+3?"},
+                  {"role": "assistant", "content": "6.", "reasoning_content": "3 plus 3 is 6."}],
+}
+
+
+def check_template(model_dir, template_name=None, input_path=None, out=None):
+    """Compare xft's rendering with the tokenizer's own chat_template; returns the number
+    of problems found (text or ids that differ, a prompt that is not a token prefix of the
+    trained text, an end-of-turn token that generation_config.json does not stop at)."""
+    from xft.data.templates.auto import hf_chat
+    from xft.data.templates.stops import turn_end_ids
+    from xft.engine.export import read_meta
+
+    out = out or sys.stdout
+    if input_path is not None and not Path(input_path).is_file():
+        raise DataError("file not found", file=input_path)
+    tokenizer = load_tokenizer(model_dir)
+    name = template_name or read_meta(resolve_path(model_dir)).get("template") or "auto"
+    template = get_template(name, tokenizer)
+    reference = getattr(tokenizer, "chat_template", None)
+    print(f"template: {name}; reference: "
+          + ("the tokenizer's own chat_template" if reference else "none (the tokenizer has "
+             "no chat_template: only the trained tokens and stops are checked)"), file=out)
+    chats = SAMPLE_CHATS.items() if input_path is None else (
+        (where, _messages(record)) for where, record in json_lines(input_path))
+    problems = 0
+    for key, messages in chats:
+        problems += _check_chat(key, messages, template, tokenizer, reference, hf_chat, out)
+    problems += _check_stops(model_dir, turn_end_ids(template, tokenizer), tokenizer, out)
+    print(f"{problems} problem(s)", file=out)
+    return problems
+
+
+def _check_chat(key, messages, template, tokenizer, reference, hf_chat, out):
+    try:
+        rendered = encode_messages(messages, template, tokenizer)
+        check_rendered(messages, lambda m: template.render(m).text, template.name,
+                       rendered["text"])
+        prompt = template.render(messages[:-1], add_generation_prompt=True).text
+    except RecordError as e:  # what training would refuse too
+        print(f"[{key}] refused, as training would refuse it: {e.reason} ({e.field})",
+              file=out)
+        return 0
+    problems, notes = 0, []
+    if reference:
+        chat, tools = hf_chat(messages)
+        try:
+            official = tokenizer.apply_chat_template(chat, tools=tools, tokenize=False)
+        except Exception as e:  # the official template refuses this conversation
+            notes.append(f"the official template refuses it ({e})")
+            official = None
+        if official is not None and official != rendered["text"]:
+            at = next((i for i, (a, b) in enumerate(zip(official, rendered["text"])) if a != b),
+                      min(len(official), len(rendered["text"])))
+            notes.append(f"TEXT DIFFERS at character {at}: xft {rendered['text'][at:at + 40]!r}"
+                         f", official {official[at:at + 40]!r}")
+            problems += 1
+        elif official is not None:
+            ids = tokenizer(official, add_special_tokens=False)["input_ids"]
+            same = ids == rendered["input_ids"]
+            notes.append("text and ids equal the official template" if same
+                         else "text equal, IDS DIFFER")
+            problems += not same
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if rendered["input_ids"][:len(prompt_ids)] != prompt_ids:
+        notes.append("the GENERATION PROMPT IS NOT A TOKEN PREFIX of the trained text")
+        problems += 1
+    print(f"[{key}] " + "; ".join(notes), file=out)
+    for run in _trained_runs(tokenizer, rendered):
+        print(f"    trained: {run!r}", file=out)
+    return problems
+
+
+def _trained_runs(tokenizer, rendered):
+    runs, run = [], []
+    for token, label in zip(rendered["input_ids"], rendered["labels"]):
+        if label != -100:
+            run.append(token)
+        elif run:
+            runs.append(tokenizer.decode(run))
+            run = []
+    return runs + ([tokenizer.decode(run)] if run else [])
+
+
+def _check_stops(model_dir, stop_ids, tokenizer, out):
+    from transformers import GenerationConfig
+
+    names = ", ".join(f"{tokenizer.convert_ids_to_tokens(i)} ({i})" for i in stop_ids)
+    print(f"end of turn: {names or 'no special token'}", file=out)
+    folder = Path(resolve_path(model_dir))
+    if not (folder / "generation_config.json").is_file():
+        print("generation_config.json: none here (stock generate() stops only at the model "
+              "config's eos_token_id)", file=out)
+        return 0
+    eos = GenerationConfig.from_pretrained(str(folder)).eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    missing = [i for i in stop_ids if i not in eos]
+    print(f"generation_config.json eos_token_id: {eos}: "
+          + (f"DOES NOT STOP at {missing}: stock generate() runs past the end of the answer"
+             if missing else "stops at the end of a turn"), file=out)
+    return int(bool(missing))

@@ -67,14 +67,19 @@ def openai(record):
       "tools": [{"type": "function", "function": {"name": "get_weather", ...}}]}
     A message with "loss": false (or the OpenAI "weight": 0) is not trained; "loss": true
     trains any message. `arguments` may be a JSON string (OpenAI) or an object.
+    Optional fields are read as the OpenAI API defines them: `tool_calls` null or [] means
+    no calls; an assistant's `content` may be null or absent beside tool calls, and any
+    content may be a list of text parts ({"type": "text", "text": ...}); `reasoning_content`
+    (DeepSeek/vLLM's name for a reply's thoughts) is kept; `name` is kept on tool messages
+    and ignored on others (no chat template renders participant names); other fields
+    (`refusal`, `audio`, `function_call: null`...) are ignored.
     """
     messages = []
     for i, item in enumerate(fields.items(record, "messages")):
         where = f"messages[{i}]"
         item = fields.obj(item, where)
-        for key in ("role", "content"):
-            if key not in item:
-                raise fields.missing_field(item, key, f"{where}.{key}")
+        if "role" not in item:
+            raise fields.missing_field(item, "role", f"{where}.role")
         loss = item.get("loss")
         if "weight" in item and loss is None:
             loss = bool(item["weight"])
@@ -84,11 +89,31 @@ def openai(record):
         for key in ("name", "tool_call_id"):
             if item.get(key) is not None and item["role"] == "tool":
                 extra[key] = item[key]
-        content = item["content"]
-        if content is None and extra.get("tool_calls"):
+        reasoning = item.get("reasoning_content")
+        if reasoning is not None and item["role"] == "assistant":
+            extra["reasoning_content"] = fields.text(item, "reasoning_content",
+                                                     where=f"{where}.reasoning_content")
+        if "content" not in item and not extra.get("tool_calls"):
+            raise fields.missing_field(item, "content", f"{where}.content")
+        content = _openai_content(item.get("content"), f"{where}.content")
+        if content is None and (extra.get("tool_calls") or extra.get("reasoning_content")):
             content = ""  # OpenAI sends null content next to tool calls
         messages.append(message(item["role"], content, loss, **extra))
     return _attach_tools(messages, record.get("tools"))
+
+
+def _openai_content(content, where):
+    """A message's content as text: a string, null, or a list of text parts."""
+    if not isinstance(content, list):
+        return content  # str, or None / a wrong type that check_conversation names
+    texts = []
+    for j, part in enumerate(content):
+        part = fields.obj(part, f"{where}[{j}]")
+        if part.get("type") != "text":
+            raise RecordError(f"only text parts can be trained, got type {part.get('type')!r}",
+                              field=f"{where}[{j}].type")
+        texts.append(fields.text(part, "text", where=f"{where}[{j}].text", allow_empty=True))
+    return "".join(texts)
 
 
 def _openai_tool_calls(calls, where):

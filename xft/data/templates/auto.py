@@ -1,22 +1,24 @@
 """The `auto` template: the tokenizer's own jinja chat_template, with loss spans.
 
-The jinja template only produces text, so the spans are found by rendering
-growing prefixes of the conversation:
+The jinja template only produces text, so each assistant turn i is located in
+the full rendering by marker substitution:
 
-    full   = render(messages)
-    before = render(messages[:i], add_generation_prompt=True)   # up to assistant turn i
-    after  = render(messages[:i + 1])                           # including turn i
+    full    = render(messages)
+    marked  = render(messages with turn i's reply replaced by a marker)
+    ending  = render(messages[:i] + [the marker turn])      # turn i ends the conversation
+    before  = render(messages[:i], add_generation_prompt=True)
 
-Turn i's reply is the text `after` adds to `before`: from where its content
-starts (found by rendering a marker in place of the content, which skips
-scaffolding such as the space of "Assistant: " that a generation prompt
-"Assistant:" lacks) to the last token that `after` shares with `full` (so text
-a template writes only at the very end, e.g. a closing EOS, is not claimed by
-earlier turns), minus trailing whitespace (the line break between turns is not
-trained). The reply must sit at the same place in `full`: a template that
-rewrites earlier text when later messages arrive (Mistral v0.3 moves the system
-prompt into the last user turn; reasoning templates drop earlier thoughts) is
-refused with a RecordError that suggests a named template.
+The reply is where `full` and `marked` differ: whatever the template made of it
+there, so templates that rewrite earlier turns work too (Qwen3 and DeepSeek-R1
+drop earlier thoughts, Mistral v0.3 moves the system prompt into the last user
+turn). All that the model writes after the generation prompt `before` is
+trained: the span is widened back over the text `ending` puts between the
+prompt and the reply, as far as it precedes the reply in `full` (a thinking
+model's '<think>', the space of 'Assistant: ' after a prompt 'Assistant:'). The end-of-turn tokens are those that follow the
+reply both in `full` and in `ending` (so text a template writes only at the
+very end, e.g. a closing EOS, is not claimed by earlier turns), minus trailing
+whitespace (the line break between turns is not trained). The trained text is
+always a stretch of the official rendering.
 """
 
 from dataclasses import dataclass, replace
@@ -30,7 +32,7 @@ CONTENT_MARKER = "\ue000xft-reply\ue000"  # private-use characters: never in rea
 @dataclass(frozen=True)
 class AutoTemplate:
     name: str = "auto"
-    description: str = "the tokenizer's own chat_template (jinja); loss spans from growing prefixes"
+    description: str = "the tokenizer's own chat_template (jinja); loss spans by marker substitution"
     tokenizer: object = None
     train_on: str = "all"
     stop_words: tuple = ()
@@ -72,16 +74,8 @@ class AutoTemplate:
                 trained = self.train_on == "all" or i == answers[-1]
             if not trained:
                 continue
-            before = self._jinja(messages[:i], add_generation_prompt=True)
-            after = self._jinja(messages[:i + 1])
-            if not (after.startswith(before) and full.startswith(before)):
-                raise RecordError(
-                    "template 'auto': the tokenizer's chat_template does not render this "
-                    f"conversation as growing prefixes (turn {i} changes earlier text); use a "
-                    "named template", field=f"messages[{i}]")
-            start = self._content_start(messages[:i + 1], len(before))
-            end = self._common_token_end(after, full)
-            while end > start and after[end - 1].isspace():
+            start, end = self._marked_reply(messages, i, full)
+            while end > start and full[end - 1].isspace():
                 end -= 1
             if end <= start:
                 raise RecordError(f"template 'auto': cannot find assistant turn {i} in the "
@@ -89,14 +83,33 @@ class AutoTemplate:
             spans.append((start, end))
         return Rendered(full, tuple(spans))
 
-    def _content_start(self, messages, begin):
-        """Where the last message's content starts: found by rendering a marker in its place
-        (text search could not tell a template's ' ' from a reply's leading space)."""
-        if messages[-1].get("tool_calls"):
-            return begin  # the whole turn is the model's output
-        marked = self._jinja(messages[:-1] + [dict(messages[-1], content=CONTENT_MARKER)])
-        found = marked.find(CONTENT_MARKER, begin)
-        return begin if found < 0 else found
+    def parse_reply(self, text):
+        """The generated reply as a message (a jinja template says nothing about parsing)."""
+        return {"role": "assistant", "content": text}
+
+    def _marked_reply(self, messages, i, full):
+        """(start, end) of turn i's reply and its end-of-turn tokens in `full`."""
+        reply = {k: v for k, v in messages[i].items()
+                 if k not in ("tool_calls", "reasoning_content")}
+        marked_messages = messages[:i] + [dict(reply, content=CONTENT_MARKER)]
+        marked = self._jinja(marked_messages + messages[i + 1:])
+        start = _common_prefix_length(full, marked)
+        tail = min(_common_prefix_length(full[::-1], marked[::-1]),
+                   min(len(full), len(marked)) - start)
+        end = len(full) - tail
+        ending = self._jinja(marked_messages)
+        found = ending.find(CONTENT_MARKER)
+        if found < 0 or marked.find(CONTENT_MARKER) < 0:
+            raise RecordError(f"template 'auto': cannot find assistant turn {i} in the "
+                              "rendered text", field=f"messages[{i}]")
+        turn_end = ending[found + len(CONTENT_MARKER):]
+        # What the model writes after the generation prompt before the reply proper
+        # (Qwen3's '<think>\n\n</think>\n\n', the space of 'Assistant: ') is trained too:
+        # widen the start over as much of it as precedes the reply in `full`.
+        written = ending[_prompt_end(self._jinja(messages[:i], add_generation_prompt=True),
+                                     ending, found):found]
+        start -= max(k for k in range(len(written) + 1) if full[:start].endswith(written[:k]))
+        return start, end + self._common_token_end(full[end:], turn_end)
 
     def _common_token_end(self, a, b):
         """End (in characters) of the tokens that `a` and `b` share from their start.
@@ -121,6 +134,29 @@ class AutoTemplate:
         return self.tokenizer.chat_template
 
 
+
+
+def _prompt_end(prompt, ending, limit):
+    """Where the generation prompt ends inside `ending` (before `limit`): its length when
+    `ending` starts with it, else after the last place that ends like the prompt's last
+    8+ characters (a template that rewrites the prompt's earlier text, e.g. moves the
+    system prompt); `limit` (nothing written) when there is none."""
+    if ending.startswith(prompt):
+        return len(prompt)
+    for size in range(min(len(prompt), 64), min(len(prompt), 8) - 1, -1):
+        found = ending.rfind(prompt[-size:], 0, limit)
+        if found >= 0:
+            return found + size
+    return limit
+
+
+def _common_prefix_length(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def hf_chat(messages):

@@ -66,6 +66,14 @@ class ChatTemplate:
     # Format of an assistant message's reasoning_content, rendered before assistant_prefix and
     # trained (the model writes its thoughts); '' means the family does not render reasoning.
     reasoning: str = ""
+    # Thinking models (Qwen3): a reply's thoughts (its reasoning_content, or the
+    # '<think>...</think>' block its content starts with) render inside the reply as
+    # think[0] + thoughts + think[1] + answer, trained. Replies after the last user message
+    # carry the block (the final one always, empty without thoughts, so the generation
+    # prompt is a prefix of it); earlier replies drop their thoughts, as the official
+    # template does, unless think_history is 'keep' (then they are kept and trained).
+    think: Tuple[str, ...] = ()
+    think_history: str = "drop"
     stop_words: Tuple[str, ...] = ()  # end-of-turn tokens: end generation in chat
     # Text that ends generation in chat, matched on the decoded text, so it may be several
     # tokens (bind() requires each stop word to be one token; these it does not).
@@ -76,6 +84,8 @@ class ChatTemplate:
     train_on: str = "all"
 
     def __post_init__(self):  # a misspelled option fails when the registry is built
+        if self.think_history not in ("drop", "keep"):
+            raise ValueError(f"template '{self.name}': think_history must be 'drop' or 'keep'")
         if self.system_placement not in SYSTEM_PLACEMENTS:
             raise ValueError(f"template '{self.name}': system_placement must be one of "
                              f"{SYSTEM_PLACEMENTS}, got {self.system_placement!r}")
@@ -134,7 +144,8 @@ class ChatTemplate:
         last_user = max((i for i, m in enumerate(body) if m["role"] == "user"), default=-1)
         tools_style = TOOL_DEFINITION_STYLES[self.tool_definitions] if tools else None
         if tools_style and tools_style.placement == "system":
-            system = (system or "") + tools_style.render(tools)
+            system = ("" if system is None else system + tools_style.joiner) + tools_style.render(
+                tools)
         trained = False  # whether the latest reply is trained
         emit(self._fill(self.prefix))
         if system is not None and self.system_placement == "turn":
@@ -154,12 +165,16 @@ class ChatTemplate:
                 trained = msg.get("loss")
                 if trained is None:
                     trained = self.train_on == "all" or i == last_answer
-                if msg.get("tool_calls"):
+                if self.think:
+                    self._emit_thinking_reply(msg, emit, trained,
+                                              i > last_user or self.think_history == "keep",
+                                              i == len(body) - 1)
+                elif msg.get("tool_calls"):
                     self._emit_tool_calls(msg, emit, trained)
                 else:
                     if self.reasoning and msg.get("reasoning_content"):
                         emit(self._fill(self.reasoning, msg["reasoning_content"]), trained)
-                    emit(self._fill(self.assistant_prefix))
+                    self._emit_prefix(emit, trained)
                     content = self._strip("assistant", msg["content"])
                     emit(content + self._fill(self.assistant_suffix), trained)
                     emit(self._fill(self.turn_separator))
@@ -175,6 +190,30 @@ class ChatTemplate:
             ends_with_reply = last_answer == len(body) - 1
             emit(self._fill(self.closing), trained=trained and ends_with_reply)
         return Rendered("".join(parts), tuple(spans))
+
+    def _emit_prefix(self, emit, trained):
+        """assistant_prefix; the part of it beyond the generation prompt (the space of
+        'Assistant: ' after a prompt 'Assistant:') is written by the model: trained."""
+        prefix, prompt = self._fill(self.assistant_prefix), self._fill(self._generation_prompt())
+        if prefix.startswith(prompt):
+            emit(prompt)
+            emit(prefix[len(prompt):], trained)
+        else:
+            emit(prefix)
+
+    def parse_reply(self, text):
+        """The assistant message a generated reply stands for: thoughts (thinking
+        templates) and tool calls (styles that can parse them) taken back out of the text."""
+        msg = {"role": "assistant", "content": text}
+        if self.think and self.think[1].strip() in text:
+            thoughts, _, answer = text.partition(self.think[1].strip())
+            msg["reasoning_content"] = thoughts.removeprefix(self.think[0].strip()).strip("\n")
+            msg["content"] = answer.lstrip("\n")
+        style = TOOL_CALL_STYLES.get(self.tool_calls)
+        parsed = style.parse(msg["content"]) if style and style.parse else None
+        if parsed:
+            msg["content"], msg["tool_calls"] = parsed
+        return msg
 
     def _generation_prompt(self):
         return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
@@ -219,6 +258,22 @@ class ChatTemplate:
 
     def _strip(self, role, content):
         return content.strip() if role in self.strip_roles else content
+
+    def _emit_thinking_reply(self, msg, emit, trained, shows_thoughts, last):
+        """A thinking model's reply: [think block] + answer [+ tool calls] + end of turn; all
+        of it after the generation prompt is trained."""
+        thoughts, answer = split_thoughts(msg)
+        style = TOOL_CALL_STYLES[self.tool_calls] if msg.get("tool_calls") else None
+        body = style.render(self, dict(msg, content=answer)) if style else answer
+        if shows_thoughts and (last or thoughts):
+            body = self.think[0] + thoughts.strip("\n") + self.think[1] + body.lstrip("\n")
+        prefix = self._fill(style.prefix if style else self.assistant_prefix)
+        text = prefix + body + self._fill(style.suffix if style else self.assistant_suffix)
+        prompt = self._fill(self._generation_prompt())  # may open the think block (R1)
+        covered = len(prompt) if text.startswith(prompt) else len(prefix)
+        emit(text[:covered])
+        emit(text[covered:], trained)
+        emit(self._fill(style.separator if style else self.turn_separator))
 
     def _emit_tool_calls(self, msg, emit, trained):
         style = TOOL_CALL_STYLES[self.tool_calls]
@@ -275,18 +330,21 @@ class ChatTemplate:
         else:
             out.append(self._expr(self.user, self._trimmed("user", "message['content']")))
         out.append("{%- elif message['role'] == 'assistant' -%}")
-        if self.tool_calls:
+        if self.think:
+            out.append(self._thinking_reply_jinja())
+        elif self.tool_calls:
             style = TOOL_CALL_STYLES[self.tool_calls]
             out.append("{%- if message.tool_calls -%}" + self._expr(style.prefix)
                        + style.jinja + self._expr(style.suffix + style.separator) + "{%- else -%}")
-        if self.reasoning:
+        if self.reasoning and not self.think:
             out.append("{%- if message.reasoning_content -%}"
                        + self._expr(self.reasoning, "message.reasoning_content")
                        + "{%- endif -%}")
-        out.append(self._expr(self.assistant_prefix + "{content}" + self.assistant_suffix
-                              + self.turn_separator,
-                              self._trimmed("assistant", "message['content']")))
-        if self.tool_calls:
+        if not self.think:
+            out.append(self._expr(self.assistant_prefix + "{content}" + self.assistant_suffix
+                                  + self.turn_separator,
+                                  self._trimmed("assistant", "message['content']")))
+        if self.tool_calls and not self.think:
             out.append("{%- endif -%}")
         if self.tool:
             out.append("{%- elif message['role'] == 'tool' -%}")
@@ -297,8 +355,42 @@ class ChatTemplate:
                        + self._expr(self.tool_group[1]) + "{%- endif -%}")
         out.append("{%- else -%}" + _raise(f"template {self.name} cannot render this role")
                    + "{%- endif -%}{%- endfor -%}")
+        no_thinking = ("{%- if enable_thinking is defined and enable_thinking is false -%}"
+                       + self._expr(self.think[0] + self.think[1]) + "{%- endif -%}"
+                       ) if self.think else ""
         out.append("{%- if add_generation_prompt -%}" + self._expr(self._generation_prompt())
-                   + "{%- else -%}" + self._expr(self.closing) + "{%- endif -%}")
+                   + no_thinking + "{%- else -%}" + self._expr(self.closing) + "{%- endif -%}")
+        return "".join(out)
+
+    def _thinking_reply_jinja(self):
+        """render()'s _emit_thinking_reply as jinja (split_thoughts, the history rule)."""
+        keep = "true" if self.think_history == "keep" else "false"
+        out = ["{%- set last_query = namespace(index=-1) -%}"
+               "{%- for m in loop_messages -%}{%- if m['role'] == 'user' -%}"
+               "{%- set last_query.index = loop.index0 -%}{%- endif -%}{%- endfor -%}"
+               "{%- set answer = message['content'] -%}{%- set thoughts = '' -%}"
+               "{%- if message.reasoning_content is defined and message.reasoning_content "
+               "is not none -%}{%- set thoughts = message.reasoning_content -%}"
+               "{%- elif '</think>' in answer -%}"
+               "{%- set thoughts = answer.split('</think>')[0].rstrip('\\n')"
+               ".split('<think>')[-1].lstrip('\\n') -%}"
+               "{%- set answer = answer.split('</think>')[-1].lstrip('\\n') -%}{%- endif -%}"
+               f"{{%- set shows = (loop.index0 > last_query.index or {keep}) "
+               "and (loop.last or thoughts) -%}"]
+        block = ("(" + _lit(self.think[0]) + " + thoughts.strip('\\n') + "
+                 + _lit(self.think[1]) + ")")
+        if self.tool_calls:
+            style = TOOL_CALL_STYLES[self.tool_calls]
+            out.append("{%- if message.tool_calls -%}" + self._expr(style.prefix)
+                       + "{%- if shows -%}{{ " + block + " }}{%- endif -%}"
+                       + style.jinja.replace("message['content']", "answer")
+                       + self._expr(style.suffix + style.separator) + "{%- else -%}")
+        out.append(self._expr(self.assistant_prefix)
+                   + "{%- if shows -%}{{ " + block + " + answer.lstrip('\\n') }}"
+                   "{%- else -%}{{ answer }}{%- endif -%}"
+                   + self._expr(self.assistant_suffix + self.turn_separator))
+        if self.tool_calls:
+            out.append("{%- endif -%}")
         return "".join(out)
 
     @staticmethod
@@ -312,8 +404,8 @@ class ChatTemplate:
                "{%- else -%}{%- set tool_defs = none -%}{%- endif -%}"
                "{%- if tool_defs -%}" + style.jinja + "{%- endif -%}"]
         if style.placement == "system":
-            out.append("{%- if tool_defs -%}{%- set system = (system or '') + tools_text -%}"
-                       "{%- endif -%}")
+            out.append("{%- if tool_defs -%}{%- set system = ('' if system is none else system + "
+                       + _lit(style.joiner) + ") + tools_text -%}{%- endif -%}")
         else:
             out.append("{%- set last_user = namespace(index=-1) -%}"
                        "{%- for message in loop_messages -%}{%- if message['role'] == 'user' -%}"
@@ -340,6 +432,18 @@ class ChatTemplate:
         return "{{ " + " + ".join(terms) + " }}" if terms else ""
 
 
+def split_thoughts(msg):
+    """(thoughts, answer) of an assistant message, as thinking templates read it: its
+    reasoning_content, else a '<think>...</think>' block its content starts with."""
+    content = msg["content"]
+    if msg.get("reasoning_content") is not None:
+        return msg["reasoning_content"], content
+    if "</think>" in content:
+        head, answer = content.split("</think>")[0], content.split("</think>")[-1]
+        return head.rstrip("\n").split("<think>")[-1].lstrip("\n"), answer.lstrip("\n")
+    return "", content
+
+
 def _tojson(value):
     """What the tojson filter of transformers' chat-template jinja writes."""
     return json.dumps(value, ensure_ascii=False)
@@ -363,6 +467,7 @@ class ToolCallStyle:
     separator: str  # untrained text after the turn
     render: object  # (template, message) -> the calls as text
     jinja: str  # the same as a jinja snippet (message in scope)
+    parse: object = None  # generated text -> (content, calls) or None: render's inverse
 
 
 def _qwen_calls(template, msg):
@@ -370,6 +475,26 @@ def _qwen_calls(template, msg):
                     + _tojson(call["function"]["arguments"]) + "}\n</tool_call>"
                     for call in msg["tool_calls"])
     return msg["content"] + calls if msg["content"] else calls[1:]
+
+
+def _parse_qwen_calls(text):
+    """(content, calls) from '<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>'
+    blocks; None when there are none or one is not such a JSON object."""
+    blocks = re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, flags=re.DOTALL)
+    if not blocks:
+        return None
+    calls = []
+    for block in blocks:
+        try:
+            call = json.loads(block)
+        except json.JSONDecodeError:
+            return None
+        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
+                and isinstance(call.get("arguments", {}), dict)):
+            return None
+        calls.append({"type": "function", "function": {
+            "name": call["name"], "arguments": call.get("arguments", {})}})
+    return text[:text.index("<tool_call>")].rstrip("\n"), calls
 
 
 _QWEN_CALLS_JINJA = (
@@ -439,7 +564,7 @@ _MOSS_CALLS_JINJA = (
 TOOL_CALL_STYLES = {
     # Qwen2.5 / ChatML: calls follow the content inside the assistant turn.
     "qwen": ToolCallStyle("<|im_start|>assistant\n", "<|im_end|>", "\n", _qwen_calls,
-                          _QWEN_CALLS_JINJA),
+                          _QWEN_CALLS_JINJA, _parse_qwen_calls),
     # Mistral v0.3: the reply is only the calls, closed by EOS.
     "mistral": ToolCallStyle("", "{eos_token}", "", _mistral_calls, _MISTRAL_CALLS_JINJA),
     # MOSS-003: '<|Inner Thoughts|>: ...<eot>\n<|Commands|>: Name("arg"), ...<eoc>' (the
@@ -457,9 +582,10 @@ class ToolDefinitionStyle:
     placement: str
     render: object  # tools -> text
     jinja: str  # the same as a jinja snippet: sets `tools_text` from `tool_defs`
+    joiner: str = ""  # between a system prompt and the definitions (none without one)
 
 
-_QWEN_TOOLS_HEAD = ("\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+_QWEN_TOOLS_HEAD = ("# Tools\n\nYou may call one or more functions to assist with the user "
                     "query.\n\nYou are provided with function signatures within <tools></tools> "
                     "XML tags:\n<tools>")
 _QWEN_TOOLS_TAIL = ("\n</tools>\n\nFor each function call, return a json object with function "
@@ -507,7 +633,7 @@ _MISTRAL_TOOLS_JINJA = (
 
 TOOL_DEFINITION_STYLES = {
     # Qwen2.5: a '# Tools' section with one JSON schema per line, after the system prompt.
-    "qwen": ToolDefinitionStyle("system", _qwen_tools, _QWEN_TOOLS_JINJA),
+    "qwen": ToolDefinitionStyle("system", _qwen_tools, _QWEN_TOOLS_JINJA, joiner="\n\n"),
     # Mistral v0.3: [AVAILABLE_TOOLS] [...][/AVAILABLE_TOOLS] before the last [INST].
     "mistral": ToolDefinitionStyle("last_user", _mistral_tools, _MISTRAL_TOOLS_JINJA),
 }

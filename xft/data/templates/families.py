@@ -17,6 +17,11 @@ _CHATML = dict(
     stop_words=("<|im_end|>",),
 )
 
+_QWEN_TOOLS = dict(tool="\n<tool_response>\n{content}\n</tool_response>",
+                   tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen",
+                   tool_definitions="qwen")
+_QWEN3 = dict(think=("<think>\n", "\n</think>\n\n"), **_QWEN_TOOLS, **_CHATML)
+
 # Mistral-style [INST] formats: BOS once, no generation prompt ("[/INST]" ends the prompt),
 # user/assistant must alternate.
 _INST = dict(prefix="{bos_token}", assistant_prefix=" ", assistant_suffix="{eos_token}",
@@ -26,7 +31,10 @@ FAMILIES = [
     ChatTemplate(
         name="default", description="plain 'User:/Assistant:' turns for base models",
         prefix="{bos_token}", system="System: {content}\n", user="User: {content}\n",
-        assistant_prefix="Assistant: ", assistant_suffix="{eos_token}", turn_separator="\n"),
+        assistant_prefix="Assistant: ", assistant_suffix="{eos_token}", turn_separator="\n",
+        # No trailing space: in training it merges into the reply's first word ('▁Lam'),
+        # so a prompt ending in a lone '▁' is one the model never saw.
+        generation_prompt="Assistant:"),
     ChatTemplate(
         name="alpaca", description="Stanford Alpaca instruction format for base models",
         prefix="{bos_token}", system="{content}\n\n",
@@ -38,10 +46,13 @@ FAMILIES = [
                  "(xft's tiny default model)", **_CHATML),
     ChatTemplate(
         name="qwen2_chat", description="Qwen2 / Qwen2.5 instruct (ChatML, tools)",
-        default_system="You are a helpful assistant.",
-        tool="\n<tool_response>\n{content}\n</tool_response>",
-        tool_group=("<|im_start|>user", "<|im_end|>\n"), tool_calls="qwen",
-        tool_definitions="qwen", **_CHATML),
+        default_system="You are a helpful assistant.", **_QWEN_TOOLS, **_CHATML),
+    # Qwen3 (hybrid thinking): ChatML, tools as Qwen2.5, no default system prompt, and the
+    # thinking rule of its official template (see `think` in base.py, docs/templates.md).
+    ChatTemplate(name="qwen3", description="Qwen3 (thinking; earlier replies' thoughts "
+                 "dropped, as its template)", **_QWEN3),
+    ChatTemplate(name="qwen3_keep_thinking", description="Qwen3 with every reply's thoughts "
+                 "kept and trained", think_history="keep", **_QWEN3),
     ChatTemplate(name="yi_chat", description="Yi-6B/34B chat (ChatML, no default system prompt)",
                  **_CHATML),
     ChatTemplate(name="internlm2_chat", description="InternLM2 chat (BOS + ChatML)",
@@ -94,6 +105,18 @@ FAMILIES = [
         prefix="{bos_token}", system="{content}\n\n", user="User: {content}\n\n",
         assistant_prefix="Assistant: ", assistant_suffix="{eos_token}",
         generation_prompt="Assistant:"),
+    # DeepSeek-R1 and its distills. Its official template drops the thoughts of every reply,
+    # the final one included, while its generation prompt opens a think block: trained that
+    # way, a model would learn to answer without thinking. xft keeps the final reply's
+    # thoughts (an empty block without them), so the prompt is a prefix of the trained text;
+    # earlier replies are exactly the official ones (docs/templates.md).
+    ChatTemplate(
+        name="deepseek_r1", description="DeepSeek-R1 and R1-Distill (thinking; the final "
+                                        "reply keeps its thoughts)",
+        prefix="{bos_token}", system="{content}", user="<｜User｜>{content}",
+        assistant_prefix="<｜Assistant｜>", assistant_suffix="{eos_token}",
+        generation_prompt="<｜Assistant｜><think>\n", think=("<think>\n", "\n</think>\n\n"),
+        stop_words=("<｜end▁of▁sentence｜>",)),
     # ChatGLM3's chat_template ends a reply with nothing (generation stops at the next role
     # token). Like ChatGLM3's own fine-tuning script, xft closes a conversation with EOS so the
     # model learns to stop; prompts (add_generation_prompt) are exactly the official ones.
@@ -118,6 +141,7 @@ FAMILIES = [
         system="{content}", user="<|Human|>: {content}<eoh>\n",
         reasoning="<|Inner Thoughts|>: {content}<eot>\n",
         assistant_prefix="<|MOSS|>: ", assistant_suffix="<eom>", turn_separator="\n",
+        generation_prompt="<|MOSS|>:",  # as MOSS's own demo prompts: the space is the reply's
         tool="<|Results|>:\n{content}\n<eor>\n", tool_calls="moss",
         # Plain text in most tokenizers (several tokens), so a stop string, not a stop word.
         stop_strings=("<eom>",)),
