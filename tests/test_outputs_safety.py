@@ -96,6 +96,7 @@ def test_the_current_directory_with_files_is_refused_even_with_overwrite(tmp_pat
     assert (tmp_path / "cwd" / "notes.txt").is_file()
 
 
+@pytest.mark.slow
 def test_merge_refuses_outputs_on_its_inputs(tmp_path, adapter):
     from xft.tools.merge import merge_adapter
 
@@ -257,6 +258,7 @@ def test_chat_names_a_missing_unfinished_or_incomplete_model(tmp_path):
         load_chat_model(str(TINY), adapter=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_chat_and_eval_commands_say_it_in_one_line(tmp_path):
     for command in (["chat", str(tmp_path / "w" / "hf"), "--prompt", "hi"],
                     ["eval", str(tmp_path / "w" / "hf"), "--compare", str(TINY), "--prompts",
