@@ -12,7 +12,7 @@ from xft.data import formats
 from xft.data.mix import split_counts
 from conftest import build_dataset
 from xft.data.templates import get_template
-from xft.errors import ConfigError
+from xft.errors import ConfigError, DataError
 from xft.paths import resolve_path
 
 TINY = resolve_path("xft://tiny-llama")
@@ -213,3 +213,23 @@ def test_each_input_change_rebuilds(tmp_path, tokenizer, monkeypatch, change):
     exp, tok, template = change(exp, path, tokenizer, template, monkeypatch)
     assert _cached_build(exp, tok, template)[1] == "built"
     assert _cached_build(exp, tok, template)[1] == "hit"
+
+
+def test_the_same_bytes_under_another_suffix_do_not_share_an_entry(tmp_path, tokenizer):
+    """A pretty-printed JSON list is a .json dataset but not valid JSON Lines: with the
+    suffix outside the key, the .jsonl copy used to be served the .json entry."""
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([{"instruction": "q", "output": "a"}], indent=1), encoding="utf-8")
+    cache_dir = str(tmp_path / "c")
+    assert _cached_build(_experiment([DatasetCfg(path=str(path))], cache_dir=cache_dir),
+                         tokenizer)[1] == "built"
+    copy = tmp_path / "a.jsonl"
+    copy.write_bytes(path.read_bytes())
+    exp = _experiment([DatasetCfg(path=str(copy))], cache_dir=cache_dir)
+    with pytest.raises(DataError, match=r"a\.jsonl, record 0: invalid JSON on line 1") as cold:
+        exp.data.cache = False
+        _cached_build(exp, tokenizer)
+    exp.data.cache = True
+    with pytest.raises(DataError) as warm:
+        _cached_build(exp, tokenizer)
+    assert str(warm.value) == str(cold.value)

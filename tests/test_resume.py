@@ -57,11 +57,10 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
         import torch
         from xft.engine.mmengine_hooks import CheckpointHook
 
-        def save_partly_then_die(obj, path):  # torch.save, killed in the middle
-            with open(path, "wb") as f:
-                f.write(b"PK" + b"x" * 100000)
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
+        def save_partly_then_die(obj, f):  # torch.save, killed in the middle
+            f.write(b"PK" + b"x" * 100000)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
 
         torch.save = save_partly_then_die
         hook = CheckpointHook(interval=2, max_keep=1)

@@ -86,7 +86,7 @@ def cmd_train(args):
 
     out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
                 seed=args.seed, resume=args.resume, engine=args.engine,
-                deepspeed=args.deepspeed, plan=not args.no_plan)
+                deepspeed=args.deepspeed, plan=not args.no_plan, force=args.force)
     if is_main_process():
         print(f"xft: training finished; Hugging Face artifact in {out}")
 
@@ -157,15 +157,17 @@ def cmd_convert(args):
     if args.action == "pth_to_hf":
         from xft.tools.pth_to_hf import pth_to_hf
 
-        pth_to_hf(args.config, args.checkpoint, args.out, args.max_shard_size, args.cfg_options)
+        pth_to_hf(args.config, args.checkpoint, args.out, args.max_shard_size, args.cfg_options,
+                  overwrite=args.overwrite)
     elif args.action == "merge":
         from xft.tools.merge import merge_adapter
 
-        merge_adapter(args.base, args.adapter, args.out, args.dtype, args.max_shard_size)
+        merge_adapter(args.base, args.adapter, args.out, args.dtype, args.max_shard_size,
+                      overwrite=args.overwrite)
     else:
         from xft.tools.split import split_model
 
-        split_model(args.src, args.out, args.max_shard_size)
+        split_model(args.src, args.out, args.max_shard_size, overwrite=args.overwrite)
 
 
 def cmd_template(args):
@@ -225,6 +227,8 @@ def build_parser():
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="resume from CKPT (mmengine: iter_N.pth; hf: a checkpoint-N folder), "
                         "or from the newest checkpoint in the work dir")
+    p.add_argument("--force", action="store_true",
+                   help="break the work dir's lock left by a run that is gone")
     p.add_argument("--nproc", type=AT_LEAST_1, metavar="N",
                    help="train in N processes on this node (torchrun; default: "
                         "$NPROC_PER_NODE or 1; multi-node: NNODES, NODE_RANK, ADDR, PORT)")
@@ -373,6 +377,8 @@ def build_parser():
     c.add_argument("checkpoint", help="iter_N.pth, checkpoint-N folder or DeepSpeed folder")
     c.add_argument("out", help="output directory")
     c.add_argument("--max-shard-size", help="full models: largest safetensors file, e.g. 2GB")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace OUT when it already holds files")
     c.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="the overrides training used, if any")
     c = actions.add_parser("merge", parents=[common],
@@ -382,11 +388,15 @@ def build_parser():
     c.add_argument("out", help="output directory")
     c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="dtype of the merged weights (the base is loaded unquantized in it)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace OUT when it already holds files")
     c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB")
     c = actions.add_parser("split", parents=[common],
                            help="re-shard a model directory's safetensors")
     c.add_argument("src", help="model directory")
     c.add_argument("out", help="output directory")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace OUT when it already holds files")
     c.add_argument("--max-shard-size", required=True, help="largest file, e.g. 500MB")
     p.set_defaults(func=cmd_convert)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xft.outputs import disk_full_as_error
+
 CACHE_VERSION = 2  # 2: one array and offsets per objective field
 # Modules whose code decides what a sample looks like (reading records included).
 ENCODING_MODULES = ("xft.data.pipeline", "xft.data.conversation", "xft.data.formats",
@@ -119,27 +121,29 @@ def save(root, key, parts, samples, report, fields):
     entry = datasets_dir / key
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=datasets_dir))
     try:
-        arrays = {}
-        for name in fields:
-            lengths = [len(s[name]) for s in samples]
-            offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-            values = [t for s in samples for t in s[name]]
-            floats = any(isinstance(t, float) for t in values)
-            arrays[name] = np.array(values, dtype=np.float64 if floats else np.int64)
-            arrays[f"{name}.offsets"] = offsets
-        np.savez(tmp / "samples.npz", **arrays)
-        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
-        (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
-                                      encoding="utf-8")
-        if entry.exists():  # written meanwhile by another run with the same key
-            shutil.rmtree(tmp)
-        else:
-            try:
-                os.replace(tmp, entry)
-            except OSError:  # another process (e.g. another rank) stored it just now
-                if not entry.is_dir():
-                    raise
+        with disk_full_as_error(tmp):  # a full disk: one line naming the file
+            arrays = {}
+            for name in fields:
+                lengths = [len(s[name]) for s in samples]
+                offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+                values = [t for s in samples for t in s[name]]
+                floats = any(isinstance(t, float) for t in values)
+                arrays[name] = np.array(values, dtype=np.float64 if floats else np.int64)
+                arrays[f"{name}.offsets"] = offsets
+            np.savez(tmp / "samples.npz", **arrays)
+            (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False),
+                                             encoding="utf-8")
+            (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
+                                          encoding="utf-8")
+            if entry.exists():  # written meanwhile by another run with the same key
                 shutil.rmtree(tmp)
+            else:
+                try:
+                    os.replace(tmp, entry)
+                except OSError:  # another process (e.g. another rank) stored it just now
+                    if not entry.is_dir():
+                        raise
+                    shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

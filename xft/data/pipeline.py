@@ -253,6 +253,7 @@ def source_cache_key(ds_cfg, build, truncation):
     parts = {
         "version": cache.CACHE_VERSION,
         "file": content,
+        "reader": reader_key(ds_cfg.path),
         "format": format_name(ds_cfg.format),
         "mapping": FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags).key(),
         "map_fn": map_fn,
@@ -269,6 +270,17 @@ def source_cache_key(ds_cfg, build, truncation):
         "on_questionable": build.data.on_questionable,
     }
     return cache.cache_key(parts), parts
+
+
+def reader_key(path):
+    """What decides how `read_records` parses the file besides its bytes: the suffix picks
+    the reader (a .json list, JSON Lines, or a `datasets` builder, whose version counts)."""
+    suffix = Path(resolve_path(path)).suffix.lower()
+    if suffix in (".json", ".jsonl"):
+        return {"suffix": suffix}
+    import datasets
+
+    return {"suffix": suffix, "datasets": datasets.__version__}
 
 
 def _report_to_dict(report):

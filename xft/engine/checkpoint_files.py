@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from xft.errors import XftError
+from xft.outputs import save_torch
 
 TMP_SUFFIX = ".tmp"
 
@@ -111,10 +112,7 @@ def pick_resume(resume, work_dir, checkpoints, is_complete, what):
 
 def atomic_torch_save(obj, path):
     """torch.save `obj` to `path` under a temporary name, flushed, then renamed."""
-    import torch
-
     path = Path(path)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    torch.save(obj, tmp)
-    fsync_file(tmp)
+    save_torch(obj, tmp)  # fsynced; a full disk is one line
     os.replace(tmp, path)

@@ -10,11 +10,11 @@ produced it.
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 
 from xft.data.templates.stops import turn_end_ids
 from xft.engine.distributed import barrier, is_main_process
+from xft.outputs import write_output
 
 HF_DIR_NAME = "hf"  # the artifact's folder inside the work dir
 META_FILE = "xft_meta.json"
@@ -22,24 +22,26 @@ CONFIG_COPY = "xft_config.py"
 
 
 def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_size=None):
-    """Save atomically: a crash mid-write never replaces a previous good export.
+    """Save atomically: a crash mid-write never replaces a previous good export, and
+    leaves only a staging folder no xft command loads (xft.outputs).
 
     `max_shard_size` (e.g. '2GB') splits a full model's safetensors into shards with
     an index; PEFT saves an adapter as one file whatever the size.
     """
-    out_dir = Path(out_dir)
-    tmp = fresh_tmp_dir(out_dir)
     shard = {} if max_shard_size is None or is_peft_model(model) else {
         "max_shard_size": max_shard_size}
-    model.save_pretrained(str(tmp), safe_serialization=True, **shard)
-    tokenizer.chat_template = template.to_jinja()
-    tokenizer.save_pretrained(str(tmp))
-    write_generation_files(tmp, model, turn_end_ids(template, tokenizer))
-    meta = {"template": template.name, "adapter": is_peft_model(model)}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if config_text is not None:
-        (tmp / CONFIG_COPY).write_text(config_text, encoding="utf-8")
-    return replace_dir(tmp, out_dir)
+
+    def write(tmp):
+        model.save_pretrained(str(tmp), safe_serialization=True, **shard)
+        tokenizer.chat_template = template.to_jinja()
+        tokenizer.save_pretrained(str(tmp))
+        write_generation_files(tmp, model, turn_end_ids(template, tokenizer))
+        meta = {"template": template.name, "adapter": is_peft_model(model)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if config_text is not None:
+            (tmp / CONFIG_COPY).write_text(config_text, encoding="utf-8")
+
+    return write_output(out_dir, write)
 
 
 def write_generation_files(out_dir, model, stop_ids):
@@ -66,29 +68,6 @@ def write_generation_files(out_dir, model, stop_ids):
                                    encoding="utf-8")
     return eos
 
-
-def fresh_tmp_dir(out_dir):
-    """An empty `OUT.tmp` beside `out_dir` to write into before `replace_dir`."""
-    tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def replace_dir(tmp, out_dir):
-    """Swap the finished `tmp` in as `out_dir`, removing a previous `out_dir` only after."""
-    tmp, out_dir = Path(tmp), Path(out_dir)
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(out_dir)
-    return out_dir
 
 
 def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None):

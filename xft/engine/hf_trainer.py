@@ -41,6 +41,8 @@ from xft.engine.step_loss import StepMetrics, loss_scale, window_count
 from xft.engine.validation import Validator, export_final
 from xft.inference.chat_eval import ChatEvaluator
 from xft.model.optimizer import build_optimizer
+from xft.outputs import disk_full_as_error
+from xft.outputs import disk_full_as_error
 
 ENGINE = ENGINES["hf"]  # the checkpoint layout
 
@@ -258,7 +260,13 @@ def run(built, resume=None, deepspeed=None):
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     if checkpoint is not None:
         check_pickles(checkpoint)  # Trainer and DeepSpeed load these files themselves
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # Trainer's checkpoint writes are its own; a full disk there still gets one line
+    # (naming the work dir when the library's error names no file).
+    with disk_full_as_error(built.work_dir):
+        # Trainer's checkpoint writes are its own; a full disk there still gets one line
+    # (naming the work dir when the library's error names no file).
+    with disk_full_as_error(built.work_dir):
+        trainer.train(resume_from_checkpoint=checkpoint)
     out = export_final(trainer.model, built.tokenizer, built.template,
                        Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)
     if distributed.is_main_process():

@@ -14,10 +14,11 @@ from mmengine.registry import HOOKS
 
 from xft.engine import distributed
 from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete_torch_file,
-                                         fsync_file, remove_old)
+                                         remove_old)
 from xft.engine.engines import ENGINES, MMENGINE_LAST_CHECKPOINT
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.safe_load import plain_checkpoint, plain_numpy_rng, restore_message_hub
+from xft.outputs import save_torch
 from xft.engine.validation import export_final
 
 ENGINE = ENGINES["mmengine"]
@@ -162,7 +163,7 @@ class CheckpointHook(Hook):
             return
         if distributed.is_main_process():
             # Plain tensors and containers only, so resume needs no allow-list (safe_load).
-            torch.save(plain_checkpoint(checkpoint), self.writing)
+            save_torch(plain_checkpoint(checkpoint), self.writing)  # fsynced
         checkpoint.clear()  # what MMEngine then writes, to os.devnull, is empty
 
     def save(self, runner, step):
@@ -177,7 +178,6 @@ class CheckpointHook(Hook):
             self.writing = None
         if not distributed.is_main_process():
             return
-        fsync_file(tmp)
         os.replace(tmp, final)
         atomic_write_text(work_dir / MMENGINE_LAST_CHECKPOINT, str(final))
         remove_old(ENGINE.checkpoints(work_dir), step, self.max_keep, complete_torch_file,

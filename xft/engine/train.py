@@ -3,7 +3,10 @@
 from pathlib import Path
 
 from xft.config.loader import config_text, load_config
+from xft.engine.distributed import is_main_process
+from xft.engine.run_lock import work_dir_lock
 from xft.errors import doing
+from xft.outputs import remove_leftovers
 
 
 def default_work_dir(config_filename):
@@ -11,13 +14,14 @@ def default_work_dir(config_filename):
 
 
 def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engine=None,
-          deepspeed=None, plan=True):
+          deepspeed=None, plan=True, force=False):
     """Train and return the path of the exported Hugging Face artifact.
 
     `engine` (a name in xft.engine.engines.ENGINES: 'mmengine' or 'hf') overrides the
     config's train.engine. `deepspeed`: None, a shipped DeepSpeed config name (zero1,
     zero2, ...) or a JSON file. `plan`: on a GPU, estimate the run's memory first and warn
-    if it will not fit (xft.estimate).
+    if it will not fit (xft.estimate). `force` breaks the work dir's lock when the run that
+    took it is gone (run_lock).
     """
     options = dict(cfg_options or {})
     if seed is not None:
@@ -27,6 +31,14 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engin
     cfg, experiment = load_config(config, options)
     work_dir = Path(work_dir or experiment.work_dir or default_work_dir(cfg.filename))
     work_dir.mkdir(parents=True, exist_ok=True)
+    if not is_main_process():  # rank 0 holds the lock for the whole run
+        return _train(experiment, cfg, work_dir, resume, deepspeed, plan)
+    with work_dir_lock(work_dir, force):
+        remove_leftovers(work_dir)  # staging folders of an export that was cut off
+        return _train(experiment, cfg, work_dir, resume, deepspeed, plan)
+
+
+def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
     from xft.engine.builder import build_experiment
     from xft.engine.engines import get_engine
 
@@ -57,14 +69,13 @@ def _stage(experiment, checkpoint):
 
 def _check_resume(checkpoint, built):
     if checkpoint is not None:
-        from xft.engine.distributed import is_main_process
         from xft.engine.resume_check import check_resume
 
         check_resume(checkpoint, built, log=print if is_main_process() else lambda line: None)
 
 
 def warn_before_building(experiment, deepspeed):
-    from xft.engine.distributed import is_main_process, world_size
+    from xft.engine.distributed import world_size
     from xft.estimate.report import warn_if_too_big
 
     if is_main_process():

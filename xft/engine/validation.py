@@ -27,7 +27,8 @@ from pathlib import Path
 
 from xft.engine.evaluate import evaluate
 from xft.engine.distributed import barrier, is_main_process
-from xft.engine.export import export_hf_from_ranks, fresh_tmp_dir, replace_dir
+from xft.engine.export import export_hf_from_ranks
+from xft.outputs import write_output
 from xft.engine.monitor import read_metrics
 
 BEST_DIR_NAME = "best"
@@ -130,11 +131,10 @@ def export_final(model, tokenizer, template, out_dir, config_text, validator=Non
     Called on every rank; rank 0 writes."""
     if validator is not None and validator.export_best and validator.best_dir.is_dir():
         if is_main_process():
-            tmp = fresh_tmp_dir(out_dir)
-            shutil.copytree(validator.best_dir, tmp, dirs_exist_ok=True)
+            write_output(out_dir, lambda tmp: shutil.copytree(validator.best_dir, tmp,
+                                                                dirs_exist_ok=True))
             validator.log(f"final artifact: the best weights (step {validator.best_step}, "
                           f"{validator.key} {validator.best_value:.4f})")
-            replace_dir(tmp, out_dir)
         barrier()
         return Path(out_dir)
     return export_hf_from_ranks(model, tokenizer, template, out_dir, config_text)

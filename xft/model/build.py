@@ -10,6 +10,7 @@ import torch
 from xft.errors import ConfigError, doing
 from xft.model.methods import apply_method
 from xft.model.quant import bitsandbytes_config, import_bitsandbytes
+from xft.outputs import require_model_dir
 from xft.paths import resolve_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -47,6 +48,7 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
 
     auto_class = getattr(transformers, MODEL_KINDS[kind])
     path = resolve_path(path)
+    require_model_dir(path)
     kwargs = {}
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.

@@ -26,6 +26,7 @@ from xft.inference.chat import (ChatSession, Sampling, cut_at_stop,  # noqa: F40
 from xft.engine.export import read_meta
 from xft.errors import ConfigError, DataError, XftError
 from xft.model.build import load_causal_lm
+from xft.outputs import require_model_dir
 from xft.paths import MODEL_FILES, check_local, resolve_path
 
 RESET, EXIT = "RESET", "EXIT"
@@ -39,10 +40,17 @@ def load_chat_model(model_path, adapter=None, template_name=None, bits=None):
     if adapter is not None:
         check_local(adapter, "adapter directory", "--adapter", need=("adapter_config.json",))
     model_path = resolve_path(model_path)
+    require_model_dir(model_path)
+    if adapter is not None:
+        require_model_dir(adapter, "adapter")
     adapter_config = Path(model_path) / "adapter_config.json"
     if adapter is None and adapter_config.is_file():
         adapter = model_path
-        model_path = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        try:
+            model_path = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        except (ValueError, KeyError) as e:
+            raise XftError(f"{adapter_config} is damaged or incomplete ({e!r}); export the "
+                           "adapter again") from None
         check_local(model_path, f"base model directory (base_model_name_or_path of "
                     f"{adapter_config})", need=MODEL_FILES)
     has_tokenizer = adapter and (Path(adapter) / "tokenizer_config.json").is_file()

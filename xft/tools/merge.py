@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 from xft.errors import ConfigError, XftError
+from xft.outputs import check_output, write_output
 from xft.paths import MODEL_FILES, check_local, resolve_path
 
 DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -31,9 +32,9 @@ LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
               "lora_magnitude_vector")
 
 
-def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log=print):
-    from xft.engine.export import (CONFIG_COPY, META_FILE, fresh_tmp_dir, read_meta,
-                                   replace_dir, write_generation_files)
+def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log=print,
+                  overwrite=False):
+    from xft.engine.export import CONFIG_COPY, META_FILE, read_meta, write_generation_files
     from xft.model.build import load_causal_lm
 
     if dtype not in DTYPE_NAMES:
@@ -42,24 +43,25 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
     base, adapter = resolve_path(base), Path(resolve_path(adapter))
     if not (adapter / "adapter_config.json").is_file():
         raise XftError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    out_dir = check_output(out_dir, [base, adapter], overwrite)  # before the slow part
     model = load_adapter(load_causal_lm(base, DTYPE_NAMES[dtype]), adapter, base, log)
     merged = model.merge_and_unload()
-
-    out_dir = Path(out_dir)
-    tmp = fresh_tmp_dir(out_dir)
-    shard = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
-    merged.save_pretrained(str(tmp), safe_serialization=True, **shard)
     tokenizer = _tokenizer_for(adapter, base)
     if tokenizer is None:
         log(f"note: neither {adapter} nor {base} has a tokenizer; the merged folder has none")
-    else:
-        tokenizer.save_pretrained(str(tmp))
-    write_generation_files(tmp, merged, adapter_stop_ids(adapter, tokenizer))
-    meta = {**read_meta(adapter), "adapter": False, "merged_from": str(adapter)}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if (adapter / CONFIG_COPY).is_file():
-        shutil.copy2(adapter / CONFIG_COPY, tmp / CONFIG_COPY)
-    out = replace_dir(tmp, out_dir)
+
+    def write(tmp):
+        shard = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+        merged.save_pretrained(str(tmp), safe_serialization=True, **shard)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        write_generation_files(tmp, merged, adapter_stop_ids(adapter, tokenizer))
+        meta = {**read_meta(adapter), "adapter": False, "merged_from": str(adapter)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if (adapter / CONFIG_COPY).is_file():
+            shutil.copy2(adapter / CONFIG_COPY, tmp / CONFIG_COPY)
+
+    out = write_output(out_dir, write)
     log(f"xft: merged {adapter} into {base}; {dtype} model written to {out}")
     return out
 

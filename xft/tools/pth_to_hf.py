@@ -13,16 +13,22 @@ not store anyway). A trainable weight missing from the checkpoint, or with
 another shape, means config and checkpoint do not belong together: an error.
 """
 
+from pathlib import Path
+
 from xft.errors import XftError
 from xft.engine.checkpoints import read_checkpoint
+from xft.outputs import check_output
 
 
-def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None, log=print):
+def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None, log=print,
+              overwrite=False):
     from xft.build import build
     from xft.config.loader import config_text, load_config
     from xft.engine.export import export_hf
 
     cfg, experiment = load_config(config, cfg_options, data_paths=False)
+    # OUT may be neither the checkpoint nor in its work dir (other checkpoints, hf/).
+    out_dir = check_output(out_dir, [checkpoint, Path(checkpoint).parent], overwrite)
     ckpt = read_checkpoint(checkpoint)  # before the model: a bad path fails fast
     log(f"reading {ckpt.source} checkpoint {ckpt.path}")
     built = build(experiment, parts=("model",), log=log)

@@ -11,37 +11,36 @@ import shutil
 from pathlib import Path
 
 from xft.errors import XftError
+from xft.outputs import check_output, write_output
 from xft.paths import resolve_path
 from xft.engine.checkpoints import MODEL_INDEX, read_model_weights
 
 
-def split_model(src, out_dir, max_shard_size, log=print):
+def split_model(src, out_dir, max_shard_size, log=print, overwrite=False):
     from huggingface_hub import save_torch_state_dict
 
-    from xft.engine.export import fresh_tmp_dir, replace_dir
-
-    src, out_dir = Path(resolve_path(src)), Path(out_dir)
+    src = Path(resolve_path(src))
     if not src.is_dir():
         raise XftError(f"{src} is not a model directory")
-    if src.resolve() == out_dir.resolve():
-        raise XftError("OUT must differ from SRC")
+    out_dir = check_output(out_dir, [src], overwrite)
     weight_files = {p.name for p in src.glob("*.safetensors")} | {MODEL_INDEX}
     if not any((src / name).is_file() for name in weight_files):
         raise XftError(f"{src} holds no safetensors weights (a PEFT adapter is one small file "
                        "and needs no split)")
     state = read_model_weights(src)
-    tmp = fresh_tmp_dir(out_dir)
-    try:
-        save_torch_state_dict(state, str(tmp), max_shard_size=max_shard_size,
-                              metadata={"format": "pt"})
-    except ValueError as e:  # e.g. a size it cannot parse
-        shutil.rmtree(tmp)
-        raise XftError(f"--max-shard-size {max_shard_size!r}: {e}") from None
-    for path in src.iterdir():
-        if path.name not in weight_files:
-            copy = shutil.copytree if path.is_dir() else shutil.copy2
-            copy(path, tmp / path.name)
-    out = replace_dir(tmp, out_dir)
+
+    def write(tmp):
+        try:
+            save_torch_state_dict(state, str(tmp), max_shard_size=max_shard_size,
+                                  metadata={"format": "pt"})
+        except ValueError as e:  # e.g. a size it cannot parse
+            raise XftError(f"--max-shard-size {max_shard_size!r}: {e}") from None
+        for path in src.iterdir():
+            if path.name not in weight_files:
+                copy = shutil.copytree if path.is_dir() else shutil.copy2
+                copy(path, tmp / path.name)
+
+    out = write_output(out_dir, write)
     shards = len(list(out.glob("*.safetensors")))
     log(f"xft: wrote {len(state)} tensors in {shards} shard{'s' * (shards != 1)} to {out}")
     return out
