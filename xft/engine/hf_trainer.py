@@ -42,7 +42,6 @@ from xft.engine.validation import Validator, export_final
 from xft.inference.chat_eval import ChatEvaluator
 from xft.model.optimizer import build_optimizer
 from xft.outputs import disk_full_as_error
-from xft.outputs import disk_full_as_error
 
 ENGINE = ENGINES["hf"]  # the checkpoint layout
 
@@ -261,9 +260,6 @@ def run(built, resume=None, deepspeed=None):
     if checkpoint is not None:
         check_pickles(checkpoint)  # Trainer and DeepSpeed load these files themselves
     # Trainer's checkpoint writes are its own; a full disk there still gets one line
-    # (naming the work dir when the library's error names no file).
-    with disk_full_as_error(built.work_dir):
-        # Trainer's checkpoint writes are its own; a full disk there still gets one line
     # (naming the work dir when the library's error names no file).
     with disk_full_as_error(built.work_dir):
         trainer.train(resume_from_checkpoint=checkpoint)
