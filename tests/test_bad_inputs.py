@@ -272,9 +272,9 @@ CASES = [
     # -- convert -------------------------------------------------------------------------------
     Case("convert:other-rank", "convert pth_to_hf {cfg} {tmp}/hf_rank/checkpoint-1 {tmp}/out",
          [f"'{LORA_A}.weight' has shape [3, 128]", "method.r=4"]),
-    Case("convert:zip", "convert pth_to_hf {cfg} {tmp}/not_a_checkpoint.pth {tmp}/out",
-         ["cannot read MMEngine checkpoint", "not_a_checkpoint.pth"]),
-    Case("convert:missing", "convert pth_to_hf {cfg} {tmp}/nope.pth {tmp}/out",
+    Case("convert:zip", "convert pth_to_hf {cfg} {tmp}/not_a_checkpoint.pth {tmp}_out",
+         ["not_a_checkpoint.pth: not a torch checkpoint file"]),
+    Case("convert:missing", "convert pth_to_hf {cfg} {tmp}/nope.pth {tmp}_out",
          ["nope.pth does not exist"]),
     Case("convert:trained-weight-missing",
          "convert pth_to_hf {cfg} {tmp}/mm_past/iter_50.pth {tmp}/out",

@@ -44,11 +44,8 @@ def _read_mmengine(path):
     """(step, {model key: shape}) of an MMEngine iter_N.pth."""
     import torch
 
-    from xft.engine.safe_load import allow_checkpoint_globals
-
-    try:
-        with allow_checkpoint_globals():
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    try:  # plain weights_only=True: nothing allow-listed (xft.engine.safe_load)
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # not a zip, not a torch file, a truncated one...
         raise XftError(f"--resume: {path} is not a readable checkpoint "
                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e

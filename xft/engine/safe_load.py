@@ -54,6 +54,9 @@ def load_weights_only(path, mmap=False):
                 f"{path}: written by an older xft that pickled MMEngine's HistoryBuffer "
                 "objects, which cannot be loaded without allowing code to run; refused "
                 "(see docs/security.md)") from None
+        if "inline_container" in str(e):  # torch's zip reader: not one of its files
+            raise XftError(f"{path}: not a torch checkpoint file (a zip archive torch did "
+                           "not write, or a damaged file)") from None
         raise XftError(f"{path}: refused to load: not a plain tensor checkpoint "
                        f"({_reason(e)})") from None
 
