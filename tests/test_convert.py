@@ -142,9 +142,9 @@ def test_trainer_adapter_checkpoint_of_a_qlora_run_converts(qlora_trainer, tmp_p
 
 @pytest.mark.slow
 def test_convert_names_what_it_cannot_read(full_trainer, lora_mmengine, tmp_path):
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "work" / "empty").mkdir(parents=True)  # OUT may not be in its work dir
     with pytest.raises(XftError, match="not a checkpoint xft can read"):
-        pth_to_hf(DEMO_CONFIG, tmp_path / "empty", tmp_path / "out")
+        pth_to_hf(DEMO_CONFIG, tmp_path / "work" / "empty", tmp_path / "out")
     # A full-model checkpoint under a LoRA config: the config's LoRA weights are not in it.
     with pytest.raises(XftError, match=r"has no weight '.*lora_A.*', which the config trains"):
         pth_to_hf(DEMO_CONFIG, full_trainer / "checkpoint-2", tmp_path / "out")
@@ -319,7 +319,7 @@ def test_deepspeed_checkpoint_becomes_an_adapter(tmp_path):
     pytest.importorskip("deepspeed")
 
     config = write_config(tmp_path, tiny_config(method=dict(dropout=0.0)))
-    checkpoint = tmp_path / "ds"
+    checkpoint = tmp_path / "work" / "ds"  # OUT may not be in the checkpoint's work dir
     result = subprocess.run([sys.executable, "-c", DEEPSPEED_STEP, str(config), str(checkpoint),
                              str(29500 + os.getpid() % 1000)],
                             env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,

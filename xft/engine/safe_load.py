@@ -148,14 +148,20 @@ def make_trainer_rng_file_plain(path):
 def load_deepspeed_shard(path):
     """A DeepSpeed `*_states.pt` shard with weights_only=True.
 
-    ZeRO optimizer shards hold two DeepSpeed objects besides tensors: the stage as a
-    ZeroStageEnum (an int enum) and the LossScaler (a plain record of numbers). Only
-    these two classes are allowed, for these files only: building them runs no code
-    beyond an enum lookup and attribute assignment, and they give a pickle no way to
-    reach other callables (no getattr, no functions).
+    ZeRO optimizer shards hold three DeepSpeed objects besides tensors: the stage as a
+    ZeroStageEnum (an int enum), the LossScaler (a plain record of numbers) and, under
+    ZeRO-1/2, `fragment_address` records (a dataclass of two ints). Only these classes
+    are allowed, for these files only: building them runs no code beyond an enum lookup
+    and attribute assignment, and they give a pickle no way to reach other callables
+    (no getattr, no functions).
     """
+    import importlib
+
     from deepspeed.runtime.fp16.loss_scaler import LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
 
-    with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
+    # The module, not the package attribute: deepspeed.utils re-exports a function
+    # under the name `tensor_fragment`.
+    fragment = importlib.import_module("deepspeed.utils.tensor_fragment").fragment_address
+    with torch.serialization.safe_globals([ZeroStageEnum, LossScaler, fragment]):
         return load_weights_only(path)
