@@ -247,14 +247,14 @@ def test_chat_names_a_missing_unfinished_or_incomplete_model(tmp_path):
     half.mkdir()
     (half / outputs.MARKER).write_text("")
     (tmp_path / "empty").mkdir()
-    cases = {str(tmp_path / "work" / "hf"): "model directory .*/work/hf does not exist",
+    cases = {str(tmp_path / "work" / "hf"): "model directory not found: .*/work/hf",
              str(staging): "temporary folder left by an xft write that did not finish",
              str(half): "half is incomplete",
-             str(tmp_path / "empty"): "empty is not a complete model folder"}
+             str(tmp_path / "empty"): "empty is not a model directory"}
     for path, message in cases.items():
         with pytest.raises(XftError, match=message):
             load_chat_model(path)
-    with pytest.raises(XftError, match="adapter directory .*nowhere does not exist"):
+    with pytest.raises(XftError, match="adapter directory not found: .*nowhere"):
         load_chat_model(str(TINY), adapter=str(tmp_path / "nowhere"))
 
 
@@ -265,7 +265,7 @@ def test_chat_and_eval_commands_say_it_in_one_line(tmp_path):
                      "p.txt", "--out", str(tmp_path / "eval")]):
         result = run_cli(*command, check=False, cwd=tmp_path)
         assert result.returncode == 1, result.stderr
-        assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+        assert result.stderr.count("\n") == 1 and "not found" in result.stderr
 
 
 # ------------------------------------------------------------------------ 6. disk full
@@ -334,7 +334,8 @@ def test_a_full_disk_while_caching_a_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", full)
     with pytest.raises(XftError, match=r"samples\.npz: no space left on device$"):
-        cache.save(tmp_path, "k" * 32, {}, [{"input_ids": [1], "labels": [1]}], {})
+        cache.save(tmp_path, "k" * 32, {}, [{"input_ids": [1], "labels": [1]}], {},
+                   fields=("input_ids", "labels"))
     assert list((tmp_path / "datasets").iterdir()) == []
 
 

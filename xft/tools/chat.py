@@ -26,7 +26,7 @@ from xft.inference.chat import (ChatSession, Sampling, cut_at_stop,  # noqa: F40
 from xft.engine.export import read_meta
 from xft.errors import ConfigError, DataError, XftError
 from xft.model.build import load_causal_lm
-from xft.outputs import require_model_dir
+from xft.outputs import incomplete_reason, require_model_dir
 from xft.paths import MODEL_FILES, check_local, resolve_path
 
 RESET, EXIT = "RESET", "EXIT"
@@ -36,6 +36,10 @@ def load_chat_model(model_path, adapter=None, template_name=None, bits=None):
     """(model, tokenizer, template) for a model dir/hub id, optionally with an adapter."""
     from transformers import AutoTokenizer
 
+    for folder in (model_path, adapter):  # xft's own unfinished writes, named as such
+        reason = folder is not None and incomplete_reason(Path(resolve_path(folder)))
+        if reason:
+            raise XftError(reason)
     check_local(model_path, "model directory", need=MODEL_FILES)
     if adapter is not None:
         check_local(adapter, "adapter directory", "--adapter", need=("adapter_config.json",))
