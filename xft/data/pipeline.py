@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from xft.data import cache
 from xft.data.encode import EncodeStats
-from xft.data.formats import format_name, get_format, to_conversation
+from xft.data.formats import format_name
 from xft.data.mix import check_ratios, mix
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
@@ -166,7 +166,8 @@ def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
-            item = objective.prepare(to_conversation(ds_cfg.format, record), template, system)
+            mapped = objective.map_record(ds_cfg.format, record)
+            item = objective.prepare(mapped, template, system)
         except RecordError as e:
             if data_cfg.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
@@ -214,7 +215,7 @@ def source_cache_key(ds_cfg, build, truncation):
     if content is None:
         return None
     try:
-        map_fn = cache.code_fingerprint(get_format(ds_cfg.format))
+        map_fn = cache.code_fingerprint(build.objective.map_function(ds_cfg.format))
         objective_code = cache.code_fingerprint(inspect.getmodule(type(build.objective)))
     except (OSError, TypeError):
         return None
@@ -342,7 +343,7 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     data = build.data
     # Config problems fail before any file is read.
     for ds_cfg in [*datasets, *val_datasets]:
-        get_format(ds_cfg.format)
+        build.objective.map_function(ds_cfg.format)
     mixing = check_ratios(datasets, data.mix_size)
     sources = []
     for ds_cfg in datasets:
