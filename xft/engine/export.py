@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from xft.engine.distributed import barrier, is_main_process
+from xft.model.methods import is_sequence_classifier
 
 HF_DIR_NAME = "hf"  # the artifact's folder inside the work dir
 META_FILE = "xft_meta.json"
@@ -24,6 +25,13 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
     an index; PEFT saves an adapter as one file whatever the size.
     """
     out_dir = Path(out_dir)
+    if is_peft_model(model) and is_sequence_classifier(model.get_base_model()):
+        # A reward model is exported whole: stock AutoModelForSequenceClassification cannot
+        # load a PEFT adapter of one (it does not know the one-label score head). The merge
+        # runs on a copy, so training (or a best-weights export mid-run) goes on unchanged.
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
     tmp = fresh_tmp_dir(out_dir)
     shard = {} if max_shard_size is None or is_peft_model(model) else {
         "max_shard_size": max_shard_size}
