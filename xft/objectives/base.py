@@ -105,9 +105,10 @@ class Objective:
         an unknown name. SFT formats map a record to a conversation or a document."""
         return get_format(fmt)
 
-    def map_record(self, fmt, record):
-        """One raw record mapped and checked; RecordError (with the field) when unusable."""
-        return to_conversation(fmt, record)
+    def map_record(self, fmt, record, mapping=None):
+        """One raw record mapped and checked; RecordError (with the field) when unusable.
+        `mapping`: the dataset's FieldMapping (its 'columns' / 'tags')."""
+        return to_conversation(fmt, record, mapping)
 
     def prepare(self, mapped, template, system):
         """A format map function's output (one record) → what `encode` takes; RecordError
