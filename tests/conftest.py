@@ -49,6 +49,7 @@ def shared_data():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
+    config.addinivalue_line("markers", "slow: trains a model or takes more than a few seconds")
 
 
 def pytest_collection_modifyitems(config, items):
