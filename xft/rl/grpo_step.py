@@ -25,7 +25,7 @@ from xft.errors import ConfigError
 from xft.rl.grpo import (ADVANTAGE_SCALES, NORMALIZATIONS, clipped_token_loss,
                          group_advantages, masked_mean, reduce_loss)
 from xft.rl.logprobs import completion_logprobs
-from xft.rl.rewards import build_rewards, reward_metrics, score
+from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
 from xft.rl.rollout import build_generator
 from xft.tools.chat import Sampling
 
@@ -81,7 +81,7 @@ class GRPOStep:
         rollout = self.generator.generate(model, repeated, seed)
         seconds = time.perf_counter() - started
         fields = [r for r in records for _ in range(group)]
-        questions = [_last_user(r.get("messages", [])) for r in fields]
+        questions = [prompt_text(r.get("messages", [])) for r in fields]
         total, per_function = score(self.rewards, questions, rollout.texts, fields)
         advantages = group_advantages(total, group, self.options.scale_rewards)
         batch = {"prompt_ids": rollout.prompt_ids, "prompt_mask": rollout.prompt_mask,
@@ -132,6 +132,3 @@ class GRPOStep:
             metrics["kl"] = masked_mean(terms.kl.detach(), mask)
         return loss_sum, count, metrics
 
-
-def _last_user(messages):
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")

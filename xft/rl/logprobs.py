@@ -33,13 +33,21 @@ def token_logprobs(logits, tokens, temperature=1.0, with_entropy=False):
 
 
 def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                        temperature=1.0, with_entropy=False):
+                        temperature=1.0, with_entropy=False, value_head=None):
     """(per-token log-probs [B, C], entropies [B, C] or None) of the completions; positions
-    past a completion's end get whatever the model says there: callers mask them."""
+    past a completion's end get whatever the model says there: callers mask them.
+
+    With a `value_head` (PPO), a third item: its values [B, C] at the same positions,
+    read from the decoder's last hidden states (the state before each completion token)."""
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
     width = completion_ids.shape[1]
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=positions(attention_mask), use_cache=False,
-                   logits_to_keep=width + 1).logits[:, :-1]
-    return token_logprobs(logits, completion_ids, temperature, with_entropy)
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=positions(attention_mask), use_cache=False,
+                logits_to_keep=width + 1, output_hidden_states=value_head is not None)
+    logps, entropy = token_logprobs(out.logits[:, :-1], completion_ids, temperature,
+                                    with_entropy)
+    if value_head is None:
+        return logps, entropy
+    hidden = out.hidden_states[-1][:, -(width + 1):-1]
+    return logps, entropy, value_head(hidden.to(value_head.weight.dtype)).squeeze(-1)

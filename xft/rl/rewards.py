@@ -157,6 +157,11 @@ def build_rewards(specs):
     return rewards
 
 
+def prompt_text(messages):
+    """The `prompt` a reward function gets: the content of the last user message."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
 def score(rewards: List[RewardFunction], prompts, completions, records):
     """(total [N], per function [N, K] with NaN where a function did not score).
 
