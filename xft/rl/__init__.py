@@ -5,4 +5,6 @@
     rewards.py    reward functions (shipped and from the config), weighted sum, metrics
     grpo.py       group-normalised advantages, clipped ratio loss with k3 KL, normalisations
     ppo.py        KL-penalised token rewards, GAE, whitening, clipped policy and value losses
+    grpo_step.py  one GRPO step: rollout (generate, score, advantages) and loss
+    ppo_step.py   one PPO step with a value head: rollout (scores, GAE) and loss
 """
