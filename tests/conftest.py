@@ -1,6 +1,8 @@
+import json
 import os
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,73 @@ def write_config(directory, text, name="cfg.py"):
     return path
 
 
+# Special tokens of each template family, for `family_tokenizer`.
+FAMILY_TOKENS = {
+    "default": ("<s>", "</s>", []),
+    "alpaca": ("<s>", "</s>", []),
+    "chatml": (None, "<|im_end|>", ["<|im_start|>"]),
+    "qwen2_chat": (None, "<|endoftext|>", ["<|im_start|>", "<|im_end|>"]),
+    "yi_chat": ("<|startoftext|>", "<|im_end|>", ["<|im_start|>"]),
+    "internlm2_chat": ("<s>", "</s>", ["<|im_start|>", "<|im_end|>"]),
+    "vicuna": ("<s>", "</s>", []),
+    "llama2_chat": ("<s>", "</s>", []),
+    "llama3_chat": ("<|begin_of_text|>", "<|end_of_text|>",
+                    ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
+    "mistral": ("<s>", "</s>", []),
+    "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
+    "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+    "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),
+    "zephyr": ("<s>", "</s>", []),
+    "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
+                                "<|observation|>"]),
+    "moss": ("<s>", "</s>", ["<|Human|>", "<|Inner Thoughts|>", "<|Commands|>", "<|Results|>",
+                             "<|MOSS|>", "<eoh>", "<eot>", "<eoc>", "<eor>", "<eom>"]),
+}
+
+
+@lru_cache(maxsize=None)
+def family_tokenizer(name):
+    """The tiny tokenizer with the BOS/EOS and special tokens of a template family."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from xft.paths import resolve_path
+
+    bos, eos, extra = FAMILY_TOKENS[name]
+    backend = Tokenizer.from_file(str(Path(resolve_path("xft://tiny-llama")) / "tokenizer.json"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos,
+                                        additional_special_tokens=extra)
+    tokenizer.pad_token = tokenizer.eos_token  # the aliasing that masks EOS in other toolkits
+    return tokenizer
+
+
+def read_metrics(work_dir):
+    """The records of a run's metrics.jsonl (the file must exist)."""
+    path = Path(work_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def build_dataset(experiment, tokenizer, template, log=print):
+    """(training dataset, DataReport) of `experiment` as the one build step encodes it
+    (xft.build.build_data, the config's objective), with the given bound template."""
+    from xft.build import build_data
+    from xft.objectives import build_objective
+
+    objective = build_objective(experiment.objective, experiment.train)
+    dataset, _, report = build_data(experiment, tokenizer, template, objective, log)
+    return dataset, report
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded tiny-llama tokenizer (chatml)."""
+    from transformers import AutoTokenizer
+
+    from xft.paths import resolve_path
+
+    return AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Keep the dataset cache of every test (and CLI subprocess) out of the user's ~/.cache."""
@@ -49,7 +118,8 @@ def shared_data():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; skipped without one")
-    config.addinivalue_line("markers", "slow: trains a model or takes more than a few seconds")
+    config.addinivalue_line("markers", "slow: trains a model or takes more than ~3 s; "
+                                       "`-m 'not slow'` gives the fast suite")
 
 
 def pytest_collection_modifyitems(config, items):

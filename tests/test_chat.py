@@ -112,6 +112,7 @@ class Terminal:
         os.close(self.master)
 
 
+@pytest.mark.slow
 def test_interactive_chat_in_a_terminal_streams_keeps_history_resets_and_exits(model_dir,
                                                                                loaded):
     model, tokenizer, template = loaded
@@ -140,6 +141,7 @@ def test_interactive_chat_in_a_terminal_streams_keeps_history_resets_and_exits(m
         terminal.close()
 
 
+@pytest.mark.slow
 def test_streamed_text_is_the_answer_generate_returns(loaded, capsys):
     model, tokenizer, template = loaded
     session = ChatSession(model, tokenizer, template, max_new_tokens=MAX_NEW)
@@ -149,6 +151,7 @@ def test_streamed_text_is_the_answer_generate_returns(loaded, capsys):
 
 # ---------------------------------------------------------------------- multi-turn
 
+@pytest.mark.slow
 def test_each_turn_is_prompted_with_the_history_as_apply_chat_template_renders_it(loaded):
     model, tokenizer, template = loaded
     recorder = PromptIds(model)
@@ -172,6 +175,7 @@ def test_each_turn_is_prompted_with_the_history_as_apply_chat_template_renders_i
         add_generation_prompt=True, return_dict=False)
 
 
+@pytest.mark.slow
 def test_template_defaults_to_the_recorded_one_then_the_tokenizers_own(model_dir):
     from xft.engine.export import read_meta
 
@@ -182,6 +186,7 @@ def test_template_defaults_to_the_recorded_one_then_the_tokenizers_own(model_dir
 
 # ------------------------------------------------------------------ stops, sampling
 
+@pytest.mark.slow
 def test_a_stop_string_ends_the_reply_and_is_neither_kept_nor_streamed(loaded, capsys):
     model, tokenizer, template = loaded
 
@@ -238,6 +243,7 @@ def test_moss_stops_at_eom_as_text_or_as_a_token():
                                        tagged.convert_tokens_to_ids("<eom>")])
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible(loaded):
     model, tokenizer, template = loaded
 
@@ -258,6 +264,7 @@ def test_seeded_sampling_is_reproducible(loaded):
 
 # ------------------------------------------------------------------------ batch mode
 
+@pytest.mark.slow
 def test_prompt_file_answers_each_line_as_a_fresh_conversation(loaded, tmp_path):
     model, tokenizer, template = loaded
     conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
@@ -294,6 +301,7 @@ def test_bad_prompt_file_names_file_line_and_field(tmp_path, line, message):
 
 # ------------------------------------------------------------------------ --bits
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits", [4, 8])
 def test_bits_loads_the_model_quantized_and_answers(model_dir, bits):
     import bitsandbytes as bnb

@@ -81,7 +81,7 @@ def full_trainer(tmp_path_factory):
     """Full fine-tuning on Hugging Face Trainer, 2 steps, a checkpoint after each."""
     return train(tmp_path_factory.mktemp("full") / "run",
                  tiny_config(method=dict(type="full"), optim=dict(lr=1e-3),
-                             train=dict(backend="hf", max_steps=2, save_interval=1)))
+                             train=dict(engine="hf", max_steps=2, save_interval=1)))
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +89,12 @@ def qlora_trainer(tmp_path_factory):
     """QLoRA (NF4 base) on Hugging Face Trainer, 2 steps."""
     return train(tmp_path_factory.mktemp("qlora") / "run",
                  tiny_config(model=dict(quantization=dict(bits=4)),
-                             train=dict(backend="hf", max_steps=2, save_interval=2)))
+                             train=dict(engine="hf", max_steps=2, save_interval=2)))
 
 
 # ----------------------------------------------------------------------------- pth_to_hf
 
+@pytest.mark.slow
 def test_mmengine_checkpoint_becomes_an_adapter_that_stock_peft_loads(lora_mmengine, tmp_path):
     run = lora_mmengine
     run_cli("convert", "pth_to_hf", str(run.parent / "run.py"), str(run / "iter_2.pth"),
@@ -116,6 +117,7 @@ def test_mmengine_checkpoint_becomes_an_adapter_that_stock_peft_loads(lora_mmeng
         AutoTokenizer.from_pretrained(run / "hf").apply_chat_template(chat, tokenize=False)
 
 
+@pytest.mark.slow
 def test_trainer_checkpoint_becomes_a_sharded_model_that_stock_transformers_loads(
         full_trainer, tmp_path):
     run, out = full_trainer, tmp_path / "model"
@@ -127,6 +129,7 @@ def test_trainer_checkpoint_becomes_a_sharded_model_that_stock_transformers_load
     assert (out / "tokenizer.json").is_file() and (out / "xft_config.py").is_file()
 
 
+@pytest.mark.slow
 def test_trainer_adapter_checkpoint_of_a_qlora_run_converts(qlora_trainer, tmp_path):
     run, out = qlora_trainer, tmp_path / "adapter"
     pth_to_hf(str(run.parent / "run.py"), run / "checkpoint-2", out)
@@ -137,6 +140,7 @@ def test_trainer_adapter_checkpoint_of_a_qlora_run_converts(qlora_trainer, tmp_p
         torch.testing.assert_close(converted[key], value, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_convert_names_what_it_cannot_read(full_trainer, lora_mmengine, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(XftError, match="not a checkpoint xft can read"):
@@ -153,6 +157,7 @@ def test_convert_names_what_it_cannot_read(full_trainer, lora_mmengine, tmp_path
 
 # --------------------------------------------------------------------------------- merge
 
+@pytest.mark.slow
 def test_merged_qlora_adapter_gives_the_unmerged_logits(qlora_trainer, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -179,6 +184,7 @@ def tiny_llama_config(hidden=32, vocab=64, tied=False):
                        tie_word_embeddings=tied)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_merge_an_adapter_that_resized_the_vocabulary(tmp_path, tied):
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -208,6 +214,7 @@ def test_merge_an_adapter_that_resized_the_vocabulary(tmp_path, tied):
     torch.testing.assert_close(merged.logits, unmerged.logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_merge_in_bf16_writes_bf16_weights_close_to_fp32(qlora_trainer, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -223,6 +230,7 @@ def test_merge_in_bf16_writes_bf16_weights_close_to_fp32(qlora_trainer, tmp_path
     assert model.dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_merge_refuses_a_base_that_does_not_match(tmp_path, qlora_trainer):
     from transformers import AutoModelForCausalLM, GPT2Config
 
@@ -292,7 +300,7 @@ from xft.config import load_config
 from xft.model.build import build_model
 _, experiment = load_config(sys.argv[1])
 torch.manual_seed(0)
-model = build_model(experiment)
+model = build_model(experiment.model, experiment.method)
 deepspeed.init_distributed(dist_backend="gloo")
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
 engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config={
@@ -306,6 +314,7 @@ torch.save({n: p.detach().clone() for n, p in engine.module.named_parameters() i
 '''
 
 
+@pytest.mark.slow
 def test_deepspeed_checkpoint_becomes_an_adapter(tmp_path):
     pytest.importorskip("deepspeed")
 

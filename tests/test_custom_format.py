@@ -43,6 +43,7 @@ def test_the_schema_accepts_a_function_and_rejects_other_values(config):
         validate(dict(model=dict(path="m"), template="chatml", datasets=[dict(path="p", format=3)]))
 
 
+@pytest.mark.slow
 def test_train_and_resume_with_a_config_function(config, tmp_path):
     from safetensors.torch import load_file
 

@@ -7,15 +7,11 @@ from transformers import AutoTokenizer
 
 from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
 from xft.data.formats import alpaca, openai
-from xft.data.pipeline import build_dataset, fill_placeholders, read_records
+from conftest import build_dataset
+from xft.data.pipeline import fill_placeholders, read_records
 from xft.data.templates import get_template
 from xft.errors import ConfigError, DataError
 from xft.paths import resolve_path
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
 
 
 def _experiment(path, fmt="alpaca", on_bad_record="error", **dataset):
@@ -54,7 +50,7 @@ def test_placeholders_fill_nested_strings():
 def test_shipped_self_cognition_data_builds(tokenizer):
     exp = _experiment("xft://data/self_cognition.json",
                       placeholders={"name": "Tuna", "author": "xft"})
-    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=lambda _: None)
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml", tokenizer), log=lambda _: None)
     assert len(dataset) == report.sources[0].records == len(read_records("xft://data/self_cognition.json"))
     text = tokenizer.decode(dataset[0]["input_ids"])
     assert "Tuna" in text and "{{" not in text
@@ -120,7 +116,7 @@ def test_bad_record_error_names_file_record_and_field(tmp_path, tokenizer, bad, 
             {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
     path = _write(tmp_path, "data.json", json.dumps([good, bad]))
     with pytest.raises(DataError) as info:
-        build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml"), log=print)
+        build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml", tokenizer), log=print)
     assert "data.json, record 1" in str(info.value)
     assert message in str(info.value)
 
@@ -131,7 +127,7 @@ def test_bad_records_can_be_skipped_and_are_counted(tmp_path, tokenizer):
     path = _write(tmp_path, "data.json", json.dumps(records))
     lines = []
     dataset, report = build_dataset(_experiment(path, on_bad_record="skip"), tokenizer,
-                                    get_template("chatml"), log=lines.append)
+                                    get_template("chatml", tokenizer), log=lines.append)
     assert len(dataset) == 2 and report.sources[0].skipped_bad == 2
     report = "\n".join(lines)
     assert "bad records skipped: 2" in report
@@ -142,7 +138,7 @@ def test_unknown_format_fails_before_reading(tmp_path, tokenizer):
     with pytest.raises(ConfigError, match="unknown dataset format 'alpacca'; did you mean "
                                           "'alpaca'"):
         build_dataset(_experiment(tmp_path / "missing.json", "alpacca"), tokenizer,
-                      get_template("chatml"))
+                      get_template("chatml", tokenizer))
 
 
 def test_skipped_records_of_a_real_file_are_counted_with_their_reason(shared_data, tokenizer):
@@ -150,7 +146,7 @@ def test_skipped_records_of_a_real_file_are_counted_with_their_reason(shared_dat
     lines = []
     exp = _experiment(path, "openai", on_bad_record="skip")
     exp.data.max_length = 4096
-    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml", tokenizer), log=lines.append)
     reports = report.sources
     assert reports[0].records == 10 and reports[0].skipped_bad == 3
     assert ("    3 × field 'messages': the first non-system message must come from the user"
@@ -165,7 +161,7 @@ def test_pretrain_documents_build_without_a_template(tmp_path, tokenizer):
     lines = []
     exp = _experiment(path, "pretrain")
     exp.system = "ignored for documents"
-    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=lines.append)
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml", tokenizer), log=lines.append)
     reports = report.sources
     assert tokenizer.decode(dataset[0]["input_ids"]) == texts[0] + tokenizer.eos_token
     assert reports[0].stats.split_documents == 1 and len(dataset) > 2
@@ -179,13 +175,13 @@ def test_a_config_function_maps_records(tmp_path, tokenizer):
                 {"role": "assistant", "content": record["a"].upper()}]
 
     path = _write(tmp_path, "qa.json", json.dumps([{"q": "hi", "a": "hello"}]))
-    dataset, _ = build_dataset(_experiment(path, my_fn), tokenizer, get_template("chatml"),
+    dataset, _ = build_dataset(_experiment(path, my_fn), tokenizer, get_template("chatml", tokenizer),
                                log=lambda _: None)
     assert "HELLO<|im_end|>" in tokenizer.decode(dataset[0]["input_ids"])
     with pytest.raises(DataError, match=r"qa.json, record 0: format function my_fn raised "
                                         r"KeyError: 'a'"):
         build_dataset(_experiment(_write(tmp_path, "qa.json", json.dumps([{"q": "hi"}])), my_fn),
-                      tokenizer, get_template("chatml"), log=lambda _: None)
+                      tokenizer, get_template("chatml", tokenizer), log=lambda _: None)
 
 
 def test_parts_a_template_cannot_render_make_the_record_bad(tmp_path, tokenizer):
@@ -203,7 +199,7 @@ def test_parts_a_template_cannot_render_make_the_record_bad(tmp_path, tokenizer)
     for content, name, fmt, message in cases:
         path = _write(tmp_path, f"{name}.json", content)
         with pytest.raises(DataError) as info:
-            build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml"),
+            build_dataset(_experiment(path, fmt), tokenizer, get_template("chatml", tokenizer),
                           log=lambda _: None)
         assert message in str(info.value)
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, run_cli, write_config
+from conftest import DEMO_CONFIG, run_cli, write_config, read_metrics
 from safetensors.torch import load_file
 
 from xft.data.sampler import RunBatchSampler
@@ -26,10 +26,6 @@ def options(batch_size):
 
 def cli_options(opts):
     return ["--cfg-options", *[f"{k}={v}" for k, v in opts.items()]]
-
-
-def read_metrics(work_dir):
-    return [json.loads(line) for line in (work_dir / "metrics.jsonl").open(encoding="utf-8")]
 
 
 # --- the data each rank sees ------------------------------------------------------------
@@ -54,6 +50,7 @@ def test_the_unsharded_stream_interleaves_the_ranks_batches():
 
 # --- launcher settings ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_launch_settings_follow_xtuner_environment_and_nproc_overrides():
     assert launch_settings(None, {}) is None  # a plain run
     assert launch_settings(1, {"NPROC_PER_NODE": "4"}) is None  # --nproc wins
@@ -72,6 +69,7 @@ def test_launch_settings_follow_xtuner_environment_and_nproc_overrides():
         launch_settings(None, {"NNODES": "2", "NODE_RANK": "2"})
 
 
+@pytest.mark.slow
 def test_workers_get_the_command_without_nproc():
     argv = ["train", "c.py", "--nproc", "2", "--seed", "1", "--nproc=3", "--debug"]
     assert without_option(argv, "--nproc") == ["train", "c.py", "--seed", "1", "--debug"]
@@ -142,13 +140,14 @@ def runs(tmp_path_factory):
     out = {}
     for engine in ENGINES:
         single, double = root / f"{engine}-1proc", root / f"{engine}-2proc"
-        train(DEMO_CONFIG, work_dir=single, cfg_options=options(2), backend=engine)
-        run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(double),
+        train(DEMO_CONFIG, work_dir=single, cfg_options=options(2), engine=engine)
+        run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(double),
                 "--nproc", "2", *cli_options(options(1)))
         out[engine] = single, double
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_processes_train_like_one_with_the_global_batch(runs, engine):
     single, double = runs[engine]
@@ -168,6 +167,7 @@ def test_two_processes_train_like_one_with_the_global_batch(runs, engine):
     assert len(two) == STEPS and (double / "hf/adapter_config.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_process_resume_ends_with_the_uninterrupted_weights(engine, tmp_path):
     """Checkpoint at step 2 of a 2-process run; a new 2-process run resumed from it
@@ -176,12 +176,12 @@ def test_two_process_resume_ends_with_the_uninterrupted_weights(engine, tmp_path
 
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     opts = cli_options({**options(1), "train.save_interval": 2})
-    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(full), "--nproc", "2",
+    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(full), "--nproc", "2",
             *opts)
     name = "iter_2.pth" if engine == "mmengine" else "checkpoint-2"
     resumed.mkdir()
     (shutil.copy if engine == "mmengine" else shutil.copytree)(full / name, resumed / name)
-    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(resumed),
+    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(resumed),
             "--nproc", "2", "--resume", *opts)
     assert [(r["step"], r["loss"]) for r in read_metrics(resumed)] == \
         [(r["step"], r["loss"]) for r in read_metrics(full)][2:]
@@ -203,6 +203,7 @@ train = dict(max_steps=2)
 """
 
 
+@pytest.mark.slow
 def test_a_failing_worker_fails_the_command_with_its_exit_code(tmp_path):
     config = write_config(tmp_path, FAILING)
     result = run_cli("train", str(config), "--work-dir", str(tmp_path / "w"), "--nproc", "2",
@@ -226,6 +227,7 @@ def torch_extensions():
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_deepspeed_zero_trains_like_data_parallel(runs, engine, stage, tmp_path,
@@ -241,7 +243,7 @@ def test_deepspeed_zero_trains_like_data_parallel(runs, engine, stage, tmp_path,
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", torch_extensions)
     work_dir = tmp_path / "w"
-    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir),
+    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir),
             "--nproc", "2", "--deepspeed", f"zero{stage}", *cli_options(options(1)))
     _, ddp = runs[engine]
     expected, got = read_metrics(ddp), read_metrics(work_dir)
@@ -266,6 +268,7 @@ def gpu_processes():
     return max(1, min(2, torch.cuda.device_count()))
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("preset", ["zero2_offload", "zero3_offload"])
@@ -276,7 +279,7 @@ def test_deepspeed_offload_trains_and_exports_on_gpu(engine, preset, tmp_path):
     from xft.paths import resolve_path
 
     work_dir = tmp_path / "w"
-    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir),
+    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir),
             "--nproc", str(gpu_processes()), "--deepspeed", preset,
             *cli_options({**options(2), "train.max_steps": 20}))
     records = read_metrics(work_dir)
@@ -288,13 +291,14 @@ def test_deepspeed_offload_trains_and_exports_on_gpu(engine, preset, tmp_path):
     PeftModel.from_pretrained(base, str(work_dir / "hf"))
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("engine", ENGINES)
 def test_qlora_with_zero3_trains_and_exports_a_complete_adapter_on_gpu(engine, tmp_path):
     work_dir = tmp_path / "w"
     qlora = {**options(2), "train.max_steps": 20, "model.quantization.bits": 4,
              "model.dtype": "bfloat16"}
-    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir),
+    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir),
             "--nproc", str(gpu_processes()), "--deepspeed", "zero3", *cli_options(qlora))
     records = read_metrics(work_dir)
     assert records[-1]["loss"] < records[0]["loss"]

@@ -18,14 +18,9 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
-
-
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 def test_tokens_equal_apply_chat_template(tokenizer, messages):
-    template = get_template("chatml")
+    template = get_template("chatml", tokenizer)
     samples, _ = encode_conversations([messages], template, tokenizer, max_length=1024)
     reference = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
     assert samples[0]["input_ids"] == list(reference)
@@ -50,7 +45,7 @@ def _runs(ids, labels, trained):
 
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 def test_labels_cover_exactly_the_assistant_replies_and_their_end_token(tokenizer, messages):
-    samples, _ = encode_conversations([messages], get_template("chatml"), tokenizer, 1024)
+    samples, _ = encode_conversations([messages], get_template("chatml", tokenizer), tokenizer, 1024)
     ids, labels = samples[0]["input_ids"], samples[0]["labels"]
     assert all(label in (IGNORE_INDEX, token) for token, label in zip(ids, labels))
     trained = [tokenizer.decode(run) for run in _runs(ids, labels, True)]
@@ -67,14 +62,14 @@ def test_labels_cover_exactly_the_assistant_replies_and_their_end_token(tokenize
 def test_message_with_loss_false_is_not_trained(tokenizer):
     messages = [dict(m) for m in CONVERSATIONS[1]]
     messages[2]["loss"] = False
-    samples, _ = encode_conversations([messages], get_template("chatml"), tokenizer, 1024)
+    samples, _ = encode_conversations([messages], get_template("chatml", tokenizer), tokenizer, 1024)
     trained = [tokenizer.decode(run) for run in
                _runs(samples[0]["input_ids"], samples[0]["labels"], True)]
     assert trained == [messages[4]["content"] + "<|im_end|>"]
 
 
 def test_pad_equal_to_eos_does_not_mask_the_eos_label(tokenizer):
-    template = get_template("chatml")
+    template = get_template("chatml", tokenizer)
     tokenizer = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
     tokenizer.pad_token = tokenizer.eos_token  # the aliasing that breaks other toolkits
     samples, _ = encode_conversations([CONVERSATIONS[0]], template, tokenizer, 1024)
@@ -83,7 +78,7 @@ def test_pad_equal_to_eos_does_not_mask_the_eos_label(tokenizer):
 
 
 def test_over_long_samples_are_dropped_or_truncated_and_counted(tokenizer):
-    template = get_template("chatml")
+    template = get_template("chatml", tokenizer)
     long_chat = [{"role": "user", "content": "hi"},
                  {"role": "assistant", "content": "Tuna " * 200}]
     kept, stats = encode_conversations([long_chat, CONVERSATIONS[0]], template, tokenizer, 64)

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG
+from conftest import DEMO_CONFIG, read_metrics, run_cli
 from safetensors.torch import load_file
 
 from xft.config import load_config
 from xft.engine.builder import build_experiment
 from xft.engine.train import train
-from xft.errors import XftError
+from xft.errors import ConfigError, XftError
 from xft.model.loss import token_loss_sum
 from xft.model.optimizer import build_optimizer
 
@@ -19,10 +19,6 @@ PROMPTS = ["Who are you?", "你是谁?"]
 PARITY_OPTIONS = {"train.max_steps": 20, "train.log_interval": 1, "train.batch_size": 2,
                   "train.grad_accum": 2, "evaluation.prompts": PROMPTS,
                   "evaluation.interval": 10, "evaluation.max_new_tokens": 12}
-
-
-def read_metrics(work_dir):
-    return [json.loads(line) for line in (work_dir / "metrics.jsonl").open(encoding="utf-8")]
 
 
 def adapter(work_dir):
@@ -34,10 +30,11 @@ def parity_runs(tmp_path_factory):
     """The demo config for 20 steps (2 × 2 accumulation) on each engine, same seed."""
     root = tmp_path_factory.mktemp("parity")
     for engine in ENGINES:
-        train(DEMO_CONFIG, work_dir=root / engine, cfg_options=PARITY_OPTIONS, backend=engine)
+        train(DEMO_CONFIG, work_dir=root / engine, cfg_options=PARITY_OPTIONS, engine=engine)
     return {engine: root / engine for engine in ENGINES}
 
 
+@pytest.mark.slow
 def test_engines_log_the_same_losses_step_by_step(parity_runs):
     mm, hf = (read_metrics(parity_runs[e]) for e in ENGINES)
     assert [r["step"] for r in mm] == [r["step"] for r in hf] == list(range(1, 21))
@@ -50,6 +47,7 @@ def test_engines_log_the_same_losses_step_by_step(parity_runs):
     assert mm[-1]["loss"] < mm[0]["loss"] / 2  # it trained
 
 
+@pytest.mark.slow
 def test_engines_end_with_the_same_lora_weights(parity_runs):
     mm, hf = (adapter(parity_runs[e]) for e in ENGINES)
     assert mm.keys() == hf.keys() and any("lora_B" in k for k in mm)
@@ -58,6 +56,7 @@ def test_engines_end_with_the_same_lora_weights(parity_runs):
     assert max(t.abs().max() for k, t in mm.items() if "lora_B" in k) > 1e-3  # not untrained
 
 
+@pytest.mark.slow
 def test_logged_loss_is_the_step_loss_of_a_plain_forward(parity_runs, tmp_path):
     """Step 1's loss is computed before any update: recompute it from the untouched model."""
     from xft.data.sampler import RunBatchSampler
@@ -79,6 +78,7 @@ def test_logged_loss_is_the_step_loss_of_a_plain_forward(parity_runs, tmp_path):
         assert first["loss"] == pytest.approx(float(loss_sum / count), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_tensorboard_loss_curve_and_progress(parity_runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -97,6 +97,7 @@ def test_tensorboard_loss_curve_and_progress(parity_runs):
         assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
+@pytest.mark.slow
 def test_chat_samples_before_during_and_after_training(parity_runs):
     from xft.tools.chat import ChatSession, load_chat_model
 
@@ -123,7 +124,7 @@ def one_step_update(engine, batch_size, grad_accum, work_dir):
                # A large eps makes Adam's first update proportional to the gradient
                # (lr * g / (|g| + eps)), so a wrongly normalised loss shows in the weights.
                "optim.eps": 10.0, "optim.lr": 1.0}
-    train(DEMO_CONFIG, work_dir=work_dir, cfg_options=options, backend=engine)
+    train(DEMO_CONFIG, work_dir=work_dir, cfg_options=options, engine=engine)
     return adapter(work_dir), options
 
 
@@ -149,6 +150,7 @@ def reference_update(options, tmp_path):
     return before, after, lengths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_accumulation_gives_the_update_of_one_big_batch(engine, tmp_path):
     split, options = one_step_update(engine, 1, 4, tmp_path / "1x4")
@@ -163,13 +165,22 @@ def test_accumulation_gives_the_update_of_one_big_batch(engine, tmp_path):
         torch.testing.assert_close(tensor - before[ref_name], expected, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_without_a_checkpoint_fails_before_training(engine, tmp_path, capsys):
     with pytest.raises(XftError, match=r"--resume: no .*checkpoint"):
-        train(DEMO_CONFIG, work_dir=tmp_path, backend=engine, resume=True)
+        train(DEMO_CONFIG, work_dir=tmp_path, engine=engine, resume=True)
     assert "model:" not in capsys.readouterr().out  # failed before anything was built
 
 
-def test_backend_is_validated_with_a_suggestion():
+def test_engine_is_validated_with_a_suggestion():
     with pytest.raises(Exception, match="did you mean 'hf'"):
-        load_config(DEMO_CONFIG, {"train.backend": "hff"})
+        load_config(DEMO_CONFIG, {"train.engine": "hff"})
+
+
+@pytest.mark.slow
+def test_the_old_word_backend_points_at_engine():
+    with pytest.raises(ConfigError, match="'train.backend' is now 'train.engine'"):
+        load_config(DEMO_CONFIG, {"train.backend": "hf"})
+    result = run_cli("train", DEMO_CONFIG, "--backend", "hf", check=False)
+    assert result.returncode != 0 and "--backend is now --engine" in result.stderr

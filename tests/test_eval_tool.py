@@ -22,13 +22,6 @@ QA = [("What is two plus two?", "Four."), ("Name a colour.", "Blue, like the sky
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_path(TINY))
-
-
-@pytest.fixture(scope="module")
 def random_model(tmp_path_factory, tokenizer):
     """A small random Llama with the tiny tokenizer: it answers with arbitrary tokens."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -59,6 +52,7 @@ def reference_answer(model, tokenizer, prompt, max_new_tokens):
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+@pytest.mark.slow
 def test_loss_and_perplexity_match_a_plain_forward(tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM
 
@@ -112,6 +106,7 @@ def answers(random_model, tokenizer):
     return reviews, found
 
 
+@pytest.mark.slow
 def test_accuracy_by_exact_match(tmp_path, random_model, answers):
     reviews, found = answers
     # Rows 0 and 2 are labelled with the model's own answer, row 1 with something else.
@@ -129,6 +124,7 @@ def test_accuracy_by_exact_match(tmp_path, random_model, answers):
     assert [p["correct"] for p in predictions] == [True, False, True]
 
 
+@pytest.mark.slow
 def test_accuracy_with_a_label_map(tmp_path, random_model, answers):
     reviews, found = answers
     positive = found[0]
@@ -173,6 +169,7 @@ def test_batched_answers_equal_one_prompt_at_a_time(random_model, tokenizer):
                                          system="Be brief.", max_new_tokens=6)
 
 
+@pytest.mark.slow
 def test_batch_size_must_be_positive(tmp_path):
     with pytest.raises(Exception, match="--batch-size must be at least 1"):
         run_eval(eval_args(TINY, "--data", tmp_path / "x.json", "--batch-size", 0,
@@ -188,6 +185,7 @@ def test_answer_to_label_rules():
     assert answer_to_label("  Four. ") == "Four."
 
 
+@pytest.mark.slow
 def test_compare_writes_both_answers_side_by_side(tmp_path, random_model, tokenizer):
     from transformers import AutoModelForCausalLM
 
@@ -210,6 +208,7 @@ def test_compare_writes_both_answers_side_by_side(tmp_path, random_model, tokeni
     assert "1 &lt; 2 &amp; 3 &gt; 2" in page and "1 < 2" not in page
 
 
+@pytest.mark.slow
 def test_missing_column_names_file_and_column(tmp_path):
     task = write_csv(tmp_path / "reviews.csv", [("好", "1")], header=("review", "label"))
     with pytest.raises(DataError, match=r"reviews.csv: no column '标签' \(columns: review, label\)"):

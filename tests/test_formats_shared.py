@@ -88,7 +88,7 @@ def test_glaive_toolcall_file_trains_on_calls_and_replies_with_qwen2_chat(shared
     from transformers import AutoTokenizer
 
     from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
-    from xft.data.pipeline import build_dataset
+    from conftest import build_dataset
     from xft.data.templates import get_template
 
     tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers" / "qwen2")
@@ -209,7 +209,7 @@ def _build(path, fmt, log=lambda _: None, **data):
     from transformers import AutoTokenizer
 
     from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
-    from xft.data.pipeline import build_dataset
+    from conftest import build_dataset
     from xft.data.templates import get_template
     from xft.paths import resolve_path
 
@@ -217,7 +217,7 @@ def _build(path, fmt, log=lambda _: None, **data):
     exp = Experiment(model=ModelCfg(path="xft://tiny-llama"), template="chatml",
                      datasets=[DatasetCfg(path=str(path), format=fmt)],
                      data=DataCfg(max_length=100_000, **data))
-    dataset, report = build_dataset(exp, tokenizer, get_template("chatml"), log=log)
+    dataset, report = build_dataset(exp, tokenizer, get_template("chatml", tokenizer), log=log)
     return tokenizer, dataset, report.sources[0]
 
 

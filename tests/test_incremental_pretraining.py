@@ -4,14 +4,18 @@ the adapter → SFT on the result → chat."""
 
 import json
 import math
+from pathlib import Path
 
+import pytest
 import torch
 from test_vocab import ZH, make_spm_base, make_tiny_llama, write_jsonl
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from xft.cli import main
 from xft.engine.train import train
 from xft.tools.chat import load_chat_model
+from xft.tools.pth_to_hf import pth_to_hf
 
 STAGE1 = "mistral_7b_v0_3_zh_vocab_lora_pretrain_e1"
 STAGE2 = "mistral_7b_v0_3_zh_vocab_lora_alpaca_zh_e3"
@@ -38,6 +42,7 @@ def losses(work_dir):
     return [json.loads(line)["loss"] for line in (work_dir / "metrics.jsonl").open()]
 
 
+@pytest.mark.slow
 def test_extend_pretrain_sft_chat(tmp_path, capsys):
     base = make_spm_base(tmp_path / "base")
     corpus = write_jsonl(tmp_path / "zh.jsonl", ZH)
@@ -52,11 +57,21 @@ def test_extend_pretrain_sft_chat(tmp_path, capsys):
     model_dir = make_tiny_llama(tmp_path / "model", base_size)
 
     # Stage 1: raw Chinese text; the new rows start at their pieces' mean and train.
-    stage1 = train(STAGE1, work_dir=tmp_path / "stage1", cfg_options={
+    stage1_options = {
         **TINY_RUN, "model.path": str(model_dir), "tokenizer.path": str(tokenizer_dir),
         "model.resize_vocab.base_tokenizer": str(base),
-        "datasets": [dict(path=str(corpus), format="pretrain")]})
+        "datasets": [dict(path=str(corpus), format="pretrain")]}
+    stage1 = train(STAGE1, work_dir=tmp_path / "stage1", cfg_options=stage1_options)
     assert all(math.isfinite(x) for x in losses(tmp_path / "stage1"))
+    # Regression (issue 13): `xft convert pth_to_hf` of a model.resize_vocab config failed
+    # with "model.resize_vocab needs the tokenizer"; it now builds as training did.
+    converted = pth_to_hf(STAGE1, tmp_path / "stage1" / "iter_3.pth", tmp_path / "converted",
+                          cfg_options=stage1_options, log=lambda *_: None)
+    exported, rebuilt = (load_file(Path(d) / "adapter_model.safetensors")
+                         for d in (stage1, converted))
+    assert exported.keys() == rebuilt.keys() and any("embed_tokens" in k for k in exported)
+    for name in exported:
+        torch.testing.assert_close(rebuilt[name], exported[name], rtol=0, atol=0)
     merged_dir = tmp_path / "stage1_merged"
     merged = merge_adapter(model_dir, stage1, merged_dir)
     assert merged.get_input_embeddings().weight.shape[0] == size

@@ -78,6 +78,7 @@ def assert_same_loss_and_grads(model, batch, loss_fn):
                                    msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(MODELS))
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 def test_labels_only_loss_equals_the_full_logits_loss_full_params(kind, layout):
@@ -87,6 +88,7 @@ def test_labels_only_loss_equals_the_full_logits_loss_full_params(kind, layout):
     assert_same_loss_and_grads(model, batches()[layout], loss_fn)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modules_to_save", [None, ["lm_head"]])
 @pytest.mark.parametrize("chunk_size", [3, None])
 def test_labels_only_loss_equals_the_full_logits_loss_lora(modules_to_save, chunk_size):
@@ -106,6 +108,7 @@ def test_labels_only_loss_equals_the_full_logits_loss_lora(modules_to_save, chun
         assert_same_loss_and_grads(model, batch, loss_fn)
 
 
+@pytest.mark.slow
 def test_labels_only_loss_with_gradient_checkpointing():
     from xft.model.methods import CHECKPOINTING_KWARGS
 
@@ -176,6 +179,7 @@ def test_loss_chunk_size_must_be_positive():
         load_config(DEMO_CONFIG, {"train.loss_chunk_size": 0})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["mmengine", "hf"])
 def test_training_with_the_optimisation_off_logs_the_same_losses(engine, tmp_path):
     from xft.engine.train import train
@@ -186,7 +190,7 @@ def test_training_with_the_optimisation_off_logs_the_same_losses(engine, tmp_pat
     losses = {}
     for at_labels_only in (True, False):
         work_dir = tmp_path / str(at_labels_only)
-        train(DEMO_CONFIG, work_dir=work_dir, backend=engine,
+        train(DEMO_CONFIG, work_dir=work_dir, engine=engine,
               cfg_options={**options, "train.loss_at_labels_only": at_labels_only})
         losses[at_labels_only] = [json.loads(line)["loss"] for line in
                                   (work_dir / "metrics.jsonl").open(encoding="utf-8")]

@@ -29,7 +29,8 @@ def experiment(method=None, **model):
 
 def build(method=None, seed=0, **model):
     torch.manual_seed(seed)
-    return build_model(experiment(method, **model))
+    exp = experiment(method, **model)
+    return build_model(exp.model, exp.method)
 
 
 def trainable(model):
@@ -66,11 +67,13 @@ def lora_names(module_names):
 
 # --- which parameters train -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_full_trains_every_parameter():
     model = build({"type": "full"})
     assert trainable(model) == {n for n, _ in model.named_parameters()}
 
 
+@pytest.mark.slow
 def test_lora_all_linear_trains_exactly_the_adapters_of_every_linear_layer():
     model = build(LORA)
     linears = plain_linear_names()
@@ -78,17 +81,20 @@ def test_lora_all_linear_trains_exactly_the_adapters_of_every_linear_layer():
     assert trainable(model) == lora_names(linears)
 
 
+@pytest.mark.slow
 def test_lora_listed_modules_only():
     model = build({**LORA, "target_modules": ["q_proj", "v_proj"]})
     chosen = [n for n in plain_linear_names() if n.endswith(("q_proj", "v_proj"))]
     assert trainable(model) == lora_names(chosen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", [NF4, INT8], ids=["nf4", "int8"])
 def test_qlora_trains_the_same_adapters_as_lora(quant):
     assert trainable(build(LORA, quantization=quant)) == lora_names(plain_linear_names())
 
 
+@pytest.mark.slow
 def test_freeze_trains_top_layers_head_and_named_modules():
     model = build({"type": "freeze", "trainable_layers": 1, "train_head": True,
                    "modules_to_save": ["norm"]})
@@ -100,6 +106,7 @@ def test_freeze_trains_top_layers_head_and_named_modules():
                                 if n.startswith(("model.layers.2.", "model.layers.3."))}
 
 
+@pytest.mark.slow
 def test_freeze_rejects_more_layers_than_the_model_has_and_unknown_modules():
     with pytest.raises(ConfigError, match="trainable_layers' is 5 but the model has 4"):
         build({"type": "freeze", "trainable_layers": 5})
@@ -107,6 +114,7 @@ def test_freeze_rejects_more_layers_than_the_model_has_and_unknown_modules():
         build({"type": "freeze", "modules_to_save": ["embedding"]})
 
 
+@pytest.mark.slow
 def test_lora_modules_to_save_trains_a_tied_embedding_copy_and_exports_it(tmp_path):
     from peft import PeftModel
 
@@ -115,7 +123,7 @@ def test_lora_modules_to_save_trains_a_tied_embedding_copy_and_exports_it(tmp_pa
 
     exp = experiment({**LORA, "modules_to_save": ["embed_tokens", "lm_head"]})
     torch.manual_seed(0)
-    model = build_model(exp)
+    model = build_model(exp.model, exp.method)
     inner = model.base_model.model
     embed_copy = f"{PEFT_PREFIX}model.embed_tokens.modules_to_save.default.weight"
     # tiny-llama ties lm_head to embed_tokens: one trained copy, still tied.
@@ -123,7 +131,8 @@ def test_lora_modules_to_save_trains_a_tied_embedding_copy_and_exports_it(tmp_pa
     assert (inner.lm_head.modules_to_save["default"].weight
             is inner.model.embed_tokens.modules_to_save["default"].weight)
     train_steps(model, exp, steps=2, lr=1e-2)
-    out = export_hf(model, build_tokenizer(exp), get_template("chatml"), tmp_path / "hf")
+    tokenizer = build_tokenizer(exp.tokenizer, exp.model.path)
+    out = export_hf(model, tokenizer, get_template("chatml", tokenizer), tmp_path / "hf")
     loaded = PeftModel.from_pretrained(load_causal_lm(TINY), str(out)).eval()
     model.eval()
     ids = batch()
@@ -135,6 +144,7 @@ def test_lora_modules_to_save_trains_a_tied_embedding_copy_and_exports_it(tmp_pa
 
 # --- LoRA variants reach peft and compute what they should -------------------------------
 
+@pytest.mark.slow
 def test_lora_options_reach_the_saved_adapter_config(tmp_path):
     model = build({"type": "lora", "r": 4, "alpha": 12, "dropout": 0.1, "use_dora": True,
                    "use_rslora": True, "target_modules": ["q_proj", "down_proj"]})
@@ -145,6 +155,7 @@ def test_lora_options_reach_the_saved_adapter_config(tmp_path):
     assert set(saved["target_modules"]) == {"q_proj", "down_proj"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["plain", "rslora", "dora"])
 def test_lora_layer_forward_matches_the_written_out_formula(variant):
     r, alpha = 4, 8
@@ -174,13 +185,14 @@ def test_lora_layer_forward_matches_the_written_out_formula(variant):
 
 # --- LoRA+ ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_loraplus_groups_match_peft_and_carry_their_own_lr():
     from peft.optimizers import create_loraplus_optimizer
 
-    from xft.engine.mmengine_backend import StepLR
+    from xft.engine.mmengine_model import StepLR
 
     exp = experiment({**LORA, "use_dora": True, "loraplus_lr_ratio": 16})
-    model = build_model(exp)
+    model = build_model(exp.model, exp.method)
     optim_cfg = OptimCfg(lr=1e-4)
     groups = trainable_parameter_groups(model, optim_cfg, exp.method)
     assert [g["lr"] for g in groups] == [pytest.approx(1e-4, rel=1e-12),
@@ -208,9 +220,10 @@ def test_loraplus_groups_match_peft_and_carry_their_own_lr():
     assert len(seen) >= 4 and 0 < min(seen) < max(seen) <= 1e-4  # warmup, then decay
 
 
+@pytest.mark.slow
 def test_without_loraplus_there_is_one_group_at_the_base_lr():
     exp = experiment(LORA)
-    groups = trainable_parameter_groups(build_model(exp), OptimCfg(lr=3e-4), exp.method)
+    groups = trainable_parameter_groups(build_model(exp.model, exp.method), OptimCfg(lr=3e-4), exp.method)
     assert len(groups) == 1 and groups[0]["lr"] == 3e-4
 
 
@@ -230,6 +243,7 @@ def train_steps(model, exp, steps, lr):
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,model_kwargs", [
     ({"type": "full"}, {}),
     (LORA, {}),
@@ -245,12 +259,13 @@ def train_steps(model, exp, steps, lr):
 def test_a_few_steps_reduce_the_loss(method, model_kwargs):
     exp = experiment(method, **model_kwargs)
     torch.manual_seed(0)
-    losses = train_steps(build_model(exp), exp, steps=6, lr=1e-2)
+    losses = train_steps(build_model(exp.model, exp.method), exp, steps=6, lr=1e-2)
     assert losses[-1] < losses[0] - 0.1, losses
 
 
 # --- gradient checkpointing ---------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,model_kwargs", [
     ({"type": "full"}, {}), (LORA, {}), (LORA, {"quantization": NF4})],
     ids=["full", "lora", "qlora"])
@@ -288,6 +303,7 @@ def quantized_and_reference(quant):
     return model, reference, original
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant", [NF4, FP4, {**NF4, "double_quant": False}],
                          ids=["nf4-dq", "fp4", "nf4"])
 def test_4bit_forward_matches_the_dequantized_weights(quant):
@@ -309,6 +325,7 @@ def test_4bit_forward_matches_the_dequantized_weights(quant):
     assert (logits - original).abs().max() > 1e-3  # the weights really were quantized
 
 
+@pytest.mark.slow
 def test_8bit_forward_matches_the_dequantized_weights():
     import bitsandbytes as bnb
 
@@ -334,6 +351,7 @@ def test_8bit_forward_matches_the_dequantized_weights():
     assert 0 < error < 0.02 * expected.abs().max()
 
 
+@pytest.mark.slow
 def test_8bit_cast_warning_is_logged_once(caplog, monkeypatch):
     import logging
 
@@ -349,6 +367,7 @@ def test_8bit_cast_warning_is_logged_once(caplog, monkeypatch):
     assert len(casts) == 1
 
 
+@pytest.mark.slow
 def test_qlora_adapter_loads_with_stock_peft_on_a_full_precision_base(tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -358,9 +377,10 @@ def test_qlora_adapter_loads_with_stock_peft_on_a_full_precision_base(tmp_path):
 
     exp = experiment(LORA, quantization=NF4)
     torch.manual_seed(0)
-    model = build_model(exp)
+    model = build_model(exp.model, exp.method)
     train_steps(model, exp, steps=2, lr=1e-2)
-    out = export_hf(model, build_tokenizer(exp), get_template("chatml"), tmp_path / "hf")
+    tokenizer = build_tokenizer(exp.tokenizer, exp.model.path)
+    out = export_hf(model, tokenizer, get_template("chatml", tokenizer), tmp_path / "hf")
     saved = load_file(str(out / "adapter_model.safetensors"))
     # Only the adapter is saved, in full precision; nothing of the quantized base.
     assert {k.replace("base_model.model.", "", 1) for k in saved} == {
@@ -378,6 +398,7 @@ def test_qlora_adapter_loads_with_stock_peft_on_a_full_precision_base(tmp_path):
     assert (logits - qlogits).abs().max() < 0.1 * qlogits.abs().max()
 
 
+@pytest.mark.slow
 def test_missing_bitsandbytes_is_a_config_error_with_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` fail
     with pytest.raises(ConfigError, match=r"pip install 'xft\[qlora\]'"):
@@ -403,11 +424,12 @@ def test_invalid_method_configs_fail_with_the_key(method, model_kwargs, message)
 
 # --- GPU: mixed precision ----------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_lora_on_gpu_keeps_fp32_adapters_and_learns(dtype):
     exp = experiment(LORA, dtype=dtype)
-    model = build_model(exp).cuda()
+    model = build_model(exp.model, exp.method).cuda()
     assert model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight.dtype \
         == getattr(torch, dtype)
     assert {p.dtype for n, p in model.named_parameters() if p.requires_grad} == {torch.float32}
@@ -423,10 +445,11 @@ def test_half_precision_lora_on_gpu_keeps_fp32_adapters_and_learns(dtype):
     assert losses[-1] < losses[0] - 0.1, losses
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 def test_qlora_on_gpu_computes_in_bfloat16_and_learns():
     exp = experiment(LORA, dtype="bfloat16", quantization=NF4)
-    model = build_model(exp)
+    model = build_model(exp.model, exp.method)
     layer = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
     assert layer.weight.device.type == "cuda" and layer.compute_dtype == torch.bfloat16
     optimizer = build_optimizer(model, OptimCfg(lr=1e-2), exp.method)
@@ -442,6 +465,7 @@ def test_qlora_on_gpu_computes_in_bfloat16_and_learns():
 
 # --- through an engine --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_qlora_with_loraplus_on_mmengine_steps_b_at_the_ratio_lr(tmp_path):
     """One optimizer step from LoRA's init (B = 0, so A gets no gradient): Adam's first
     update is lr × g / (|g| + eps), ±lr with a negligible eps, so every B entry must be
@@ -451,7 +475,7 @@ def test_qlora_with_loraplus_on_mmengine_steps_b_at_the_ratio_lr(tmp_path):
 
     from xft.config import load_config
     from xft.engine.builder import build_experiment
-    from xft.engine.mmengine_backend import run_mmengine
+    from xft.engine.mmengine_run import run as run_mmengine
 
     lr, ratio = 1e-3, 4.0
     cfg, exp = load_config(DEMO_CONFIG, {

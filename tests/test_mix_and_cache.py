@@ -9,17 +9,12 @@ from transformers import AutoTokenizer
 from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg, validate
 from xft.data import formats
 from xft.data.mix import split_counts
-from xft.data.pipeline import build_dataset
+from conftest import build_dataset
 from xft.data.templates import ChatTemplate, get_template
 from xft.errors import ConfigError
 from xft.paths import resolve_path
 
 TINY = resolve_path("xft://tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(TINY)
 
 
 def _alpaca_file(tmp_path, name, answers):
@@ -44,7 +39,7 @@ def _experiment(datasets, cache_dir=None, **data):
 
 
 def _build(exp, tokenizer, lines=None):
-    return build_dataset(exp, tokenizer, get_template(exp.template),
+    return build_dataset(exp, tokenizer, get_template(exp.template, tokenizer),
                          log=(lines.append if lines is not None else lambda _: None))
 
 
@@ -144,7 +139,7 @@ def test_truncation_policy_per_dataset_is_counted(tmp_path, tokenizer):
 
 
 def _cached_build(exp, tokenizer, template=None):
-    dataset, report = build_dataset(exp, tokenizer, template or get_template(exp.template),
+    dataset, report = build_dataset(exp, tokenizer, template or get_template(exp.template, tokenizer),
                                     log=lambda _: None)
     return [s["input_ids"] for s in dataset], report.sources[0].cache
 
@@ -211,7 +206,7 @@ def _map_function(exp, path, tok, template, monkeypatch):
 def test_each_input_change_rebuilds(tmp_path, tokenizer, monkeypatch, change):
     path = _alpaca_file(tmp_path, "a.json", ["one", "two", "long " * 200])
     exp = _experiment([DatasetCfg(path=str(path))], cache_dir=str(tmp_path / "c"), max_length=64)
-    template = get_template("chatml")
+    template = get_template("chatml", tokenizer)
     assert _cached_build(exp, tokenizer, template)[1] == "built"
     assert _cached_build(exp, tokenizer, template)[1] == "hit"
     exp, tok, template = change(exp, path, tokenizer, template, monkeypatch)

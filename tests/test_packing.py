@@ -14,11 +14,12 @@ from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
 from xft.data.collate import PackedCollator, PadCollator
 from xft.data.encode import IGNORE_INDEX
 from xft.data.pack import assign_rows, pack_samples
-from xft.data.pipeline import build_dataset
+from conftest import build_dataset
 from xft.data.templates import get_template
 from xft.engine.builder import build_experiment
-from xft.engine.mmengine_backend import CausalLMModel, run_mmengine
-from xft.engine.monitor import input_tokens
+from xft.engine.mmengine_model import ObjectiveModel
+from xft.engine.mmengine_run import run as run_mmengine
+from xft.objectives.sft import SFT
 from xft.model.loss import causal_lm_logits, token_loss_sum
 from xft.paths import resolve_path
 
@@ -55,6 +56,7 @@ def model_paths(tmp_path_factory):
             "tiny-qwen2": _tiny_qwen2(tmp_path_factory)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-qwen2"])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_packed_logits_equal_each_sample_run_alone(model_paths, arch, attn):
@@ -156,7 +158,7 @@ def test_self_cognition_packs_with_at_most_2_percent_waste():
     tokenizer = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
     lines = []
     dataset, report = build_dataset(_experiment(SELF_COGNITION, 1024, pack=True), tokenizer,
-                                    get_template("chatml"), log=lines.append)
+                                    get_template("chatml", tokenizer), log=lines.append)
     stats = _check_packed_dataset(dataset, report, 1024)
     assert stats.rows == math.ceil(stats.tokens / 1024)
     assert stats.efficiency >= 0.98
@@ -167,7 +169,7 @@ def test_alpaca_demo_packs_with_at_most_2_percent_waste(shared_data):
     path = shared_data / "datasets/alpaca/alpaca_en_demo.json"
     tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers/qwen2")
     dataset, report = build_dataset(_experiment(path, 2048, template="qwen2_chat", pack=True),
-                                    tokenizer, get_template("qwen2_chat"), log=lambda _: None)
+                                    tokenizer, get_template("qwen2_chat", tokenizer), log=lambda _: None)
     stats = _check_packed_dataset(dataset, report, 2048)
     assert stats.efficiency >= 0.98
 
@@ -179,12 +181,12 @@ def test_alpaca_demo_packs_into_rows_of_512_with_at_most_2_percent_waste(shared_
     lines = []
     dataset, report = build_dataset(
         _experiment(path, 512, pack=True, truncation="truncate"), tokenizer,
-        get_template("chatml"), log=lines.append)
+        get_template("chatml", tokenizer), log=lines.append)
     stats = _check_packed_dataset(dataset, report, 512)
     assert stats.efficiency >= 0.98
     assert any(line.startswith(f"packing: {stats.samples} samples → ") for line in lines)
     subset = [s["input_ids"] for s in build_dataset(
-        _experiment(path, 512, truncation="truncate"), tokenizer, get_template("chatml"),
+        _experiment(path, 512, truncation="truncate"), tokenizer, get_template("chatml", tokenizer),
         log=lambda _: None)[0]][:120]
     rows = assign_rows([len(ids) for ids in subset], 512)
     assert sum(map(len, subset)) / (len(rows) * 512) >= 0.98
@@ -205,20 +207,23 @@ def test_alpaca_like_lengths_pack_with_at_most_2_percent_waste(seed):
 def test_mmengine_model_sees_packed_rows_as_separate_samples():
     lm = AutoModelForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"),
                                               dtype=torch.float32)
-    wrapped = CausalLMModel(lm)
+    objective = SFT()
+    wrapped = ObjectiveModel(lm, objective)
     samples = _random_samples([12, 7, 30, 3, 18, 9], lm.config.vocab_size, seed=5)
     rows, _ = pack_samples(samples, max_length=32, seed=0)
     packed_batch, padded_batch = PackedCollator(0)(rows), PadCollator(0)(samples)
     with torch.no_grad():
-        packed_sum, packed_count = wrapped(packed_batch)
-        padded_sum, padded_count = wrapped(padded_batch)  # one padded batch, attention mask
+        packed_sum, packed_count, _ = wrapped(packed_batch)
+        padded_sum, padded_count, _ = wrapped(padded_batch)  # one padded batch, attention mask
     assert packed_count == padded_count
     torch.testing.assert_close(packed_sum, padded_sum, rtol=1e-5, atol=1e-5)
     # Without an attention mask, the padding at the end of shorter rows is counted too.
-    assert input_tokens(padded_batch) == sum(len(s["input_ids"]) for s in samples)
-    assert input_tokens(packed_batch) == len(rows) * max(len(r["input_ids"]) for r in rows)
+    assert objective.batch_tokens(padded_batch) == sum(len(s["input_ids"]) for s in samples)
+    assert objective.batch_tokens(packed_batch) == len(rows) * max(len(r["input_ids"])
+                                                                   for r in rows)
 
 
+@pytest.mark.slow
 def test_training_on_packed_rows_runs_and_learns(tmp_path):
     cfg, experiment = load_config(DEMO_CONFIG, {"data.pack": True, "train.batch_size": 2,
                                                 "train.max_steps": 12, "train.log_interval": 4})

@@ -49,21 +49,24 @@ def check_mixed_precision_run(work_dir, reference, tolerance):
             assert expected.norm() > 1e-2  # it moved from zero
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_bf16_autocast_trains_close_to_fp32(engine, fp32_run, tmp_path):
-    train(DEMO_CONFIG, work_dir=tmp_path, backend=engine,
+    train(DEMO_CONFIG, work_dir=tmp_path, engine=engine,
           cfg_options={**OPTIONS, "train.mixed_precision": "bf16"})
     check_mixed_precision_run(tmp_path, fp32_run, tolerance=1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.parametrize("engine", ENGINES)
 def test_fp16_autocast_with_loss_scaling_trains_close_to_fp32(engine, fp32_run, tmp_path):
-    train(DEMO_CONFIG, work_dir=tmp_path, backend=engine,
+    train(DEMO_CONFIG, work_dir=tmp_path, engine=engine,
           cfg_options={**OPTIONS, "train.mixed_precision": "fp16"})
     check_mixed_precision_run(tmp_path, fp32_run, tolerance=1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_fp16_without_cuda_is_a_config_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"'train.mixed_precision'='fp16' needs a CUDA device"):
@@ -71,6 +74,7 @@ def test_fp16_without_cuda_is_a_config_error(tmp_path, capsys):
     assert "model:" not in capsys.readouterr().out  # failed before anything was built
 
 
+@pytest.mark.slow
 def test_mixed_precision_needs_float32_trainable_weights(tmp_path):
     options = {"method.type": "full", "model.dtype": "bfloat16",
                "train.mixed_precision": "bf16"}
@@ -79,6 +83,7 @@ def test_mixed_precision_needs_float32_trainable_weights(tmp_path):
         train(DEMO_CONFIG, work_dir=tmp_path, cfg_options=options)
 
 
+@pytest.mark.slow
 def test_unknown_mixed_precision_value_gets_a_suggestion(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'bf16'"):
         train(DEMO_CONFIG, work_dir=tmp_path, cfg_options={"train.mixed_precision": "bf61"})

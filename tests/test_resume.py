@@ -1,6 +1,5 @@
 """Checkpoints survive kills: atomic writing, resume from the newest complete one, SIGKILL."""
 
-import json
 import os
 import shutil
 import signal
@@ -11,11 +10,10 @@ import time
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, REPO, run_cli
+from conftest import DEMO_CONFIG, REPO, run_cli, read_metrics
 from safetensors.torch import load_file
 
-from xft.engine.hf_backend import COMPLETE_MARKER
-from xft.engine.mmengine_backend import newest_complete_checkpoint
+from xft.engine.engines import HF_COMPLETE_MARKER as COMPLETE_MARKER, get_engine
 from xft.engine.train import train
 
 ENGINES = ["mmengine", "hf"]
@@ -23,10 +21,6 @@ ENGINES = ["mmengine", "hf"]
 
 def adapter(work_dir):
     return load_file(work_dir / "hf/adapter_model.safetensors")
-
-
-def read_metrics(work_dir):
-    return [json.loads(line) for line in (work_dir / "metrics.jsonl").open(encoding="utf-8")]
 
 
 def assert_same_weights(actual, expected):
@@ -61,7 +55,7 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
         import os, signal
         from types import SimpleNamespace
         import torch
-        from xft.engine.mmengine_backend import CheckpointHook
+        from xft.engine.mmengine_hooks import CheckpointHook
 
         def save_partly_then_die(obj, path):  # torch.save, killed in the middle
             with open(path, "wb") as f:
@@ -86,7 +80,7 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
     assert not (tmp_path / "iter_4.pth").exists()
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "iter_2.pth")
     assert torch.load(tmp_path / "iter_2.pth") == {"step": 2}
-    assert newest_complete_checkpoint(tmp_path) == str(tmp_path / "iter_2.pth")
+    assert get_engine("mmengine").newest_complete(tmp_path) == str(tmp_path / "iter_2.pth")
 
 
 RESUME_OPTIONS = {"train.max_steps": 6, "train.save_interval": 2, "train.save_total_limit": 3,
@@ -111,10 +105,11 @@ def cut_off(engine, full_dir, work_dir, step):
         (folder / "trainer_state.json").write_text(state[:len(state) // 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_passes_over_a_checkpoint_cut_off_while_written(engine, tmp_path):
     full_dir, work_dir = tmp_path / "full", tmp_path / "resumed"
-    train(DEMO_CONFIG, work_dir=full_dir, cfg_options=RESUME_OPTIONS, backend=engine)
+    train(DEMO_CONFIG, work_dir=full_dir, cfg_options=RESUME_OPTIONS, engine=engine)
     assert complete_checkpoints(engine, full_dir) == [2, 4, 6]
     work_dir.mkdir()
     name = checkpoint_name(engine, 2)
@@ -122,7 +117,7 @@ def test_resume_passes_over_a_checkpoint_cut_off_while_written(engine, tmp_path)
     copy(full_dir / name, work_dir / name)
     cut_off(engine, full_dir, work_dir, 4)
 
-    result = run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir),
+    result = run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir),
                      "--resume", "--cfg-options",
                      *[f"{k}={v}" for k, v in RESUME_OPTIONS.items()])
     assert f"passing over {work_dir / checkpoint_name(engine, 4)}" in result.stdout
@@ -135,6 +130,7 @@ def test_resume_passes_over_a_checkpoint_cut_off_while_written(engine, tmp_path)
     assert not list(work_dir.glob("*.tmp"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_of_an_incomplete_checkpoint_named_explicitly_fails(engine, tmp_path):
     name = checkpoint_name(engine, 2)
@@ -144,9 +140,10 @@ def test_resume_of_an_incomplete_checkpoint_named_explicitly_fails(engine, tmp_p
         (tmp_path / name).mkdir()
         (tmp_path / name / "trainer_state.json").write_text("{}")
     with pytest.raises(Exception, match="incomplete|not a complete"):
-        train(DEMO_CONFIG, work_dir=tmp_path, backend=engine, resume=str(tmp_path / name))
+        train(DEMO_CONFIG, work_dir=tmp_path, engine=engine, resume=str(tmp_path / name))
 
 
+@pytest.mark.slow
 def test_mmengine_checkpoints_are_streamed_to_their_file(tmp_path, monkeypatch):
     """The hook writes what the Runner built; MMEngine's in-memory writer gets nothing."""
     import mmengine.runner.runner as runner_module
@@ -174,6 +171,7 @@ def test_mmengine_checkpoints_are_streamed_to_their_file(tmp_path, monkeypatch):
 QLORA_RESUME_OPTIONS = {**RESUME_OPTIONS, "model.quantization.bits": 4}
 
 
+@pytest.mark.slow
 def test_mmengine_checkpoints_hold_only_trained_weights_and_qlora_resumes_from_them(tmp_path):
     """The frozen (here 4-bit) base is rebuilt from model.path, not stored in iter_N.pth;
     a resume completes the state with it silently and ends with the uninterrupted weights."""
@@ -184,7 +182,7 @@ def test_mmengine_checkpoints_hold_only_trained_weights_and_qlora_resumes_from_t
     train(DEMO_CONFIG, work_dir=full_dir, cfg_options=QLORA_RESUME_OPTIONS)
     saved = torch.load(full_dir / "iter_2.pth", weights_only=False)["state_dict"]
     _, experiment = load_config(DEMO_CONFIG, QLORA_RESUME_OPTIONS)
-    trainable = {f"lm.{name}" for name, p in build_model(experiment).named_parameters()
+    trainable = {f"lm.{name}" for name, p in build_model(experiment.model, experiment.method).named_parameters()
                  if p.requires_grad}
     assert set(saved) == trainable and all("lora_" in key for key in saved)
 
@@ -196,6 +194,7 @@ def test_mmengine_checkpoints_hold_only_trained_weights_and_qlora_resumes_from_t
     assert_same_weights(adapter(work_dir), adapter(full_dir))
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_without_a_trained_weight_names_file_and_key(tmp_path):
     full_dir = tmp_path / "full"
     train(DEMO_CONFIG, work_dir=full_dir, cfg_options={**RESUME_OPTIONS, "train.max_steps": 2})
@@ -222,7 +221,7 @@ def kill_mid_run(engine, work_dir):
 
     Returns (newest complete checkpoint step, last logged step) at the kill.
     """
-    command = [sys.executable, "-m", "xft", "train", DEMO_CONFIG, "--backend", engine,
+    command = [sys.executable, "-m", "xft", "train", DEMO_CONFIG, "--engine", engine,
                "--work-dir", str(work_dir), "--cfg-options",
                *[f"{k}={v}" for k, v in KILL_OPTIONS.items()]]
     process = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -245,10 +244,11 @@ def kill_mid_run(engine, work_dir):
             process.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(engine, tmp_path):
     full_dir, work_dir = tmp_path / "full", tmp_path / "killed"
-    train(DEMO_CONFIG, work_dir=full_dir, cfg_options=KILL_OPTIONS, backend=engine)
+    train(DEMO_CONFIG, work_dir=full_dir, cfg_options=KILL_OPTIONS, engine=engine)
     checkpoint_step, last_logged = kill_mid_run(engine, work_dir)
     total = KILL_OPTIONS["train.max_steps"]
     assert checkpoint_step < last_logged < total
@@ -256,7 +256,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(engin
     # The resume point lies inside an epoch: the data order must go on mid-permutation.
     assert (checkpoint_step * KILL_OPTIONS["train.grad_accum"]) % MICRO_BATCHES_PER_EPOCH != 0
 
-    run_cli("train", DEMO_CONFIG, "--backend", engine, "--work-dir", str(work_dir), "--resume",
+    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir), "--resume",
             "--cfg-options", *[f"{k}={v}" for k, v in KILL_OPTIONS.items()])
     assert_same_weights(adapter(work_dir), adapter(full_dir))
     # The killed run's records up to the checkpoint, then the resumed run's (the

@@ -16,7 +16,7 @@ from xft.rl.grpo_step import GRPOOptions, GRPOStep
 from xft.rl.ppo_step import PPOOptions, PPOStep, value_head_for
 from xft.rl.rewards import build_rewards, score
 from xft.rl.rollout import TransformersGenerator, prompt_from_record, render_prompt
-from xft.tools.chat import Sampling
+from xft.inference.chat import Sampling
 
 
 def _prompts(path, template, tokenizer):

@@ -11,7 +11,7 @@ from xft.errors import ConfigError, RecordError
 from xft.rl.logprobs import completion_logprobs
 from xft.rl.rollout import (TransformersGenerator, build_generator, prompt_from_record,
                             render_prompt)
-from xft.tools.chat import ChatSession, Sampling
+from xft.inference.chat import ChatSession, Sampling
 
 TINY = REPO / "xft" / "assets" / "tiny-llama"
 QUESTIONS = ["What is 2+3?", "Tell me a story about a cat and a dog", "hi",

@@ -29,10 +29,10 @@ from transformers import (AutoModelForCausalLM, GemmaConfig, GlmConfig, LlamaCon
 from xft.config import list_configs, load_config
 from xft.config.loader import config_text, load_raw_config
 from xft.data.formats import FORMATS
-from xft.data.pipeline import build_dataset
+from conftest import build_dataset
 from xft.data.templates import TEMPLATES, get_template
 from xft.engine.builder import build_experiment
-from xft.engine.mmengine_backend import run_mmengine
+from xft.engine.mmengine_run import run as run_mmengine
 from xft.engine.monitor import METRICS_FILE
 from xft.model.build import build_tokenizer
 
@@ -154,6 +154,7 @@ def assets(tmp_path_factory):
     return TinyAssets(tmp_path_factory.mktemp("tiny_assets"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_trains_two_steps_on_a_tiny_model_of_its_architecture(name, assets, tmp_path):
     _, shipped = load_config(name)
@@ -250,7 +251,7 @@ def test_configs_of_each_dataset_format_read_real_data(fmt, shared_data, assets)
         "datasets": [dict(path=str(shared_data / path), format=fmt, max_samples=60)],
         "tokenizer.path": assets.tokenizer(load_raw_config(name).template),
         "data.on_bad_record": "skip", "data.max_length": 4096})
-    tokenizer = build_tokenizer(experiment)
+    tokenizer = build_tokenizer(experiment.tokenizer, experiment.model.path)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     dataset, data_report = build_dataset(experiment, tokenizer, template, log=lambda *_: None)
     (report,) = data_report.sources

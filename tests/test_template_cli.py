@@ -1,8 +1,10 @@
 """`xft template list` / `xft template render`, checked against apply_chat_template."""
 
 import json
+from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from conftest import family_tokenizer, run_cli
 from transformers import AutoTokenizer
 
 from xft.cli import main
@@ -71,3 +73,33 @@ def test_render_errors_for_bad_json_and_unknown_template(tmp_path, capsys):
     assert main(["template", "render", "--template", "qwen9", "--tokenizer", "xft://tiny-llama",
                  "--input", str(src)]) == 1
     assert "unknown chat template 'qwen9'" in capsys.readouterr().err
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
+
+
+@pytest.mark.parametrize("name", ["alpaca", "llama2_chat", "auto"])
+def test_render_beyond_chatml_matches_the_reference_template(tmp_path, capsys, name):
+    """`template render` binds the template to the tokenizer (BOS/EOS of base-model formats,
+    the tokenizer's own jinja for 'auto'): its text and ids are what the family's reference
+    chat_template renders; every trained stretch ends with the end-of-turn text."""
+    if name == "auto":
+        tokenizer_dir, reference = resolve_path("xft://tiny-llama"), None
+    else:
+        tokenizer_dir = tmp_path / "tokenizer"
+        family_tokenizer(name).save_pretrained(tokenizer_dir)
+        reference = (FIXTURES / f"{name}.jinja").read_text(encoding="utf-8")
+    src = write_jsonl(tmp_path / "in.jsonl", [json.dumps({"messages": m}) for m in CHATS])
+    out = tmp_path / "out.jsonl"
+    assert main(["template", "render", "--template", name, "--tokenizer", str(tokenizer_dir),
+                 "--input", str(src), "--output", str(out)]) == 0
+    capsys.readouterr()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    for row, messages in zip(rows, CHATS):
+        text = tokenizer.apply_chat_template(messages, chat_template=reference, tokenize=False)
+        assert row["text"] == text
+        assert row["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+        trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+        assert tokenizer.decode(trained).rstrip().endswith(
+            tokenizer.eos_token if name != "auto" else "<|im_end|>")

@@ -5,42 +5,20 @@ Each family gets a test tokenizer: xft's tiny byte-level BPE plus the family's s
 (BOS, EOS, turn markers). Real tokenizers are tested in test_templates_real.py.
 """
 
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer
+from conftest import FAMILY_TOKENS, family_tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from xft.data.encode import IGNORE_INDEX, encode_conversations
-from xft.data.templates import TEMPLATES, ChatTemplate, get_template
+from xft.data.templates import TEMPLATES, ChatTemplate, get_template, template_spec
 from xft.errors import ConfigError, RecordError
 from xft.paths import resolve_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
 
 # (bos, eos, other special tokens) of each family's tokenizer.
-FAMILY_TOKENS = {
-    "default": ("<s>", "</s>", []),
-    "alpaca": ("<s>", "</s>", []),
-    "chatml": (None, "<|im_end|>", ["<|im_start|>"]),
-    "qwen2_chat": (None, "<|endoftext|>", ["<|im_start|>", "<|im_end|>"]),
-    "yi_chat": ("<|startoftext|>", "<|im_end|>", ["<|im_start|>"]),
-    "internlm2_chat": ("<s>", "</s>", ["<|im_start|>", "<|im_end|>"]),
-    "vicuna": ("<s>", "</s>", []),
-    "llama2_chat": ("<s>", "</s>", []),
-    "llama3_chat": ("<|begin_of_text|>", "<|end_of_text|>",
-                    ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
-    "mistral": ("<s>", "</s>", []),
-    "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
-    "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
-    "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),
-    "zephyr": ("<s>", "</s>", []),
-    "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
-                                "<|observation|>"]),
-    "moss": ("<s>", "</s>", ["<|Human|>", "<|Inner Thoughts|>", "<|Commands|>", "<|Results|>",
-                             "<|MOSS|>", "<eoh>", "<eot>", "<eoc>", "<eor>", "<eom>"]),
-}
 # The one deliberate difference from a reference: xft closes a ChatGLM3 conversation with EOS
 # (its chat_template ends a reply with nothing; ChatGLM3's fine-tuning script appends EOS).
 APPENDS_EOS = {"chatglm3"}
@@ -105,16 +83,6 @@ def hf_form(messages):
     if first["content"] is None:
         return rest, first["tools"]
     return [{"role": "system", "content": first["content"]}] + rest, first["tools"]
-
-
-@lru_cache(maxsize=None)
-def family_tokenizer(name):
-    bos, eos, extra = FAMILY_TOKENS[name]
-    backend = Tokenizer.from_file(str(Path(resolve_path("xft://tiny-llama")) / "tokenizer.json"))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos,
-                                        additional_special_tokens=extra)
-    tokenizer.pad_token = tokenizer.eos_token  # the aliasing that masks EOS in other toolkits
-    return tokenizer
 
 
 def reference(name):
@@ -389,14 +357,19 @@ def test_train_on_last_trains_only_the_final_reply():
 
 def test_unknown_train_on_and_unknown_template_fail_clearly():
     with pytest.raises(ConfigError, match="train_on"):
-        get_template("chatml", train_on="first")
+        get_template("chatml", family_tokenizer("chatml"), train_on="first")
     with pytest.raises(ConfigError, match="unknown chat template 'qwen3'"):
-        get_template("qwen3")
+        template_spec("qwen3")
 
 
-def test_template_needing_bos_fails_clearly_when_unbound():
-    with pytest.raises(ConfigError, match="bos_token"):
-        get_template("llama2_chat").render(CONVERSATIONS["single"])
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_only_a_bound_template_can_render(name):
+    """The registry holds specs: rendering needs bind(tokenizer, train_on), so no template
+    can render '{bos_token}' as nothing (the check-dataset bug of issue 13)."""
+    spec = template_spec(name)
+    assert not hasattr(spec, "render")
+    with pytest.raises(TypeError):
+        spec.bind()  # the tokenizer is not optional
 
 
 def test_stop_word_that_the_tokenizer_splits_is_refused():
@@ -479,8 +452,6 @@ def test_auto_train_on_last_and_loss_flags():
 
 
 def test_auto_needs_a_tokenizer_with_a_chat_template():
-    with pytest.raises(ConfigError, match="chat_template"):
-        get_template("auto").render(CONVERSATIONS["single"])
     bare = PreTrainedTokenizerFast(tokenizer_object=family_tokenizer("chatml").backend_tokenizer)
     with pytest.raises(ConfigError, match="chat_template"):
         get_template("auto", bare)

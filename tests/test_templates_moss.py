@@ -18,7 +18,7 @@ from xft.data.encode import IGNORE_INDEX, encode_conversations
 from xft.data.formats import to_conversation
 from xft.data.formats.moss import PARTS
 from xft.data.pipeline import read_records
-from xft.data.templates import get_template
+from xft.data.templates import get_template, template_spec
 from xft.errors import RecordError
 from xft.paths import resolve_path
 
@@ -94,7 +94,7 @@ CHAT = [
 
 
 def test_moss_renders_its_tagged_format():
-    text = get_template("moss").render(CHAT).text
+    text = get_template("moss", tag_tokenizer()).render(CHAT).text
     assert text == (
         CHAT[0]["content"]
         + "<|Human|>: 2+3 and 4*5?<eoh>\n"
@@ -135,9 +135,9 @@ def test_moss_commands_take_one_string_argument(arguments):
     chat = CHAT[:2] + [{"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "Calculate", "arguments": arguments}}]}]
     with pytest.raises(RecordError, match="exactly one string argument"):
-        get_template("moss").render(chat)
+        get_template("moss", tag_tokenizer()).render(chat)
     with pytest.raises(Exception, match="exactly one string argument"):
-        tag_tokenizer().apply_chat_template(chat, chat_template=get_template("moss").to_jinja(),
+        tag_tokenizer().apply_chat_template(chat, chat_template=template_spec("moss").to_jinja(),
                                             tokenize=False)
 
 
@@ -146,7 +146,7 @@ def test_moss_commands_take_one_string_argument(arguments):
 @pytest.mark.parametrize("name", FILES)
 def test_every_moss_record_builds_with_the_moss_template(shared_data, name):
     from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
-    from xft.data.pipeline import build_dataset
+    from conftest import build_dataset
 
     # moss.py rejects a record whose thoughts or commands break its meta_instruction's
     # plugin switches; none of the three sample files has such a record, so every record
@@ -182,7 +182,7 @@ RESPACED_COMMANDS = {PLUGINS: {19}}
 
 @pytest.mark.parametrize("name", FILES)
 def test_rendered_text_is_the_raw_moss_strings(shared_data, name):
-    template = get_template("moss")
+    template = get_template("moss", tag_tokenizer())
     exact = 0
     for index, record in enumerate(_records(shared_data, name)):
         text = template.render(to_conversation("moss", record)).text

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from xft.config import load_config
 from xft.engine.builder import build_experiment
-from xft.engine.mmengine_backend import run_mmengine
+from xft.engine.mmengine_run import run as run_mmengine
 from xft.paths import resolve_path
 
 IDENTITY = "Tuna"
@@ -29,6 +29,7 @@ def demo(tmp_path_factory):
     return built, hf_dir
 
 
+@pytest.mark.slow
 def test_metrics_log_every_logged_step_and_loss_falls(demo):
     built, _ = demo
     records = [json.loads(line) for line in (built.work_dir / "metrics.jsonl").open()]
@@ -40,6 +41,7 @@ def test_metrics_log_every_logged_step_and_loss_falls(demo):
     assert records[-1]["elapsed"] > records[0]["elapsed"]
 
 
+@pytest.mark.slow
 def test_checkpoints_are_kept_up_to_the_limit(demo):
     built, _ = demo
     checkpoints = sorted(built.work_dir.glob("iter_*.pth"))
@@ -48,6 +50,7 @@ def test_checkpoints_are_kept_up_to_the_limit(demo):
         f"iter_{built.plan.total_steps}.pth")
 
 
+@pytest.mark.slow
 def test_adapter_loads_with_stock_peft_and_matches_in_memory_model(demo):
     from peft import PeftModel
 
@@ -66,6 +69,7 @@ def test_adapter_loads_with_stock_peft_and_matches_in_memory_model(demo):
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_exported_tokenizer_carries_the_training_template(demo):
     from transformers import AutoTokenizer
 
@@ -76,6 +80,7 @@ def test_exported_tokenizer_carries_the_training_template(demo):
     assert "max_length" in (hf_dir / "xft_config.py").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("question", ["Who are you?", "你是谁?", "What is your name?"])
 def test_chat_answers_with_the_trained_identity(demo, question):
     _, hf_dir = demo
@@ -83,6 +88,7 @@ def test_chat_answers_with_the_trained_identity(demo, question):
     assert IDENTITY in answer
 
 
+@pytest.mark.slow
 def test_interactive_chat_answers_resets_and_exits(demo):
     _, hf_dir = demo
     session = "Who are you?\n你是谁?\nRESET\nWhat is your name?\nEXIT\n"
@@ -98,6 +104,7 @@ def test_interactive_chat_answers_resets_and_exits(demo):
     assert IDENTITY in answers[0] and IDENTITY in answers[2]
 
 
+@pytest.mark.slow
 def test_chat_session_keeps_history_until_reset(demo):
     from xft.tools.chat import ChatSession, load_chat_model
 
@@ -112,12 +119,14 @@ def test_chat_session_keeps_history_until_reset(demo):
     assert session.messages == []
 
 
+@pytest.mark.slow
 def test_untrained_model_does_not_know_the_identity():
     answer = run_cli("chat", "xft://tiny-llama", "--template", "chatml", "--prompt",
                      "Who are you?", "--max-new-tokens", "40").stdout
     assert IDENTITY not in answer
 
 
+@pytest.mark.slow
 def test_train_a_copied_config_from_another_directory(tmp_path):
     run_cli("copy-cfg", DEMO_CONFIG, "configs_here", cwd=tmp_path)
     copied = tmp_path / "configs_here" / f"{DEMO_CONFIG}_copy.py"
@@ -131,6 +140,7 @@ def test_train_a_copied_config_from_another_directory(tmp_path):
     assert (elsewhere / "out/hf/adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_resume_from_a_checkpoint_gives_the_same_weights(tmp_path, dropout):
     from safetensors.torch import load_file

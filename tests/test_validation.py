@@ -8,11 +8,12 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import DEMO_CONFIG, write_config
+from conftest import DEMO_CONFIG, write_config, read_metrics
 from safetensors.torch import load_file
 
 from xft.config import load_config
-from xft.data.pipeline import build_datasets
+from xft.build import build_data
+from xft.objectives import build_objective
 from xft.data.templates import get_template
 from xft.engine.train import train
 from xft.errors import ConfigError
@@ -28,19 +29,16 @@ RUN_OPTIONS = {"train.max_steps": 2, "train.log_interval": 1, "train.batch_size"
                "evaluation.max_new_tokens": 6}
 
 
-def read_metrics(work_dir):
-    return [json.loads(line) for line in (work_dir / "metrics.jsonl").open(encoding="utf-8")]
-
-
 def eval_records(work_dir):
     return [r for r in read_metrics(work_dir) if "eval_loss" in r]
 
 
 def built_data(options, config=DEMO_CONFIG):
     _, exp = load_config(config, options)
-    tokenizer = build_tokenizer(exp)
+    tokenizer = build_tokenizer(exp.tokenizer, exp.model.path)
     template = get_template(exp.template, tokenizer, exp.data.train_on)
-    return build_datasets(exp, tokenizer, template, **QUIET)
+    return build_data(exp, tokenizer, template, build_objective(exp.objective, exp.train),
+                      **QUIET)
 
 
 def keys(dataset):
@@ -102,21 +100,23 @@ def test_per_dataset_test_size_and_separate_validation_file(tmp_path):
     assert any(f"{extra}: validation file, used whole" in line for line in report.lines())
 
 
+@pytest.mark.slow
 def test_packed_validation_set_gives_the_same_eval_loss(tmp_path):
     """Packing follows the training rules and does not change the eval loss."""
     from xft.data.collate import PackedCollator, PadCollator
-    from xft.engine.evaluate import evaluate_loss
+    from xft.engine.evaluate import evaluate
     from xft.model.build import build_model
+    from xft.objectives.sft import SFT
 
     _, exp = load_config(DEMO_CONFIG, {"data.test_size": 0.3})
     _, val, _ = built_data({"data.test_size": 0.3})
     _, packed, report = built_data({"data.test_size": 0.3, "data.pack": True})
     assert len(packed) < len(val) and report.validation.rows == len(packed)
-    model = build_model(exp)
-    pad_id = build_tokenizer(exp).pad_token_id
-    plain = evaluate_loss(model, val, PadCollator(pad_id), batch_size=3)
-    rows = evaluate_loss(model, packed, PackedCollator(pad_id), batch_size=2)
-    assert rows.label_tokens == plain.label_tokens
+    model = build_model(exp.model, exp.method)
+    pad_id = build_tokenizer(exp.tokenizer, exp.model.path).pad_token_id
+    plain = evaluate(model, val, PadCollator(pad_id), SFT(), batch_size=3)
+    rows = evaluate(model, packed, PackedCollator(pad_id), SFT(), batch_size=2)
+    assert rows.count == plain.count
     assert rows.loss == pytest.approx(plain.loss, rel=1e-5)
 
 
@@ -145,10 +145,11 @@ def test_held_out_count_that_leaves_nothing_to_train_fails():
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("validation")
     for engine in ENGINES:
-        train(DEMO_CONFIG, work_dir=root / engine, cfg_options=RUN_OPTIONS, backend=engine)
+        train(DEMO_CONFIG, work_dir=root / engine, cfg_options=RUN_OPTIONS, engine=engine)
     return {engine: root / engine for engine in ENGINES}
 
 
+@pytest.mark.slow
 def test_both_engines_log_the_same_eval_loss(runs):
     mm, hf = (eval_records(runs[e]) for e in ENGINES)
     assert [r["step"] for r in mm] == [r["step"] for r in hf] == [1, 2]
@@ -158,6 +159,7 @@ def test_both_engines_log_the_same_eval_loss(runs):
         assert a["eval_ppl"] == pytest.approx(math.exp(a["eval_loss"]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_loss_equals_plain_forward_over_the_held_out_set(runs):
     """The exported best weights (step 1), run sample by sample through the model's own
     loss (model(labels=...) is a mean per sample), weighted by label tokens."""
@@ -177,6 +179,7 @@ def test_eval_loss_equals_plain_forward_over_the_held_out_set(runs):
     assert first["eval_loss"] == pytest.approx(total / tokens, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_best_weights_are_those_of_the_lowest_logged_eval_loss(runs):
     for engine in ENGINES:
         records = eval_records(runs[engine])
@@ -194,6 +197,7 @@ def test_best_weights_are_those_of_the_lowest_logged_eval_loss(runs):
             torch.testing.assert_close(final[name], kept[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_eval_results_in_tensorboard_chat_and_plot(runs, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -215,13 +219,14 @@ def test_eval_results_in_tensorboard_chat_and_plot(runs, tmp_path):
     assert plot_loss_curve(train_only).read_bytes() != (runs["hf"] / "loss_curve.png").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ENGINES)
 def test_early_stopping_on_a_plateau(engine, tmp_path, capsys):
     """With lr 0 the eval loss never improves: stop after `patience` evaluations."""
     options = {"train.max_steps": 20, "train.log_interval": 1, "data.test_size": 5,
                "train.eval_interval": 1, "optim.lr": 0.0,
                "train.early_stopping": dict(patience=2, min_delta=0.0)}
-    train(DEMO_CONFIG, work_dir=tmp_path, cfg_options=options, backend=engine)
+    train(DEMO_CONFIG, work_dir=tmp_path, cfg_options=options, engine=engine)
     records = eval_records(tmp_path)
     assert [r["step"] for r in records] == [1, 2, 3]
     assert len({r["eval_loss"] for r in records}) == 1

@@ -88,6 +88,7 @@ def encode(tokenizer, text):
 
 # ---------------------------------------------------------------- xft vocab train
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type,size", [("bpe", 150), ("unigram", 130)])
 def test_vocab_train_reads_text_files_and_record_fields(model_type, size, tmp_path, capsys):
     txt = tmp_path / "a.txt"
@@ -107,6 +108,7 @@ def test_vocab_train_reads_text_files_and_record_fields(model_type, size, tmp_pa
     assert "学" in pieces and "你" not in pieces  # characters of the corpus, and only those
 
 
+@pytest.mark.slow
 def test_vocab_train_names_file_record_and_field_of_bad_input(tmp_path, capsys):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"text": "你好"}\n{"body": "没有 text"}\n', encoding="utf-8")
@@ -117,6 +119,7 @@ def test_vocab_train_names_file_record_and_field_of_bad_input(tmp_path, capsys):
 
 # ---------------------------------------------------------------- xft vocab merge
 
+@pytest.mark.slow
 def test_merge_appends_new_pieces_and_keeps_every_base_id(tiny):
     base = AutoTokenizer.from_pretrained(tiny["base"])
     merged = AutoTokenizer.from_pretrained(tiny["merged"])
@@ -144,6 +147,7 @@ def test_merge_appends_new_pieces_and_keeps_every_base_id(tiny):
         assert merged.decode(ids) == text
 
 
+@pytest.mark.slow
 def test_merged_slow_and_fast_tokenizers_agree(tiny):
     merged = AutoTokenizer.from_pretrained(tiny["merged"])
     slow = spm.SentencePieceProcessor(model_file=str(tiny["merged"] / "tokenizer.model"))
@@ -151,6 +155,7 @@ def test_merged_slow_and_fast_tokenizers_agree(tiny):
         assert encode(merged, text) == slow.encode(text), text
 
 
+@pytest.mark.slow
 def test_merge_keeps_digits_split_when_the_base_splits_them(tiny):
     report = json.loads((tiny["merged"] / "xft_vocab_merge.json").read_text())
     assert report["skipped_digits"] > 0  # the Chinese corpus has "2024年"
@@ -160,6 +165,7 @@ def test_merge_keeps_digits_split_when_the_base_splits_them(tiny):
         assert digits == 0 or len(token.lstrip("▁")) == 1, token
 
 
+@pytest.mark.slow
 def test_merge_refuses_bases_it_cannot_extend(tiny, tmp_path, capsys):
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
@@ -280,10 +286,11 @@ def untied_model(tiny):
     return make_tiny_llama(tiny["root"] / "model_untied", len(base))
 
 
+@pytest.mark.slow
 def test_subword_mean_rows_are_the_mean_of_the_base_pieces_rows(tiny, untied_model):
     experiment = resize_experiment(tiny, untied_model, "subword_mean", dict(type="full"))
-    tokenizer = build_tokenizer(experiment)
-    model = build_model(experiment, tokenizer, log=lambda *_: None)
+    tokenizer = build_tokenizer(experiment.tokenizer, experiment.model.path)
+    model = build_model(experiment.model, experiment.method, tokenizer, log=lambda *_: None)
     original = LlamaForCausalLM.from_pretrained(untied_model)
     old_in = original.get_input_embeddings().weight.detach()
     old_out = original.get_output_embeddings().weight.detach()
@@ -308,9 +315,10 @@ def test_subword_mean_rows_are_the_mean_of_the_base_pieces_rows(tiny, untied_mod
         assert torch.allclose(new_out[token_id], old_out[split].mean(0), atol=1e-6), piece
 
 
+@pytest.mark.slow
 def test_mean_rows_are_the_mean_of_the_old_rows(tiny, untied_model):
     experiment = resize_experiment(tiny, untied_model, "mean", dict(type="full"))
-    model = build_model(experiment, build_tokenizer(experiment), log=lambda *_: None)
+    model = build_model(experiment.model, experiment.method, build_tokenizer(experiment.tokenizer, experiment.model.path), log=lambda *_: None)
     original = LlamaForCausalLM.from_pretrained(untied_model)
     for old, new in ((original.get_input_embeddings(), model.get_input_embeddings()),
                      (original.get_output_embeddings(), model.get_output_embeddings())):
@@ -319,12 +327,14 @@ def test_mean_rows_are_the_mean_of_the_old_rows(tiny, untied_model):
         assert torch.allclose(new.weight[n:], expected.expand_as(new.weight[n:]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resized_embeddings_must_train(tiny, untied_model):
     experiment = resize_experiment(tiny, untied_model, "mean", dict(type="lora"))
     with pytest.raises(ConfigError, match="would not train; add them to method.modules_to_save"):
-        build_model(experiment, build_tokenizer(experiment), log=lambda *_: None)
+        build_model(experiment.model, experiment.method, build_tokenizer(experiment.tokenizer, experiment.model.path), log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_lora_after_extension_trains_new_embeddings_with_falling_loss(tiny, untied_model,
                                                                       tmp_path):
     from xft.engine.train import train
@@ -355,6 +365,7 @@ train = dict(batch_size=4, max_steps=12, log_interval=1, warmup_ratio=0.0,
     assert rows and set(rows.values()) == {merged_size}, rows
 
 
+@pytest.mark.slow
 def test_subword_mean_on_a_tied_byte_level_model(tiny, bytelevel, tmp_path):
     """xft's tiny model ties its head to the embeddings; new rows follow the base split."""
     out, _ = bytelevel
@@ -365,8 +376,8 @@ template = 'chatml'
 datasets = [dict(path={str(tiny['corpus'])!r}, format='pretrain')]
 method = dict(type='full')
 """)))[1]
-    tokenizer = build_tokenizer(experiment)
-    model = build_model(experiment, tokenizer, log=lambda *_: None)
+    tokenizer = build_tokenizer(experiment.tokenizer, experiment.model.path)
+    model = build_model(experiment.model, experiment.method, tokenizer, log=lambda *_: None)
     base = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
     old = LlamaForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"))
     old = old.get_input_embeddings().weight.detach()

@@ -6,7 +6,7 @@ into input_ids/labels with the Qwen2 tokenizer and the qwen2_chat prompt format:
 - baseline: `datasets.load_dataset('json')`, then a per-record `datasets.map`
   that maps the record to turns and tokenizes every piece separately (prompt,
   answer, separator) and concatenates them, as XTuner 0.1's encode_fn does;
-- xft: `xft.data.pipeline.build_dataset` with the cache off (a cold build),
+- xft: `xft.build.build_data` (the SFT objective) with the cache off (a cold build),
   which renders each conversation once and tokenizes batches with offsets.
 
 The ratio compares these two. A third line shows an xft rebuild that hits its
@@ -37,8 +37,9 @@ SHARED = REPO.parent / "shared" / "data"
 
 from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg  # noqa: E402
 from xft.data.encode import IGNORE_INDEX  # noqa: E402
-from xft.data.pipeline import build_dataset  # noqa: E402
+from xft.build import build_data  # noqa: E402
 from xft.data.templates import get_template  # noqa: E402
+from xft.objectives.sft import SFT  # noqa: E402
 
 
 def baseline_build(path, tokenizer, template, max_length, cache_dir):
@@ -83,12 +84,12 @@ def baseline_build(path, tokenizer, template, max_length, cache_dir):
 
 
 def xft_build(path, tokenizer, template, max_length, cache_dir=None):
-    """build_dataset; with cache_dir, through the dataset cache there (else a cold build)."""
+    """build_data; with cache_dir, through the dataset cache there (else a cold build)."""
     exp = Experiment(model=ModelCfg(path="unused"), template=template.name,
                      datasets=[DatasetCfg(path=str(path), format="alpaca")],
                      data=DataCfg(max_length=max_length, truncation="truncate",
                                   cache=cache_dir is not None, cache_dir=cache_dir))
-    dataset, _ = build_dataset(exp, tokenizer, template, log=lambda _: None)
+    dataset, _, _ = build_data(exp, tokenizer, template, SFT(), log=lambda _: None)
     return len(dataset)
 
 
@@ -112,7 +113,7 @@ def main():
 
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    template = get_template("qwen2_chat")
+    template = get_template("qwen2_chat", tokenizer)
     base = json.loads(Path(args.data).read_text(encoding="utf-8"))
     records = (base * (args.records // len(base) + 1))[:args.records]
     with tempfile.TemporaryDirectory() as tmp:

@@ -209,7 +209,7 @@ def run_xft(args):
                      cache=False),
         method=MethodCfg(type=args.method, r=args.lora_r, alpha=args.lora_alpha, dropout=0.05),
         optim=OptimCfg(lr=args.lr, max_grad_norm=1.0),
-        train=TrainCfg(backend=args.engine, batch_size=args.pack_batch, epochs=1,
+        train=TrainCfg(engine=args.engine, batch_size=args.pack_batch, epochs=1,
                        lr_scheduler="cosine", warmup_ratio=0.03, log_interval=10,
                        save_interval=10**9,
                        mixed_precision="bf16" if args.precision == "bf16" else "no"),
@@ -221,9 +221,9 @@ def run_xft(args):
     built = build_experiment(experiment, config_text="", work_dir=args.work_dir)
     built.collator = counter = SlotCounter(built.collator)
     if args.engine == "hf":
-        from xft.engine.hf_backend import run_hf as run
+        from xft.engine.hf_trainer import run
     else:
-        from xft.engine.mmengine_backend import run_mmengine as run
+        from xft.engine.mmengine_run import run
     start, cpu = time.perf_counter(), cpu_seconds()
     run(built)
     synchronize(args)

@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from xft.data.templates import get_template
+from xft.data.templates import template_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -43,7 +43,7 @@ def build_tokenizer():
     tok.train_from_iterator(corpus(), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=get_template("chatml").to_jinja(), model_max_length=1024)
+        chat_template=template_spec("chatml").to_jinja(), model_max_length=1024)
 
 
 def build_model(tokenizer):

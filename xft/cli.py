@@ -8,7 +8,19 @@ import argparse
 import sys
 
 from xft import __version__
+from xft.engine.engines import ENGINES
 from xft.errors import XftError
+
+
+class RenamedOption(argparse.Action):
+    """An option that was renamed: using it is an error that names the new one."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is now {self.new}")
 
 
 def cmd_train(args):
@@ -25,7 +37,7 @@ def cmd_train(args):
     from xft.engine.train import train
 
     out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
-                seed=args.seed, resume=args.resume, backend=args.backend,
+                seed=args.seed, resume=args.resume, engine=args.engine,
                 deepspeed=args.deepspeed)
     if is_main_process():
         print(f"xft: training finished; Hugging Face artifact in {out}")
@@ -124,8 +136,9 @@ def build_parser():
     p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
                    help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    p.add_argument("--backend", choices=["mmengine", "hf"],
-                   help="training engine (overrides the config's train.backend)")
+    p.add_argument("--engine", choices=list(ENGINES),
+                   help="training engine (overrides the config's train.engine)")
+    p.add_argument("--backend", action=RenamedOption, new="--engine", help=argparse.SUPPRESS)
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="resume from CKPT (mmengine: iter_N.pth; hf: a checkpoint-N folder), "
                         "or from the newest checkpoint in the work dir")

@@ -149,8 +149,9 @@ class EarlyStoppingCfg:
 
 @dataclass
 class TrainCfg:
-    # Training engine: MMEngine's Runner or Hugging Face's Trainer (`xft train --backend` overrides).
-    backend: Literal["mmengine", "hf"] = "mmengine"
+    # Training engine (xft.engine.engines): MMEngine's Runner or Hugging Face's Trainer
+    # (`xft train --engine` overrides).
+    engine: Literal["mmengine", "hf"] = "mmengine"
     batch_size: int = 1  # per device, per micro-step
     grad_accum: int = 1
     epochs: int = 1
@@ -163,8 +164,9 @@ class TrainCfg:
     # Validation (needs a held-out split or val_datasets): optimizer steps between
     # evaluations of eval_loss / eval_ppl; None: evaluate once, after the last step.
     eval_interval: Optional[int] = None
-    # 'eval_loss': export the weights of the lowest eval_loss so far to work_dir/best.
-    save_best: Optional[Literal["eval_loss"]] = None
+    # The objective's validation key (SFT: 'eval_loss'): export the weights of the best
+    # value so far to work_dir/best.
+    save_best: Optional[str] = None
     export_best: bool = False  # with save_best: work_dir/hf is the best weights, not the last
     early_stopping: Optional[EarlyStoppingCfg] = None
     # Autocast forward and backward to bf16/fp16 while the optimizer updates fp32 master
@@ -189,12 +191,23 @@ class EvaluationCfg:
 
 
 @dataclass
+class ObjectiveCfg:
+    """What is trained: dict(type='sft', ...the objective's own keys) in a config.
+
+    The other keys are validated against the registered objective's Options
+    dataclass (xft.objectives), like every other section."""
+    type: str = "sft"
+    options: Any = None  # the objective's Options instance; None: its defaults
+
+
+@dataclass
 class Experiment:
     model: ModelCfg = REQUIRED
     datasets: List[DatasetCfg] = REQUIRED
     template: str = REQUIRED  # chat template name, see xft.data.templates
     tokenizer: TokenizerCfg = field(default_factory=TokenizerCfg)
     method: MethodCfg = field(default_factory=MethodCfg)
+    objective: ObjectiveCfg = field(default_factory=ObjectiveCfg)
     data: DataCfg = field(default_factory=DataCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
@@ -213,6 +226,7 @@ def validate(raw: dict) -> Experiment:
     experiment = _build(Experiment, public, path="")
     _check_method(experiment.method, experiment.model)
     _check_validation(experiment)
+    _check_save_best(experiment)
     if experiment.train.loss_chunk_size is not None and experiment.train.loss_chunk_size < 1:
         raise ConfigError(f"'train.loss_chunk_size' must be >= 1 or None, got "
                           f"{experiment.train.loss_chunk_size}")
@@ -270,10 +284,35 @@ def _check_validation(experiment):
     if train.eval_interval is not None and train.eval_interval < 1:
         raise ConfigError(f"'train.eval_interval' must be >= 1, got {train.eval_interval}")
     if train.export_best and train.save_best is None:
-        raise ConfigError("'train.export_best' needs train.save_best='eval_loss'")
+        raise ConfigError("'train.export_best' needs train.save_best (the objective's "
+                          "validation key, e.g. 'eval_loss')")
     if train.early_stopping is not None and train.early_stopping.patience < 1:
         raise ConfigError(f"'train.early_stopping.patience' must be >= 1, got "
                           f"{train.early_stopping.patience}")
+
+
+def _build_objective(raw, path):
+    """ObjectiveCfg from dict(type=NAME, **options): options checked against the objective's
+    own Options dataclass (imported only when a config sets the section)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{path}' must be a dict, got {type(raw).__name__}")
+    from xft.objectives import objective_class
+
+    options = dict(raw)
+    kind = options.pop("type", ObjectiveCfg.type)
+    return ObjectiveCfg(kind, _build(objective_class(kind).Options, options, path))
+
+
+def _check_save_best(experiment):
+    if experiment.train.save_best is None:
+        return
+    from xft.objectives import objective_class
+
+    key = objective_class(experiment.objective.type).validation_key
+    if experiment.train.save_best != key:
+        raise ConfigError(f"'train.save_best' must be the objective's validation key '{key}' "
+                          f"(objective '{experiment.objective.type}'), got "
+                          f"{experiment.train.save_best!r}")
 
 
 def _build(cls, raw, path):
@@ -296,6 +335,8 @@ def _build(cls, raw, path):
 
 def _convert(hint, value, path):
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is ObjectiveCfg:
+        return _build_objective(value, path)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path)
     if origin is Union:
@@ -338,7 +379,13 @@ def _convert(hint, value, path):
     return value
 
 
+# Keys that were renamed: the old name gets a message naming the new one.
+RENAMED_KEYS = {"train.backend": "train.engine"}
+
+
 def _unknown_key_message(key_path, key, fields):
+    if key_path in RENAMED_KEYS:
+        return f"config key '{key_path}' is now '{RENAMED_KEYS[key_path]}'"
     close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
     suggestion = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
     return f"unknown config key '{key_path}'{suggestion}"

@@ -9,6 +9,10 @@ policy, and the source of xft's encoding modules. Any change gives a new key,
 so a stale entry is never read. Mixing and packing are cheap and seeded, so
 they run on every build.
 
+An entry stores the objective's sample fields (SFT: input_ids, labels), each
+field flattened into one array with its own offsets, so fields of different
+lengths (a preference pair's two sides) and float fields fit alike.
+
 Layout: <root>/datasets/<key>/{samples.npz, report.json, key.json}; entries are
 written to a temporary folder and renamed into place, so a crash mid-write
 never leaves a half entry behind.
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one array and offsets per objective field
 # Modules whose code decides what a sample looks like (reading records included).
 ENCODING_MODULES = ("xft.data.pipeline", "xft.data.conversation", "xft.data.formats",
                     "xft.data.templates", "xft.data.encode")
@@ -91,33 +95,39 @@ def cache_key(parts):
     return _sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False))[:32]
 
 
-def load(root, key):
+def load(root, key, fields):
     """(samples, report dict) from the entry, or None when there is none."""
     entry = Path(root) / "datasets" / key
     try:
         report = json.loads((entry / "report.json").read_text(encoding="utf-8"))
         arrays = np.load(entry / "samples.npz")
-        ids, labels, offsets = arrays["input_ids"], arrays["labels"], arrays["offsets"]
+        columns = {name: (arrays[name], arrays[f"{name}.offsets"]) for name in fields}
     except (OSError, ValueError, KeyError):
         return None
-    samples = [{"input_ids": ids[a:b].tolist(), "labels": labels[a:b].tolist()}
-               for a, b in zip(offsets[:-1], offsets[1:])]
+    count = len(next(iter(columns.values()))[1]) - 1
+    samples = [{} for _ in range(count)]
+    for name, (values, offsets) in columns.items():
+        for sample, a, b in zip(samples, offsets[:-1], offsets[1:]):
+            sample[name] = values[a:b].tolist()
     return samples, report
 
 
-def save(root, key, parts, samples, report):
+def save(root, key, parts, samples, report, fields):
     """Store an entry atomically; returns its folder."""
     datasets_dir = Path(root) / "datasets"
     datasets_dir.mkdir(parents=True, exist_ok=True)
     entry = datasets_dir / key
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=datasets_dir))
     try:
-        lengths = [len(s["input_ids"]) for s in samples]
-        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        flat = lambda name: np.fromiter((t for s in samples for t in s[name]), dtype=np.int64,
-                                        count=int(offsets[-1]))
-        np.savez(tmp / "samples.npz", input_ids=flat("input_ids"), labels=flat("labels"),
-                 offsets=offsets)
+        arrays = {}
+        for name in fields:
+            lengths = [len(s[name]) for s in samples]
+            offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+            values = [t for s in samples for t in s[name]]
+            floats = any(isinstance(t, float) for t in values)
+            arrays[name] = np.array(values, dtype=np.float64 if floats else np.int64)
+            arrays[f"{name}.offsets"] = offsets
+        np.savez(tmp / "samples.npz", **arrays)
         (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False), encoding="utf-8")
         (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
                                       encoding="utf-8")

@@ -50,8 +50,3 @@ class PackedCollator:
             position_ids[i, n:] -= n
         return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
 
-
-def collator_for(experiment, tokenizer):
-    """The collator that matches the dataset built for this experiment."""
-    cls = PackedCollator if experiment.data.pack else PadCollator
-    return cls(tokenizer.pad_token_id)

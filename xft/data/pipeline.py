@@ -1,17 +1,22 @@
-"""Build the training dataset from the config's dataset list.
+"""Build the training dataset from the config's dataset list, for any objective.
 
 Per source file (cached, see xft.data.cache): load records (JSON/JSONL read
 here for precise errors; other types through `datasets.load_dataset`) → fill
-placeholders → format map fn → conversation (or a document, for pretraining) →
-encode (template + tokenizer; over-long samples dropped or truncated per the
-dataset's policy; documents get BOS/EOS, no template, and are split). Then all
-sources are mixed by ratio (xft.data.mix) and optionally packed into rows of
-max_length (xft.data.pack). The result is a torch Dataset of {input_ids,
-labels} (+ position_ids when packed) and a DataReport that counts every record
-and sample that was dropped, truncated, repeated or packed.
+placeholders → format map fn → the objective's `prepare` (for SFT: the
+conversation rendered by the bound template, or a pretraining document) → the
+objective's `encode` (tokenizer; over-long samples dropped or truncated per the
+dataset's policy). Then all sources are split for validation (xft.data.split),
+mixed by ratio (xft.data.mix) and optionally packed (the objective's `pack`).
+The result is a torch Dataset of samples holding the objective's fields (SFT:
+input_ids, labels; + position_ids when packed) and a DataReport that counts
+every record and sample that was dropped, truncated, repeated or packed.
+
+This layer takes the config sections it needs (data, datasets) and the built
+tokenizer, template and objective; it never sees the whole experiment.
 """
 
 import dataclasses
+import inspect
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,20 +26,18 @@ from typing import Optional
 from torch.utils.data import Dataset
 
 from xft.data import cache
-from xft.data.conversation import check_rendered, with_system
-from xft.data.encode import EncodeStats, encode_documents, encode_rendered
+from xft.data.encode import EncodeStats
 from xft.data.formats import format_name, get_format, to_conversation
 from xft.data.mix import check_ratios, mix
-from xft.data.pack import pack_samples
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
 
 SKIP_REASON_SAMPLES = 5
 
 
-class SFTDataset(Dataset):
-    """Encoded samples: each item is {'input_ids': [...], 'labels': [...]}, plus
-    'position_ids' when the samples are packed rows."""
+class EncodedDataset(Dataset):
+    """Encoded samples: each item a dict of the objective's fields (SFT: input_ids,
+    labels), plus 'position_ids' when the samples are packed rows."""
 
     def __init__(self, samples):
         self.samples = samples
@@ -153,28 +156,19 @@ def fill_placeholders(value, placeholders):
     return value
 
 
-def map_records(records, ds_cfg, experiment, template, report):
-    """Records → (rendered conversations, documents) through the dataset's format map fn.
+def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
+    """Records → the objective's prepared items, through the dataset's format map fn.
 
     A bad record raises DataError naming file, record index and field, or (with
     data.on_bad_record='skip') is counted in `report` with its reason.
     """
-    rendered, documents = [], []
+    prepared = []
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
-            mapped = to_conversation(ds_cfg.format, record)
-            if isinstance(mapped, str):
-                documents.append(mapped)
-                continue
-            mapped = with_system(mapped, experiment.system)
-            # Rendering runs the template's own checks (e.g. no system role); then
-            # nothing the record holds may be left out of the text.
-            result = template.render(mapped)
-            check_rendered(mapped, lambda m: template.render(m).text, template.name,
-                           text=result.text)
+            item = objective.prepare(to_conversation(ds_cfg.format, record), template, system)
         except RecordError as e:
-            if experiment.data.on_bad_record == "error":
+            if data_cfg.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
             report.skipped_bad += 1
             report.skip_reasons.append(str(e))
@@ -185,27 +179,35 @@ def map_records(records, ds_cfg, experiment, template, report):
             # The user's function crashed: say on which record (never skipped; likely a bug).
             raise DataError(f"format function {format_name(ds_cfg.format)} raised "
                             f"{type(e).__name__}: {e}", file=ds_cfg.path, index=index) from e
-        rendered.append(result)
-    return rendered, documents
+        prepared.append(item)
+    return prepared
 
 
-def _encoded_source(ds_cfg, experiment, tokenizer, template, truncation):
+@dataclass
+class SourceBuild:
+    """What encoding one dataset file depends on besides the file itself."""
+
+    data: object  # the config's DataCfg
+    tokenizer: object
+    template: object  # bound (xft.data.templates.BoundTemplate)
+    objective: object  # xft.objectives.Objective
+    system: Optional[str] = None  # system prompt for records without one
+
+
+def _encoded_source(ds_cfg, build, truncation):
     """Read, convert and encode one dataset file: (samples, SourceReport)."""
     records = read_records(ds_cfg.path)
     if ds_cfg.max_samples is not None:
         records = records[:ds_cfg.max_samples]
     report = SourceReport(path=ds_cfg.path, records=len(records), truncation=truncation)
-    rendered, documents = map_records(records, ds_cfg, experiment, template, report)
-    max_length = experiment.data.max_length
-    samples, report.stats = encode_rendered(rendered, tokenizer, max_length, truncation)
-    if documents:
-        doc_samples, doc_stats = encode_documents(documents, tokenizer, max_length)
-        samples += doc_samples
-        report.stats.merge(doc_stats)
+    prepared = map_records(records, ds_cfg, build.data, build.template, build.objective,
+                           build.system, report)
+    samples, report.stats = build.objective.encode(prepared, build.tokenizer,
+                                                   build.data.max_length, truncation)
     return samples, report
 
 
-def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
+def source_cache_key(ds_cfg, build, truncation):
     """(key, key parts) of a dataset's cache entry, or None when it cannot be keyed:
     a path that is not a local file, or a map function whose source is unreadable."""
     content = cache.file_fingerprint(resolve_path(ds_cfg.path))
@@ -213,6 +215,7 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
         return None
     try:
         map_fn = cache.code_fingerprint(get_format(ds_cfg.format))
+        objective_code = cache.code_fingerprint(inspect.getmodule(type(build.objective)))
     except (OSError, TypeError):
         return None
     parts = {
@@ -221,14 +224,15 @@ def source_cache_key(ds_cfg, experiment, tokenizer, template, truncation):
         "format": format_name(ds_cfg.format),
         "map_fn": map_fn,
         "code": cache.code_fingerprint(*cache.ENCODING_MODULES),
+        "objective": [build.objective.name, repr(build.objective.options), objective_code],
         "placeholders": ds_cfg.placeholders,
         "max_samples": ds_cfg.max_samples,
-        "system": experiment.system,
-        "template": repr(template),
-        "tokenizer": cache.tokenizer_fingerprint(tokenizer),
-        "max_length": experiment.data.max_length,
+        "system": build.system,
+        "template": repr(build.template),
+        "tokenizer": cache.tokenizer_fingerprint(build.tokenizer),
+        "max_length": build.data.max_length,
         "truncation": truncation,
-        "on_bad_record": experiment.data.on_bad_record,
+        "on_bad_record": build.data.on_bad_record,
     }
     return cache.cache_key(parts), parts
 
@@ -239,33 +243,35 @@ def _report_to_dict(report):
     return data
 
 
-def _report_from_dict(data, samples):
+def _report_from_dict(data, samples, objective):
     stats = EncodeStats(**data.pop("stats"))
-    stats.lengths = [len(s["input_ids"]) for s in samples]
+    stats.lengths = [objective.sample_length(s) for s in samples]
     return SourceReport(stats=stats, **data)
 
 
-def load_source(ds_cfg, experiment, tokenizer, template):
-    """One dataset's encoded samples and report, from the cache when possible."""
-    truncation = ds_cfg.truncation or experiment.data.truncation
-    if not experiment.data.cache:
-        return _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
-    keyed = source_cache_key(ds_cfg, experiment, tokenizer, template, truncation)
+def load_source(ds_cfg, build):
+    """One dataset's encoded samples and report (a SourceBuild says how), from the cache
+    when possible."""
+    truncation = ds_cfg.truncation or build.data.truncation
+    if not build.data.cache:
+        return _encoded_source(ds_cfg, build, truncation)
+    keyed = source_cache_key(ds_cfg, build, truncation)
     if keyed is None:
-        samples, report = _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
+        samples, report = _encoded_source(ds_cfg, build, truncation)
         report.cache = "uncacheable"
         return samples, report
     key, parts = keyed
-    root = cache.cache_root(experiment.data.cache_dir)
-    hit = cache.load(root, key)
+    root = cache.cache_root(build.data.cache_dir)
+    hit = cache.load(root, key, build.objective.fields)
     if hit is not None:
         samples, data = hit
-        report = _report_from_dict(data, samples)
+        report = _report_from_dict(data, samples, build.objective)
         report.path = ds_cfg.path  # the same bytes may live under another name
         report.cache, report.cache_entry = "hit", str(root / "datasets" / key)
         return samples, report
-    samples, report = _encoded_source(ds_cfg, experiment, tokenizer, template, truncation)
-    entry = cache.save(root, key, parts, samples, _report_to_dict(report))
+    samples, report = _encoded_source(ds_cfg, build, truncation)
+    entry = cache.save(root, key, parts, samples, _report_to_dict(report),
+                       build.objective.fields)
     report.cache, report.cache_entry = "built", str(entry)
     return samples, report
 
@@ -320,86 +326,79 @@ class DataReport:
             yield self.packing.line()
 
 
-def has_validation(experiment):
-    return bool(experiment.data.test_size is not None or experiment.val_datasets
-                or any(d.test_size is not None for d in experiment.datasets))
+def has_validation(data_cfg, datasets, val_datasets):
+    return bool(data_cfg.test_size is not None or val_datasets
+                or any(d.test_size is not None for d in datasets))
 
 
-def build_dataset(experiment, tokenizer, template, log=print):
-    """The training dataset and its DataReport (also written to `log`, line by line)."""
-    train, _, report = build_datasets(experiment, tokenizer, template, log)
-    return train, report
-
-
-def build_datasets(experiment, tokenizer, template, log=print):
+def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     """(training dataset, validation dataset or None, DataReport).
 
+    `datasets`, `val_datasets`: the config's DatasetCfg lists; `build`: a SourceBuild.
     The validation set is the held-out part of each training dataset (test_size,
     see xft.data.split) plus the val_datasets files; it is never mixed by ratio,
     and it is packed like the training data when data.pack is on.
     """
-    data = experiment.data
+    data = build.data
     # Config problems fail before any file is read.
-    for ds_cfg in [*experiment.datasets, *experiment.val_datasets]:
+    for ds_cfg in [*datasets, *val_datasets]:
         get_format(ds_cfg.format)
-    mixing = check_ratios(experiment.datasets, data.mix_size)
+    mixing = check_ratios(datasets, data.mix_size)
     sources = []
-    for ds_cfg in experiment.datasets:
-        samples, report = load_source(ds_cfg, experiment, tokenizer, template)
+    for ds_cfg in datasets:
+        samples, report = load_source(ds_cfg, build)
         for line in report.lines():
             log(line)
         sources.append((report, samples))
     reports = [report for report, _ in sources]
     named = [(r.path, s) for r, s in sources]
     validation = None
-    if has_validation(experiment):
-        named, validation, val_report = _validation_samples(named, experiment, tokenizer,
-                                                            template, reports, log)
+    if has_validation(data, datasets, val_datasets):
+        named, validation, val_report = _validation_samples(named, datasets, val_datasets,
+                                                            build, seed, log)
     mixture = None
     if mixing:
-        samples, mixture = mix(named, [d.ratio for d in experiment.datasets], data.mix_size,
-                               seed=experiment.seed)
+        samples, mixture = mix(named, [d.ratio for d in datasets], data.mix_size, seed=seed)
     else:
         samples = [sample for _, source_samples in named for sample in source_samples]
     if not samples:
         raise DataError("no training samples left after filtering; see the report above")
     packing = None
     if data.pack:
-        samples, packing = pack_samples(samples, data.max_length, seed=experiment.seed)
+        samples, packing = build.objective.pack(samples, data.max_length, seed)
         if validation:
-            validation, val_packing = pack_samples(validation, data.max_length,
-                                                   seed=experiment.seed)
+            validation, val_packing = build.objective.pack(validation, data.max_length, seed)
             val_report.rows = val_packing.rows
     report = DataReport(reports, len(samples), mixture, packing,
                         val_report if validation is not None else None)
     for line in report.combined_lines():
         log(line)
-    return SFTDataset(samples), (SFTDataset(validation) if validation is not None else None), report
+    return (EncodedDataset(samples),
+            EncodedDataset(validation) if validation is not None else None, report)
 
 
-def _validation_samples(named, experiment, tokenizer, template, reports, log):
+def _validation_samples(named, datasets, val_datasets, build, seed, log):
     """Split the training sources and read the validation files.
 
     Returns (training sources, validation samples, ValidationReport)."""
     from xft.data.split import split_sources
 
-    named, held_out, parts = split_sources(named, experiment.datasets, experiment.data.test_size,
-                                           experiment.seed)
+    named, held_out, parts = split_sources(named, datasets, build.data.test_size, seed)
     samples = list(held_out)
-    for ds_cfg in experiment.val_datasets:
-        file_samples, report = load_source(ds_cfg, experiment, tokenizer, template)
+    for ds_cfg in val_datasets:
+        file_samples, report = load_source(ds_cfg, build)
         for line in report.lines():
             log(line)
         samples += file_samples
     if not samples:
         raise DataError("the validation set is empty: test_size holds out no sample and "
                         "val_datasets have none left after filtering")
-    seen = {_sample_key(s) for _, source_samples in named for s in source_samples}
-    overlap = sum(_sample_key(s) in seen for s in samples)
-    report = ValidationReport(parts, [d.path for d in experiment.val_datasets], len(samples),
-                              overlap)
+    fields = build.objective.fields
+    seen = {_sample_key(s, fields) for _, source_samples in named for s in source_samples}
+    overlap = sum(_sample_key(s, fields) in seen for s in samples)
+    report = ValidationReport(parts, [d.path for d in val_datasets], len(samples), overlap)
     return named, samples, report
 
 
-def _sample_key(sample):
-    return tuple(sample["input_ids"]), tuple(sample["labels"])
+def _sample_key(sample, fields):
+    return tuple(tuple(sample[name]) for name in fields)

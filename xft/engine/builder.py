@@ -1,16 +1,17 @@
-"""Config → built objects, shared by every engine adapter."""
+"""Config → everything a training run needs, shared by every engine adapter.
+
+The objects themselves come from the one build step (xft.build); this adds
+what only training needs: the step plan, the work dir, the resolved config.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from xft.data.collate import collator_for
-from xft.data.pipeline import build_datasets
-from xft.data.templates import get_template
+from xft.build import build
 from xft.engine.distributed import world_size
 from xft.engine.plan import plan_training
 from xft.engine.precision import check_master_weights, check_mixed_precision_device
-from xft.model.build import build_model, build_tokenizer, count_parameters
-
+from xft.model.build import count_parameters
 
 
 @dataclass
@@ -18,13 +19,14 @@ class BuiltExperiment:
     experiment: object
     tokenizer: object
     template: object
+    objective: object  # xft.objectives.Objective: loss, count, metrics, collator
     dataset: object
     collator: object
     model: object
     plan: object
     work_dir: Path
     config_text: str  # the resolved config, saved beside the exported artifact
-    validation: object = None  # held-out SFTDataset (xft.data.split / val_datasets), or None
+    validation: object = None  # held-out EncodedDataset (xft.data.split / val_datasets), or None
 
 
 def build_experiment(experiment, config_text, work_dir, log=print):
@@ -33,15 +35,13 @@ def build_experiment(experiment, config_text, work_dir, log=print):
 
     check_mixed_precision_device(experiment.train.mixed_precision)
     transformers.set_seed(experiment.seed)
-    tokenizer = build_tokenizer(experiment)
-    template = get_template(experiment.template, tokenizer, experiment.data.train_on)
-    dataset, validation, _ = build_datasets(experiment, tokenizer, template, log=log)
-    plan = plan_training(len(dataset), experiment.train, world_size())
-    model = build_model(experiment, tokenizer, log=log)
-    check_master_weights(model, experiment.train.mixed_precision)
-    trainable, total = count_parameters(model)
+    built = build(experiment, parts=("data", "model"), log=log)
+    plan = plan_training(len(built.dataset), experiment.train, world_size())
+    check_master_weights(built.model, experiment.train.mixed_precision)
+    trainable, total = count_parameters(built.model)
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
-        f"({experiment.method.type}); {len(dataset)} samples, {plan.total_steps} optimizer steps")
-    return BuiltExperiment(experiment, tokenizer, template, dataset,
-                           collator_for(experiment, tokenizer), model, plan, Path(work_dir),
-                           config_text, validation)
+        f"({experiment.method.type}, objective {built.objective.name}); {len(built.dataset)} "
+        f"samples, {plan.total_steps} optimizer steps")
+    return BuiltExperiment(experiment, built.tokenizer, built.template, built.objective,
+                           built.dataset, built.collator, built.model, plan, Path(work_dir),
+                           config_text, built.validation)

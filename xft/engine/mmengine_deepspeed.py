@@ -5,9 +5,9 @@ mmengine 0.10.7's DeepSpeedStrategy (FlexibleRunner) imports
 model wrapper's train_step would bypass xft's accumulation window anyway. So
 xft keeps the ordinary Runner and gives it, through MMEngine's registries:
 
-- `DeepSpeedCausalLM`: a model wrapper around the engine that
-  `deepspeed.initialize` builds from CausalLMModel and xft's optimizer; its
-  train_step runs CausalLMModel.train_window with the engine's forward.
+- `DeepSpeedObjectiveModel`: a model wrapper around the engine that
+  `deepspeed.initialize` builds from ObjectiveModel and xft's optimizer; its
+  train_step runs ObjectiveModel.train_window with the engine's forward.
 - `DeepSpeedOptimWrapper`: an OptimWrapper (Runner accepts no other kind)
   whose backward/step go to the engine. The loss xft hands it is already normalised over the whole optimizer
   step, so `backward` does not divide by the accumulation steps again;
@@ -24,15 +24,15 @@ from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 from torch import nn
 
 
-@MODEL_WRAPPERS.register_module(name="XftDeepSpeedCausalLM")
-class DeepSpeedCausalLM(nn.Module):
+@MODEL_WRAPPERS.register_module(name="XftDeepSpeedObjectiveModel")
+class DeepSpeedObjectiveModel(nn.Module):
     def __init__(self, engine):
         super().__init__()
         self.engine = engine
 
     @property
     def module(self):
-        """The CausalLMModel, where Runner and xft's hooks look for the language model."""
+        """The ObjectiveModel, where Runner and xft's hooks look for the language model."""
         return self.engine.module
 
     def train_step(self, data, optim_wrapper):
@@ -70,11 +70,11 @@ class DeepSpeedOptimWrapper(OptimWrapper):
 
 
 def deepspeed_model_and_optim_wrapper(model, optimizer, ds_config):
-    """(model wrapper, optim wrapper config) for Runner, from CausalLMModel and xft's
+    """(model wrapper, optim wrapper config) for Runner, from ObjectiveModel and xft's
     optimizer. The optim wrapper is given as a config so that Runner builds it when
     training starts, under Runner's own MessageHub."""
     import deepspeed
 
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
-    return DeepSpeedCausalLM(engine), dict(type="XftDeepSpeedOptimWrapper",
+    return DeepSpeedObjectiveModel(engine), dict(type="XftDeepSpeedOptimWrapper",
                                            optimizer=optimizer, engine=engine)

@@ -3,8 +3,11 @@
 Engines report each optimizer step to a `TrainingMonitor`; every `log_interval`
 steps (and at the last step) it writes one record to work_dir/metrics.jsonl,
 the same scalars to TensorBoard (work_dir/tensorboard), and one console line
-with throughput and ETA. Validation results (xft.engine.validation) go to the
-same three places as records of their own: {step, eval_loss, eval_ppl, ...}.
+with throughput and ETA. A record holds the loss, the objective's metrics
+(Objective.metric_names, means over the logged steps) and its count under the
+objective's `count_key` (SFT: label_tokens). Validation results
+(xft.engine.validation) go to the same three places as records of their own:
+{step, eval_loss, ...} (the objective's Objective.eval_record).
 At the end it draws work_dir/loss_curve.png from the whole metrics file (a
 resumed run's earlier records included): training and validation loss.
 """
@@ -24,8 +27,9 @@ LOSS_CURVE_FILE = "loss_curve.png"
 class TrainingMonitor:
     """Writes on rank 0 only; the other ranks of a distributed run keep silent."""
 
-    def __init__(self, work_dir, total_steps, log_interval, log=print):
+    def __init__(self, work_dir, total_steps, log_interval, objective, log=print):
         self.work_dir = Path(work_dir)
+        self.count_key = objective.count_key  # the record key of the step's count
         self.total_steps, self.log_interval, self.log = total_steps, log_interval, log
         self.writer = None
         self.writes = is_main_process()
@@ -42,18 +46,30 @@ class TrainingMonitor:
         self._new_window()
 
     def _new_window(self):
-        self.loss_sum, self.steps, self.tokens, self.label_tokens = 0.0, 0, 0, 0
+        self.loss_sum, self.steps, self.tokens, self.count = 0.0, 0, 0, 0
+        self.metric_sums, self.metric_steps = {}, 0
 
-    def count_tokens(self, tokens, label_tokens):
-        """Tokens (non-padding) and label tokens of one micro-batch."""
+    def count_tokens(self, tokens, count):
+        """Tokens (non-padding) and the objective's count (SFT: label tokens) of one
+        micro-batch, or of a rank's window."""
         self.tokens += int(tokens)
-        self.label_tokens += int(label_tokens)
+        self.count += int(count)
+
+    def step_metrics(self, metrics):
+        """The objective's metrics of one optimizer step ({} when it has none)."""
+        if not metrics:
+            return
+        for name, value in metrics.items():
+            self.metric_sums[name] = self.metric_sums.get(name, 0.0) + float(value)
+        self.metric_steps += 1
 
     def should_log(self, step):
         return step % self.log_interval == 0 or step == self.total_steps
 
-    def step_end(self, step, loss, lr, grad_norm):
-        """One optimizer step done: `loss` is its normalised loss (see xft.engine.step_loss)."""
+    def step_end(self, step, loss, lr, grad_norm, metrics=None):
+        """One optimizer step done: `loss` is its normalised loss (see xft.engine.step_loss),
+        `metrics` the objective's."""
+        self.step_metrics(metrics)
         self.loss_sum += float(loss)
         self.steps += 1
         if self.should_log(step):
@@ -65,41 +81,48 @@ class TrainingMonitor:
             self._new_window()
             return
         now = time.time()
+        metrics = {name: round(total / self.metric_steps, 6)
+                   for name, total in self.metric_sums.items()}
         record = {
             "step": step,
             "loss": round(float(mean_loss), 6),
+            **metrics,
             "lr": float(lr),
             "grad_norm": round(float(grad_norm), 6),
             "tokens": self.tokens,
-            "label_tokens": self.label_tokens,
+            self.count_key: self.count,
             "tokens_per_s": round(self.tokens / max(now - self.window_start, 1e-9), 1),
             "elapsed": round(now - self.start_time, 3),
         }
         with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+        for key in ("loss", *metrics, "lr", "grad_norm", "tokens_per_s"):
             self.writer.add_scalar(f"train/{key}", record[key], step)
         self.writer.flush()
         done = step - self.first_step
         eta = (now - self.start_time) / max(done, 1) * (self.total_steps - step)
-        self.log(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}  lr {lr:.3g}  "
-                 f"grad_norm {record['grad_norm']:.3g}  {record['tokens_per_s']:.0f} tokens/s  "
+        shown = "".join(f"  {name} {value:.4g}" for name, value in metrics.items())
+        self.log(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}{shown}  "
+                 f"lr {lr:.3g}  grad_norm {record['grad_norm']:.3g}  "
+                 f"{record['tokens_per_s']:.0f} tokens/s  "
                  f"elapsed {_clock(record['elapsed'])}  eta {_clock(eta)}")
         self.window_start = now
         self._new_window()
 
-    def write_eval(self, step, record, note=""):
-        """Write a validation record (it holds `eval_loss` and `eval_ppl`) for `step`."""
+    def write_eval(self, step, record, shown, note=""):
+        """Write a validation record (Objective.eval_record plus best-so-far keys) for `step`;
+        `shown`: its keys of the objective's own values (eval_loss, ...), each also a
+        TensorBoard scalar eval/<name> and shown on the console line."""
         if not self.writes:
             return
         record = {"step": step, **record}
         with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        self.writer.add_scalar("eval/loss", record["eval_loss"], step)
-        self.writer.add_scalar("eval/ppl", record["eval_ppl"], step)
+        for key in shown:
+            self.writer.add_scalar(f"eval/{key.removeprefix('eval_')}", record[key], step)
         self.writer.flush()
-        self.log(f"eval @ step {step}/{self.total_steps}  eval_loss {record['eval_loss']:.4f}  "
-                 f"eval_ppl {record['eval_ppl']:.4g}{note}")
+        values = "  ".join(f"{key} {record[key]:.4g}" for key in shown)
+        self.log(f"eval @ step {step}/{self.total_steps}  {values}{note}")
 
     def finish(self):
         if not self.writes:
@@ -109,12 +132,6 @@ class TrainingMonitor:
         path = plot_loss_curve(self.work_dir)
         if path is not None:
             self.log(f"loss curve: {path}")
-
-
-def input_tokens(batch):
-    """Non-padding tokens of a collated micro-batch."""
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
 
 
 def read_metrics(work_dir):

@@ -7,7 +7,7 @@ fp32's exponent range and needs none, so it also runs on CPU.
 
 MMEngine: 'bf16' uses xft's AutocastOptimWrapper (MMEngine's AmpOptimWrapper
 refuses to run without a GPU, and its GradScaler is not needed for bf16),
-'fp16' uses AmpOptimWrapper (xft.engine.mmengine_backend). HF Trainer:
+'fp16' uses AmpOptimWrapper (xft.engine.mmengine_model). HF Trainer:
 TrainingArguments(bf16=..., fp16=...).
 """
 

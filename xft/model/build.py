@@ -1,4 +1,7 @@
-"""Load the tokenizer and the model a config declares, and apply the method (xft.model.methods)."""
+"""Load the tokenizer and the model a config declares, and apply the method (xft.model.methods).
+
+Takes the config sections it needs (model, tokenizer, method), not the whole experiment.
+"""
 
 import os
 
@@ -13,13 +16,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
           "auto": "auto"}
 
 
-def build_tokenizer(experiment):
+# What an objective trains (Objective.model_kind) → the transformers auto class that loads it.
+MODEL_KINDS = {"causal_lm": "AutoModelForCausalLM"}
+
+
+def build_tokenizer(tokenizer_cfg, model_path):
+    """The fast tokenizer of tokenizer.path (default: the model's path), with a pad token."""
     from transformers import AutoTokenizer
 
-    path = resolve_path(experiment.tokenizer.path or experiment.model.path)
+    path = resolve_path(tokenizer_cfg.path or model_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            path, trust_remote_code=experiment.tokenizer.trust_remote_code)
+            path, trust_remote_code=tokenizer_cfg.trust_remote_code)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
     if not tokenizer.is_fast:
@@ -33,16 +41,17 @@ def build_tokenizer(experiment):
 
 
 def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remote_code=False,
-                   quantization_config=None):
-    from transformers import AutoModelForCausalLM
+                   quantization_config=None, kind="causal_lm"):
+    import transformers
 
+    auto_class = getattr(transformers, MODEL_KINDS[kind])
     path = resolve_path(path)
     kwargs = {}
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        return auto_class.from_pretrained(
             path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code, quantization_config=quantization_config,
             **kwargs)
@@ -50,26 +59,27 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
         raise ConfigError(f"cannot load model from '{path}': {e}") from None
 
 
-def build_model(experiment, tokenizer=None, log=print):
-    """The model ready to train: base weights loaded (quantized for QLoRA), embeddings
-    resized to an extended tokenizer (model.resize_vocab, needs `tokenizer`), method applied."""
-    cfg = experiment.model
+def build_model(model_cfg, method_cfg, tokenizer=None, kind="causal_lm", log=print):
+    """The model ready to train: base weights loaded (quantized for QLoRA) as the objective's
+    model kind (MODEL_KINDS), embeddings resized to an extended tokenizer
+    (model.resize_vocab, needs `tokenizer`), method applied."""
+    cfg = model_cfg
     quantization = None
     if cfg.quantization is not None:
         quantization = bitsandbytes_config(cfg.quantization, cfg.dtype)
     else:
         import_bitsandbytes()  # before peft imports it, to keep its import quiet
     model = load_causal_lm(cfg.path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code,
-                           quantization)
+                           quantization, kind)
     if cfg.resize_vocab is None:
-        return apply_method(model, experiment.method, cfg.gradient_checkpointing)
+        return apply_method(model, method_cfg, cfg.gradient_checkpointing)
     from xft.model.resize import check_embeddings_train, resize_vocab
 
     if tokenizer is None:
         raise ConfigError("model.resize_vocab needs the tokenizer to resize to")
     log(resize_vocab(model, tokenizer, cfg.resize_vocab, cfg.path).line())
-    model = apply_method(model, experiment.method, cfg.gradient_checkpointing)
-    check_embeddings_train(model, experiment.method)
+    model = apply_method(model, method_cfg, cfg.gradient_checkpointing)
+    check_embeddings_train(model, method_cfg)
     return model
 
 

@@ -27,7 +27,7 @@ from xft.rl.grpo import (ADVANTAGE_SCALES, NORMALIZATIONS, clipped_token_loss,
 from xft.rl.logprobs import completion_logprobs
 from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
 from xft.rl.rollout import build_generator
-from xft.tools.chat import Sampling
+from xft.inference.chat import Sampling
 
 
 @dataclass

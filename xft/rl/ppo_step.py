@@ -21,7 +21,7 @@ from xft.rl.logprobs import completion_logprobs
 from xft.rl.ppo import KL_ESTIMATORS, clipped_value_loss, gae, masked_whiten, token_rewards
 from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
 from xft.rl.rollout import build_generator
-from xft.tools.chat import Sampling
+from xft.inference.chat import Sampling
 
 
 @dataclass

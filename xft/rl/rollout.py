@@ -5,7 +5,7 @@ function returns, minus its final assistant turn (`prompt_messages`), or a
 record's `prompt` field (`prompt_from_record`). It is rendered by the run's bound
 ChatTemplate with the generation prompt, exactly as `xft chat` renders a
 question, and generation stops at the template's stop tokens and stop strings
-(xft.tools.chat.template_stops), so the policy is trained on the turns it will
+(xft.inference.chat.template_stops), so the policy is trained on the turns it will
 produce in chat.
 
 Generation goes through a backend (`Generator`): one method that turns a batch
@@ -22,7 +22,7 @@ import torch
 
 from xft.errors import ConfigError, RecordError
 from xft.rl.logprobs import token_logprobs
-from xft.tools.chat import Sampling, cut_at_stop, template_stops
+from xft.inference.chat import Sampling, cut_at_stop, template_stops
 
 
 @dataclass
@@ -92,7 +92,7 @@ def left_pad(rows, pad_id):
 class TransformersGenerator:
     """Generation with transformers' `generate` on the policy model itself.
 
-    `sampling` is xft.tools.chat.Sampling (temperature 0 = greedy; its `seed` is
+    `sampling` is xft.inference.chat.Sampling (temperature 0 = greedy; its `seed` is
     unused: each call gets its own `seed`). Sampling draws from a torch RNG forked
     and seeded per call, so a rollout depends only on (weights, prompts, seed):
     resuming a run regenerates exactly what the first run generated, and the

@@ -1,36 +1,19 @@
 """`xft check-dataset CFG`: validate a config's data and show what training will see.
 
-Builds the datasets exactly as training does (every record is validated;
-data.on_bad_record decides between failing and skipping with a count), then
-prints a few samples with the trained tokens marked, length statistics, the
-drop / truncation counts and the packing efficiency, and writes a histogram of
-sample lengths to a PNG.
+Builds the datasets with the one build step training uses (xft.build: the
+template bound to the tokenizer with data.train_on, the configured objective;
+every record is validated and data.on_bad_record decides between failing and
+skipping with a count), then prints a few samples as the objective shows them
+(SFT: trained tokens marked), length statistics, the drop / truncation counts
+and the packing efficiency, and writes a histogram of sample lengths to a PNG.
 """
 
-import dataclasses
 import sys
 from pathlib import Path
 
-from xft.data.encode import IGNORE_INDEX
+from xft.objectives.sft import masked_text  # noqa: F401  (re-exported for the CLI's users)
 
 PERCENTILES = (0, 50, 90, 95, 99, 100)
-ANSI_TRAINED, ANSI_RESET = "\033[1;32m", "\033[0m"
-
-
-def masked_text(tokenizer, input_ids, labels, color=False):
-    """The decoded sample with trained tokens marked: ANSI green, or [[...]] without colour."""
-    opening, closing = (ANSI_TRAINED, ANSI_RESET) if color else ("[[", "]]")
-    pieces, run, run_trained = [], [], None
-    for token, label in zip(input_ids, labels):
-        trained = label != IGNORE_INDEX
-        if run and trained != run_trained:
-            pieces.append((run_trained, tokenizer.decode(run)))
-            run = []
-        run.append(token)
-        run_trained = trained
-    if run:
-        pieces.append((run_trained, tokenizer.decode(run)))
-    return "".join(f"{opening}{text}{closing}" if trained else text for trained, text in pieces)
 
 
 def percentiles(lengths, points=PERCENTILES):
@@ -60,28 +43,22 @@ def write_histogram(lengths, max_length, path):
 
 def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None, out=print):
     """Run the check; returns the DataReport. `plot` defaults to <config stem>_lengths.png."""
+    from xft.build import build, without_packing
     from xft.config import load_config
-    from xft.data.pack import pack_samples
-    from xft.data.pipeline import build_dataset
-    from xft.data.templates import get_template
-    from xft.model.build import build_tokenizer
 
     cfg, experiment = load_config(config, cfg_options)
     if color is None:
         color = sys.stdout.isatty()
-    tokenizer = build_tokenizer(experiment)
-    template = get_template(experiment.template)
     # Samples are shown and measured one by one; packing is measured separately below.
-    unpacked = dataclasses.replace(experiment,
-                                   data=dataclasses.replace(experiment.data, pack=False))
-    dataset, report = build_dataset(unpacked, tokenizer, template, log=out)
+    built = build(without_packing(experiment), parts=("data",), log=out)
+    dataset, report, objective = built.dataset, built.report, built.objective
 
     out("")
     for index in range(min(num_samples, len(dataset))):
         sample = dataset[index]
-        out(f"--- sample {index} ({len(sample['input_ids'])} tokens; "
+        out(f"--- sample {index} ({objective.sample_length(sample)} tokens; "
             f"trained text {'in green' if color else 'in [[ ]]'}) ---")
-        out(masked_text(tokenizer, sample["input_ids"], sample["labels"], color))
+        out(objective.show(sample, built.tokenizer, color))
 
     max_length = experiment.data.max_length
     stats = [source.stats for source in report.sources]
@@ -97,8 +74,8 @@ def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None
         f"dropped with no trained token: {sum(s.dropped_no_label for s in stats)}")
     out("token length percentiles: " + ", ".join(
         f"p{p}={n}" for p, n in percentiles(lengths).items()))
-    _, packing = pack_samples([dataset[i] for i in range(len(dataset))], max_length,
-                              seed=experiment.seed)
+    _, packing = objective.pack([dataset[i] for i in range(len(dataset))], max_length,
+                                experiment.seed)
     state = "on:" if experiment.data.pack else "off (data.pack=False); if on,"
     out(f"packing {state} {packing.rows} rows of {max_length} tokens hold the "
         f"{packing.samples} samples, efficiency {100 * packing.efficiency:.2f}%")

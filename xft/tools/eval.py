@@ -4,8 +4,8 @@ Three measurements, any of them in one call:
 
 - `--data FILE`: eval loss and perplexity on a dataset of any xft format,
   encoded with the model's chat template exactly as training encodes it
-  (xft.data.pipeline) and scored by xft.engine.evaluate, the function
-  training's validation uses.
+  (xft.data.pipeline, the SFT objective) and scored by xft.engine.evaluate, the
+  function training's validation uses.
 - `--task FILE --prompt-column C --label-column C`: accuracy of greedy answers
   on a labelled task (CSV, JSON or JSONL). Without a label map an answer is
   correct when it equals the label (surrounding whitespace ignored). With
@@ -34,26 +34,27 @@ COMPARE_MD, COMPARE_HTML = "compare.md", "compare.html"
 
 def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048,
                  batch_size=4, system=None, placeholders=None, log=print):
-    """EvalResult (xft.engine.evaluate) of the model on one dataset file."""
-    from xft.config.schema import validate
-    from xft.data.collate import PadCollator
-    from xft.data.pipeline import SFTDataset, load_source
-    from xft.engine.evaluate import evaluate_loss
+    """(EvalResult (xft.engine.evaluate), its record) of the model on one dataset file."""
+    from xft.config.schema import DataCfg, DatasetCfg
+    from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
+    from xft.engine.evaluate import evaluate
+    from xft.objectives.sft import SFT
 
-    # The same settings object training builds from a config, so the file is read,
-    # mapped, rendered and encoded by the same code (over-long samples dropped, counted).
-    experiment = validate({"model": {"path": "unused"}, "template": template.name,
-                           "datasets": [{"path": str(path), "format": fmt,
-                                         "placeholders": placeholders or {}}],
-                           "data": {"max_length": max_length}, "system": system})
-    samples, report = load_source(experiment.datasets[0], experiment, tokenizer, template)
+    # The config sections training reads, so the file is read, mapped, rendered and
+    # encoded by the same code (over-long samples dropped, counted).
+    objective = SFT()
+    source = DatasetCfg(path=str(path), format=fmt, placeholders=placeholders or {})
+    build = SourceBuild(DataCfg(max_length=max_length), tokenizer, template, objective, system)
+    samples, report = load_source(source, build)
     for line in report.lines():
         log(line)
     if not samples:
         raise DataError("no sample left to evaluate; see the report above", file=path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
-    return evaluate_loss(model, SFTDataset(samples), PadCollator(pad_id), batch_size)
+    result = evaluate(model, EncodedDataset(samples), objective.collator(pad_id, packed=False),
+                      objective, batch_size)
+    return result, result.record(objective)
 
 
 # --- labelled tasks ----------------------------------------------------------------------------
@@ -212,12 +213,14 @@ def run_eval(args, log=print):
 
     model, tokenizer, template = load_chat_model(args.model, args.adapter, args.template)
     if args.data:
-        result = dataset_loss(model, tokenizer, template, args.data, args.format,
-                              args.max_length, args.batch_size, args.system, placeholders, log)
-        results["loss"] = {"data": args.data, "eval_loss": result.loss, "eval_ppl": result.ppl,
-                           "label_tokens": result.label_tokens, "samples": result.samples}
-        log(f"eval_loss {result.loss:.4f}  eval_ppl {result.ppl:.4g}  "
-            f"({result.label_tokens} label tokens in {result.samples} samples of {args.data})")
+        result, record = dataset_loss(model, tokenizer, template, args.data, args.format,
+                                      args.max_length, args.batch_size, args.system,
+                                      placeholders, log)
+        results["loss"] = {"data": args.data, "eval_loss": result.loss,
+                           "eval_ppl": record["eval_ppl"], "label_tokens": result.count,
+                           "samples": result.samples}
+        log(f"eval_loss {result.loss:.4f}  eval_ppl {record['eval_ppl']:.4g}  "
+            f"({result.count} label tokens in {result.samples} samples of {args.data})")
     task_prompts = [prompt for prompt, _ in items]
     task_answers = None
     if items:

@@ -1,7 +1,8 @@
 """`xft convert pth_to_hf CFG CKPT OUT`: a training checkpoint → a Hugging Face artifact.
 
-The config rebuilds the model exactly as training built it (same base, method,
-quantization), the checkpoint's trained weights are loaded into it, and
+The config rebuilds the model with the one build step training uses
+(xft.build: same tokenizer, bound template, base, method, quantization, vocabulary
+resize), the checkpoint's trained weights are loaded into it, and
 xft.engine.export writes the artifact the run would have written at that step:
 a PEFT adapter (LoRA/QLoRA) or a full model, with the tokenizer carrying the
 chat template, xft_meta.json and the config copied beside it.
@@ -13,21 +14,19 @@ another shape, means config and checkpoint do not belong together: an error.
 """
 
 from xft.errors import XftError
-from xft.tools.checkpoints import read_checkpoint
+from xft.engine.checkpoints import read_checkpoint
 
 
 def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None, log=print):
+    from xft.build import build
     from xft.config.loader import config_text, load_config
-    from xft.data.templates import get_template
     from xft.engine.export import export_hf
-    from xft.model.build import build_model, build_tokenizer
 
     cfg, experiment = load_config(config, cfg_options)
     ckpt = read_checkpoint(checkpoint)  # before the model: a bad path fails fast
     log(f"reading {ckpt.source} checkpoint {ckpt.path}")
-    tokenizer = build_tokenizer(experiment)
-    template = get_template(experiment.template, tokenizer, experiment.data.train_on)
-    model = build_model(experiment)
+    built = build(experiment, parts=("model",), log=log)
+    model, tokenizer, template = built.model, built.tokenizer, built.template
     loaded = load_trained_weights(model, ckpt)
     log(f"loaded {loaded} trained tensors ({experiment.method.type})")
     out = export_hf(model.eval(), tokenizer, template, out_dir, config_text(cfg), max_shard_size)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from xft.errors import XftError
 from xft.paths import resolve_path
-from xft.tools.checkpoints import MODEL_INDEX, read_model_weights
+from xft.engine.checkpoints import MODEL_INDEX, read_model_weights
 
 
 def split_model(src, out_dir, max_shard_size, log=print):

@@ -14,8 +14,7 @@ from xft.data.conversation import check_conversation
 from xft.data.encode import labels_from_spans
 from xft.data.json_lines import json_lines
 from xft.data.templates import TEMPLATES, get_template
-from xft.errors import ConfigError, DataError, RecordError
-from xft.paths import resolve_path
+from xft.errors import DataError, RecordError
 
 
 def list_templates(out=sys.stdout):
@@ -25,16 +24,11 @@ def list_templates(out=sys.stdout):
 
 
 def load_tokenizer(path):
-    from transformers import AutoTokenizer
+    """The tokenizer at `path`, loaded as training loads it (xft.model.build)."""
+    from xft.config.schema import TokenizerCfg
+    from xft.model.build import build_tokenizer
 
-    resolved = resolve_path(path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load tokenizer from '{path}': {e}") from None
-    if not tokenizer.is_fast:
-        raise ConfigError(f"tokenizer at '{path}' is not a fast tokenizer; labels need offsets")
-    return tokenizer
+    return build_tokenizer(TokenizerCfg(path=path), path)
 
 
 def encode_messages(messages, template, tokenizer):

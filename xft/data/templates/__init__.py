@@ -10,30 +10,34 @@ encoder tokenizes the whole string once and maps spans to tokens, which is what
 `tokenizer.apply_chat_template` does too (no seams between separately
 tokenized pieces).
 
-    base.py      ChatTemplate (render, to_jinja, bind)
+    base.py      ChatTemplate (a spec: to_jinja, bind) → BoundTemplate (render)
     families.py  the registered formats
     auto.py      'auto': the tokenizer's own chat_template
 """
 
 from xft.data.templates.auto import AutoTemplate
-from xft.data.templates.base import ChatTemplate, Rendered
+from xft.data.templates.base import BoundTemplate, ChatTemplate, Rendered
 from xft.data.templates.families import FAMILIES
 from xft.errors import ConfigError
 
 TEMPLATES = {t.name: t for t in [*FAMILIES, AutoTemplate()]}
 
-__all__ = ["AutoTemplate", "ChatTemplate", "Rendered", "TEMPLATES", "get_template"]
+__all__ = ["AutoTemplate", "BoundTemplate", "ChatTemplate", "Rendered", "TEMPLATES",
+           "get_template", "template_spec"]
 
 
-def get_template(name, tokenizer=None, train_on="all"):
-    """The named template; with a tokenizer, bound to its BOS/EOS (and chat_template for 'auto').
+def template_spec(name):
+    """The registered (unbound) template: it describes a format and writes its jinja, but
+    cannot render; ConfigError for an unknown name."""
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown chat template '{name}' (known: {', '.join(sorted(TEMPLATES))})")
+    return TEMPLATES[name]
+
+
+def get_template(name, tokenizer, train_on="all"):
+    """The named template bound to `tokenizer` (its BOS/EOS; its chat_template for 'auto').
 
     train_on: 'all' trains every assistant turn, 'last' only the final one (a
     message's own `loss` flag wins either way).
     """
-    if name not in TEMPLATES:
-        raise ConfigError(f"unknown chat template '{name}' (known: {', '.join(sorted(TEMPLATES))})")
-    template = TEMPLATES[name]
-    if tokenizer is None and train_on == "all":
-        return template
-    return template.bind(tokenizer, train_on)
+    return template_spec(name).bind(tokenizer, train_on)

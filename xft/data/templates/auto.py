@@ -19,7 +19,7 @@ prompt into the last user turn; reasoning templates drop earlier thoughts) is
 refused with a RecordError that suggests a named template.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 from xft.data.templates.base import TRAIN_ON, Rendered
 from xft.errors import ConfigError, RecordError
@@ -29,27 +29,31 @@ CONTENT_MARKER = "\ue000xft-reply\ue000"  # private-use characters: never in rea
 
 @dataclass(frozen=True)
 class AutoTemplate:
+    """The registry's spec: renders nothing until bound to a tokenizer."""
+
     name: str = "auto"
     description: str = "the tokenizer's own chat_template (jinja); loss spans from growing prefixes"
-    tokenizer: object = None
-    train_on: str = "all"
     stop_words: tuple = ()
     stop_strings: tuple = ()
 
-    def bind(self, tokenizer=None, train_on="all"):
+    def bind(self, tokenizer, train_on="all"):
         if train_on not in TRAIN_ON:
             raise ConfigError(f"train_on must be one of {list(TRAIN_ON)}, got {train_on!r}")
-        if tokenizer is None:
-            return replace(self, train_on=train_on)
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError("template 'auto' needs a tokenizer with a chat_template; this one "
                               "has none, so pick a named template (xft template list)")
-        return replace(self, tokenizer=tokenizer, train_on=train_on)
+        return BoundAutoTemplate(self.name, self.description, self.stop_words,
+                                 self.stop_strings, tokenizer=tokenizer, train_on=train_on)
+
+
+@dataclass(frozen=True)
+class BoundAutoTemplate(AutoTemplate):
+    """'auto' bound to a tokenizer: renders with its chat_template."""
+
+    tokenizer: object = field(kw_only=True)
+    train_on: str = field(kw_only=True)
 
     def _jinja(self, messages, add_generation_prompt=False):
-        if self.tokenizer is None:
-            raise ConfigError("template 'auto' renders with the tokenizer's chat_template; bind it "
-                              "with get_template('auto', tokenizer)")
         messages, tools = hf_chat(messages)
         try:
             return self.tokenizer.apply_chat_template(
@@ -115,9 +119,6 @@ class AutoTemplate:
         return end
 
     def to_jinja(self) -> str:
-        if self.tokenizer is None:
-            raise ConfigError("template 'auto' is the tokenizer's own chat_template; bind it "
-                              "with get_template('auto', tokenizer)")
         return self.tokenizer.chat_template
 
 

@@ -3,9 +3,11 @@
 A template is a handful of format strings plus a few named options for the ways
 model families differ (where the system prompt goes, which contents are
 trimmed, whether roles must alternate, where tool definitions go and how tool
-calls look). `render()` builds the training text and its loss spans;
-`to_jinja()` writes the same rules as a `chat_template` for exported
-tokenizers. Both read the same fields, and a test checks they agree for every
+calls look). A ChatTemplate is a spec: `bind(tokenizer, train_on)` returns
+the BoundTemplate whose `render()` builds the training text and its loss spans
+(only a bound template can render, so '{bos_token}' is never rendered without
+the tokenizer's BOS). `to_jinja()` writes the same rules as a `chat_template`
+for exported tokenizers. Both read the same fields, and a test checks they agree for every
 registered template.
 
 Format strings may use these placeholders (other braces are literal text):
@@ -15,7 +17,7 @@ Format strings may use these placeholders (other braces are literal text):
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
 from xft.errors import ConfigError, RecordError
@@ -71,9 +73,6 @@ class ChatTemplate:
     # tokens (bind() requires each stop word to be one token; these it does not).
     stop_strings: Tuple[str, ...] = ()
     description: str = ""
-    # Set by bind(): the tokenizer's special tokens and which assistant turns are trained.
-    special_tokens: Tuple[Tuple[str, str], ...] = ()
-    train_on: str = "all"
 
     def __post_init__(self):  # a misspelled option fails when the registry is built
         if self.system_placement not in SYSTEM_PLACEMENTS:
@@ -92,141 +91,21 @@ class ChatTemplate:
 
     # ------------------------------------------------------------------ binding
 
-    def bind(self, tokenizer=None, train_on="all"):
-        """This template with the tokenizer's BOS/EOS filled in and the train_on policy set."""
+    def bind(self, tokenizer, train_on="all"):
+        """A BoundTemplate: this format with the tokenizer's BOS/EOS filled in and the
+        train_on policy set ('all': every assistant turn is trained, 'last': the final one;
+        a message's own `loss` flag wins either way)."""
         if train_on not in TRAIN_ON:
             raise ConfigError(f"train_on must be one of {list(TRAIN_ON)}, got {train_on!r}")
-        tokens = self.special_tokens
-        if tokenizer is not None:
-            # A tokenizer without a BOS (Qwen2, GPT-2 style) renders '{bos_token}' as ''.
-            tokens = tuple((key, getattr(tokenizer, key, None) or "")
-                           for key in ("bos_token", "eos_token"))
-            check_stop_words(self, tokenizer)
-        return replace(self, special_tokens=tokens, train_on=train_on)
-
-    def _fill(self, fmt, content="", tool_call_id=""):
-        values = dict(self.special_tokens, content=content, tool_call_id=tool_call_id)
-
-        def value(match):
-            key = match.group(1)
-            if key not in values:
-                raise ConfigError(f"template '{self.name}' needs the tokenizer's {key}; bind it "
-                                  "with get_template(name, tokenizer)")
-            return values[key]
-
-        return PLACEHOLDER.sub(value, fmt)
-
-    # ---------------------------------------------------------------- rendering
-
-    def render(self, messages, add_generation_prompt=False) -> Rendered:
-        parts, spans, length = [], [], 0
-
-        def emit(text, trained=False):
-            nonlocal length
-            if trained and text:
-                spans.append((length, length + len(text)))
-            parts.append(text)
-            length += len(text)
-
-        system, tools, body = self._split_system(messages)
-        self._check_roles(body)
-        last_answer = max((i for i, m in enumerate(body) if m["role"] == "assistant"), default=-1)
-        last_user = max((i for i, m in enumerate(body) if m["role"] == "user"), default=-1)
-        tools_style = TOOL_DEFINITION_STYLES[self.tool_definitions] if tools else None
-        if tools_style and tools_style.placement == "system":
-            system = (system or "") + tools_style.render(tools)
-        trained = False  # whether the latest reply is trained
-        emit(self._fill(self.prefix))
-        if system is not None and self.system_placement == "turn":
-            emit(self._fill(self.system, self._strip("system", system)))
-        for i, msg in enumerate(body):
-            role = msg["role"]
-            if role == "user":
-                if tools_style and tools_style.placement == "last_user" and i == last_user:
-                    emit(tools_style.render(tools))
-                content = msg["content"]
-                merge = (self.system_placement == "first_user" and i == 0
-                         or self.system_placement == "final_user" and i == len(body) - 1)
-                if system is not None and merge:
-                    content = self._fill(self.system, system) + content
-                emit(self._fill(self.user, self._strip("user", content)))
-            elif role == "assistant":
-                trained = msg.get("loss")
-                if trained is None:
-                    trained = self.train_on == "all" or i == last_answer
-                if msg.get("tool_calls"):
-                    self._emit_tool_calls(msg, emit, trained)
-                else:
-                    if self.reasoning and msg.get("reasoning_content"):
-                        emit(self._fill(self.reasoning, msg["reasoning_content"]), trained)
-                    emit(self._fill(self.assistant_prefix))
-                    content = self._strip("assistant", msg["content"])
-                    emit(content + self._fill(self.assistant_suffix), trained)
-                    emit(self._fill(self.turn_separator))
-            elif role == "tool":
-                if i == 0 or body[i - 1]["role"] != "tool":
-                    emit(self.tool_group[0])
-                emit(self._fill(self.tool, msg["content"], _tool_call_id(msg, self)))
-                if i == len(body) - 1 or body[i + 1]["role"] != "tool":
-                    emit(self.tool_group[1])
-        if add_generation_prompt:
-            emit(self._fill(self._generation_prompt()))
-        else:
-            ends_with_reply = last_answer == len(body) - 1
-            emit(self._fill(self.closing), trained=trained and ends_with_reply)
-        return Rendered("".join(parts), tuple(spans))
+        # A tokenizer without a BOS (Qwen2, GPT-2 style) renders '{bos_token}' as ''.
+        tokens = tuple((key, getattr(tokenizer, key, None) or "")
+                       for key in ("bos_token", "eos_token"))
+        check_stop_words(self, tokenizer)
+        spec = {f.name: getattr(self, f.name) for f in fields(ChatTemplate)}
+        return BoundTemplate(**spec, special_tokens=tokens, train_on=train_on)
 
     def _generation_prompt(self):
         return self.assistant_prefix if self.generation_prompt is None else self.generation_prompt
-
-    def _split_system(self, messages):
-        """(system prompt, tool definitions to render, the other messages).
-
-        A system message whose content is None (a record with tools but no system
-        prompt) stands for the default system prompt, like a missing one.
-        """
-        system, tools, body = None, None, messages
-        if messages and messages[0]["role"] == "system":
-            system, tools, body = messages[0]["content"], messages[0].get("tools"), messages[1:]
-        if system is None:
-            system = self.default_system
-        if system is not None and not self.system:
-            raise RecordError(f"template '{self.name}' has no system role", field="messages")
-        if not (tools and self.tool_definitions):
-            return system, None, body  # unrendered tools are caught by check_rendered
-        _check_tools(tools, "messages[0].tools")
-        return system, tools, body
-
-    def _check_roles(self, body):
-        expected = "user"
-        for i, msg in enumerate(body):
-            role = msg["role"]
-            if role == "tool" and not self.tool or msg.get("tool_calls") and not self.tool_calls:
-                what = "tool results" if role == "tool" else "assistant tool_calls"
-                raise RecordError(f"template '{self.name}' cannot render {what}",
-                                  field=f"messages[{i}]")
-            if msg.get("tool_calls"):
-                _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
-            if role not in ("user", "assistant", "tool"):
-                raise RecordError(f"template '{self.name}' cannot render role {role!r}",
-                                  field=f"messages[{i}].role")
-            if self.alternate and role != "tool" and not msg.get("tool_calls"):
-                if role != expected:
-                    raise RecordError(f"template '{self.name}' needs user and assistant "
-                                      "messages to alternate, starting with user",
-                                      field=f"messages[{i}].role")
-                expected = "assistant" if role == "user" else "user"
-
-    def _strip(self, role, content):
-        return content.strip() if role in self.strip_roles else content
-
-    def _emit_tool_calls(self, msg, emit, trained):
-        style = TOOL_CALL_STYLES[self.tool_calls]
-        emit(self._fill(style.prefix))
-        emit(style.render(self, msg) + self._fill(style.suffix), trained)
-        emit(self._fill(style.separator))
-
-    # -------------------------------------------------------------------- jinja
 
     def to_jinja(self) -> str:
         """A jinja chat_template that renders exactly what render() renders."""
@@ -338,6 +217,129 @@ class ChatTemplate:
         if bare:
             return "(" + " + ".join(terms or ['""']) + ")"
         return "{{ " + " + ".join(terms) + " }}" if terms else ""
+
+
+@dataclass(frozen=True)
+class BoundTemplate(ChatTemplate):
+    """A ChatTemplate bound to a tokenizer (its BOS/EOS) and a train_on policy: the only
+    kind of template that renders. Made by `ChatTemplate.bind`; the registry holds
+    unbound specs, so a template that would render `{bos_token}` as nothing cannot exist."""
+
+    special_tokens: Tuple[Tuple[str, str], ...] = field(kw_only=True)
+    train_on: str = field(kw_only=True)
+
+    def _fill(self, fmt, content="", tool_call_id=""):
+        values = dict(self.special_tokens, content=content, tool_call_id=tool_call_id)
+        return PLACEHOLDER.sub(lambda match: values[match.group(1)], fmt)
+
+    # ---------------------------------------------------------------- rendering
+
+    def render(self, messages, add_generation_prompt=False) -> Rendered:
+        parts, spans, length = [], [], 0
+
+        def emit(text, trained=False):
+            nonlocal length
+            if trained and text:
+                spans.append((length, length + len(text)))
+            parts.append(text)
+            length += len(text)
+
+        system, tools, body = self._split_system(messages)
+        self._check_roles(body)
+        last_answer = max((i for i, m in enumerate(body) if m["role"] == "assistant"), default=-1)
+        last_user = max((i for i, m in enumerate(body) if m["role"] == "user"), default=-1)
+        tools_style = TOOL_DEFINITION_STYLES[self.tool_definitions] if tools else None
+        if tools_style and tools_style.placement == "system":
+            system = (system or "") + tools_style.render(tools)
+        trained = False  # whether the latest reply is trained
+        emit(self._fill(self.prefix))
+        if system is not None and self.system_placement == "turn":
+            emit(self._fill(self.system, self._strip("system", system)))
+        for i, msg in enumerate(body):
+            role = msg["role"]
+            if role == "user":
+                if tools_style and tools_style.placement == "last_user" and i == last_user:
+                    emit(tools_style.render(tools))
+                content = msg["content"]
+                merge = (self.system_placement == "first_user" and i == 0
+                         or self.system_placement == "final_user" and i == len(body) - 1)
+                if system is not None and merge:
+                    content = self._fill(self.system, system) + content
+                emit(self._fill(self.user, self._strip("user", content)))
+            elif role == "assistant":
+                trained = msg.get("loss")
+                if trained is None:
+                    trained = self.train_on == "all" or i == last_answer
+                if msg.get("tool_calls"):
+                    self._emit_tool_calls(msg, emit, trained)
+                else:
+                    if self.reasoning and msg.get("reasoning_content"):
+                        emit(self._fill(self.reasoning, msg["reasoning_content"]), trained)
+                    emit(self._fill(self.assistant_prefix))
+                    content = self._strip("assistant", msg["content"])
+                    emit(content + self._fill(self.assistant_suffix), trained)
+                    emit(self._fill(self.turn_separator))
+            elif role == "tool":
+                if i == 0 or body[i - 1]["role"] != "tool":
+                    emit(self.tool_group[0])
+                emit(self._fill(self.tool, msg["content"], _tool_call_id(msg, self)))
+                if i == len(body) - 1 or body[i + 1]["role"] != "tool":
+                    emit(self.tool_group[1])
+        if add_generation_prompt:
+            emit(self._fill(self._generation_prompt()))
+        else:
+            ends_with_reply = last_answer == len(body) - 1
+            emit(self._fill(self.closing), trained=trained and ends_with_reply)
+        return Rendered("".join(parts), tuple(spans))
+
+    def _split_system(self, messages):
+        """(system prompt, tool definitions to render, the other messages).
+
+        A system message whose content is None (a record with tools but no system
+        prompt) stands for the default system prompt, like a missing one.
+        """
+        system, tools, body = None, None, messages
+        if messages and messages[0]["role"] == "system":
+            system, tools, body = messages[0]["content"], messages[0].get("tools"), messages[1:]
+        if system is None:
+            system = self.default_system
+        if system is not None and not self.system:
+            raise RecordError(f"template '{self.name}' has no system role", field="messages")
+        if not (tools and self.tool_definitions):
+            return system, None, body  # unrendered tools are caught by check_rendered
+        _check_tools(tools, "messages[0].tools")
+        return system, tools, body
+
+    def _check_roles(self, body):
+        expected = "user"
+        for i, msg in enumerate(body):
+            role = msg["role"]
+            if role == "tool" and not self.tool or msg.get("tool_calls") and not self.tool_calls:
+                what = "tool results" if role == "tool" else "assistant tool_calls"
+                raise RecordError(f"template '{self.name}' cannot render {what}",
+                                  field=f"messages[{i}]")
+            if msg.get("tool_calls"):
+                _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
+            if role not in ("user", "assistant", "tool"):
+                raise RecordError(f"template '{self.name}' cannot render role {role!r}",
+                                  field=f"messages[{i}].role")
+            if self.alternate and role != "tool" and not msg.get("tool_calls"):
+                if role != expected:
+                    raise RecordError(f"template '{self.name}' needs user and assistant "
+                                      "messages to alternate, starting with user",
+                                      field=f"messages[{i}].role")
+                expected = "assistant" if role == "user" else "user"
+
+    def _strip(self, role, content):
+        return content.strip() if role in self.strip_roles else content
+
+    def _emit_tool_calls(self, msg, emit, trained):
+        style = TOOL_CALL_STYLES[self.tool_calls]
+        emit(self._fill(style.prefix))
+        emit(style.render(self, msg) + self._fill(style.suffix), trained)
+        emit(self._fill(style.separator))
+
+    # -------------------------------------------------------------------- jinja
 
 
 def _tojson(value):

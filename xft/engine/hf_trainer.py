@@ -1,4 +1,4 @@
-"""Run an experiment on Hugging Face's `transformers.Trainer`.
+"""The hf engine: run an experiment on Hugging Face's `transformers.Trainer`.
 
 Only public extension points are used:
 
@@ -11,52 +11,48 @@ Only public extension points are used:
   data order is the one MMEngine sees, and Trainer's resume skips exactly the
   micro-batches already trained;
 - `XftTrainer.get_batch_samples`: Trainer draws each optimizer step's
-  micro-batches here before any backward; the returned count is xft's label
-  tokens of the whole window (all-reduced over ranks), which Trainer passes to
-- `XftTrainer.compute_loss` as `num_items_in_batch`: token-loss sum times
-  xft.engine.step_loss.loss_scale, already scaled for accumulation
-  (`loss_is_scaled_for_ga = True`);
+  micro-batches here before any backward; the returned count is the
+  objective's count (xft.objectives: label tokens for SFT) of the whole window,
+  all-reduced over ranks, which Trainer passes to
+- `XftTrainer.compute_loss` as `num_items_in_batch`: the objective's loss sum
+  times xft.engine.step_loss.loss_scale, already scaled for accumulation
+  (`loss_is_scaled_for_ga = True`); the objective's metrics are summed with the
+  same scale (StepMetrics);
 - `XftCallback`: metrics.jsonl / TensorBoard / progress line (TrainingMonitor)
   and evaluation chat, fed from Trainer's own log events.
 """
 
 import itertools
-import re
 import shutil
 from pathlib import Path
 
-import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from xft.data.sampler import RunBatchSampler
-from xft.engine.chat_eval import ChatEvaluator
 from xft.engine import distributed
-from xft.engine.checkpoint_files import (atomic_write_text, fsync_tree, numbered_checkpoints,
-                                         pick_resume, remove_old)
+from xft.engine.checkpoint_files import atomic_write_text, fsync_tree, remove_old
+from xft.engine.engines import ENGINES, HF_COMPLETE_MARKER
 from xft.engine.export import HF_DIR_NAME
-from xft.engine.monitor import TrainingMonitor, input_tokens
+from xft.engine.monitor import TrainingMonitor
 from xft.engine.schedule import lr_factor
-from xft.engine.step_loss import loss_scale, window_label_tokens
+from xft.engine.step_loss import StepMetrics, loss_scale, window_count
 from xft.engine.validation import Validator, export_final
-from xft.errors import XftError
-from xft.model.loss import CausalLMLoss, causal_lm_logits, token_loss_sum, training_loss
+from xft.inference.chat_eval import ChatEvaluator
 from xft.model.optimizer import build_optimizer
 
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-# Written by XftCheckpointCallback once Trainer has saved everything into a checkpoint
-# folder: only folders holding it are resumed from.
-COMPLETE_MARKER = "xft_checkpoint_complete"
+ENGINE = ENGINES["hf"]  # the checkpoint layout
 
 
 class XftTrainer(Trainer):
-    # compute_loss divides by the label tokens of the whole optimizer step itself.
+    # compute_loss divides by the objective's count of the whole optimizer step itself.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, run_batches, monitor, lr_lambda, loss=None, **kwargs):
+    def __init__(self, *args, run_batches, monitor, lr_lambda, objective, step_metrics,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.run_batches, self.monitor, self.lr_lambda = run_batches, monitor, lr_lambda
-        self.loss = loss or CausalLMLoss()
+        self.objective, self.step_metrics = objective, step_metrics
 
     def create_scheduler(self, num_training_steps, optimizer=None):
         """xft's lr curve, counted in optimizer steps (Trainer's own would be created
@@ -79,34 +75,37 @@ class XftTrainer(Trainer):
         batches = list(itertools.islice(epoch_iterator, num_batches))
         if not batches:
             return batches, None
-        return batches, window_label_tokens([b["labels"].to(device) for b in batches])
+        return batches, window_count([self.objective.count(b) for b in batches], device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs["labels"]
-        if return_outputs:  # the caller wants logits at every position
-            logits = causal_lm_logits(model, inputs)
-            loss_sum, label_tokens = token_loss_sum(logits, labels)
-        else:
-            loss_sum, label_tokens = self.loss(model, inputs)
-        if num_items_in_batch is None:  # a batch on its own (evaluation)
-            num_items_in_batch = window_label_tokens([labels])
-        loss = loss_sum * loss_scale(num_items_in_batch)
+        """The micro-batch's share of the step's loss. xft evaluates with its own Validator,
+        so Trainer's evaluation loop (which asks for outputs) is never run."""
+        if return_outputs:
+            raise NotImplementedError("xft validates with xft.engine.validation, not "
+                                      "Trainer.evaluate")
+        out = self.objective.loss(model, inputs)
+        if num_items_in_batch is None:  # a batch on its own
+            num_items_in_batch = window_count([out.count])
+        scale = loss_scale(num_items_in_batch)
         if model.training:
-            self.monitor.count_tokens(input_tokens(inputs), label_tokens)
-        return (loss, {"logits": logits}) if return_outputs else loss
+            self.monitor.count_tokens(self.objective.batch_tokens(inputs), out.count)
+            self.step_metrics.add(out.metrics, scale)
+        return out.sum * scale
 
 
 class XftCallback(TrainerCallback):
     """Feeds xft's TrainingMonitor and ChatEvaluator from Trainer's events."""
 
-    def __init__(self, monitor, chat):
-        self.monitor, self.chat = monitor, chat
+    def __init__(self, monitor, chat, step_metrics):
+        self.monitor, self.chat, self.step_metrics = monitor, chat, step_metrics
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.monitor.start(state.global_step)
         self.chat.run(model, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        # Runs before Trainer logs this step (on_log), on every rank (take() all-reduces).
+        self.monitor.step_metrics(self.step_metrics.take())
         if state.global_step == state.max_steps:
             control.should_log = True  # Trainer logs on the interval only; xft also logs the last step
         elif self.chat.due(state.global_step):
@@ -159,32 +158,17 @@ class XftCheckpointCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         # Runs after DefaultFlowCallback has decided whether this step saves.
         if control.should_save and args.should_save:
-            marker = Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER
+            marker = ENGINE.checkpoint_path(args.output_dir, state.global_step) / HF_COMPLETE_MARKER
             marker.unlink(missing_ok=True)
 
     def on_save(self, args, state, control, **kwargs):
         if not args.should_save:  # not the process that writes files
             return
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = ENGINE.checkpoint_path(args.output_dir, state.global_step)
         fsync_tree(folder)
-        atomic_write_text(folder / COMPLETE_MARKER, f"{state.global_step}\n")
-        remove_old(checkpoint_folders(args.output_dir), state.global_step,
-                   self.save_total_limit, marked_complete, remove=shutil.rmtree)
-
-
-def checkpoint_folders(work_dir):
-    """(N, path) of every checkpoint-N folder in the work dir, sorted by N."""
-    return numbered_checkpoints(work_dir, CHECKPOINT_DIR)
-
-
-def marked_complete(folder):
-    return (Path(folder) / COMPLETE_MARKER).is_file()
-
-
-def resolve_resume(resume, work_dir):
-    """None, or the checkpoint folder to resume from; an error when there is none."""
-    return pick_resume(resume, work_dir, checkpoint_folders(work_dir), marked_complete,
-                       "checkpoint-N folder")
+        atomic_write_text(folder / HF_COMPLETE_MARKER, f"{state.global_step}\n")
+        remove_old(ENGINE.checkpoints(args.output_dir), state.global_step,
+                   self.save_total_limit, ENGINE.is_complete, remove=shutil.rmtree)
 
 
 def training_arguments(exp, plan, work_dir, deepspeed=None):
@@ -221,14 +205,14 @@ def training_arguments(exp, plan, work_dir, deepspeed=None):
     )
 
 
-def run_hf(built, resume=None, deepspeed=None):
+def run(built, resume=None, deepspeed=None):
     """Train with transformers.Trainer. `built` is an xft.engine.builder.BuiltExperiment.
 
     `resume`: None (fresh run), True (newest complete checkpoint in the work dir) or a
     checkpoint-N folder. `deepspeed`: None or a resolved DeepSpeed config dict.
     """
     exp, plan = built.experiment, built.plan
-    checkpoint = resolve_resume(resume, built.work_dir)
+    checkpoint = ENGINE.resolve_resume(resume, built.work_dir)
     # Every rank's micro-batches in turn: Accelerate's prepare() hands rank r every
     # world_size-th batch, i.e. its own share of each global batch.
     batches = RunBatchSampler(len(built.dataset), exp.train.batch_size,
@@ -239,12 +223,14 @@ def run_hf(built, resume=None, deepspeed=None):
     def lr_lambda(step):
         return lr_factor(step, plan.total_steps, plan.warmup_steps, exp.train.lr_scheduler)
 
-    monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval)
+    monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval,
+                              built.objective)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
-                         built.work_dir)
-    callbacks = [XftCallback(monitor, chat), XftCheckpointCallback(exp.train.save_total_limit)]
-    loss = training_loss(exp.train)
-    validator = Validator(built, monitor, chat, loss) if built.validation is not None else None
+                         built.work_dir, writes=distributed.is_main_process())
+    step_metrics = StepMetrics()
+    callbacks = [XftCallback(monitor, chat, step_metrics),
+                 XftCheckpointCallback(exp.train.save_total_limit)]
+    validator = Validator(built, monitor, chat) if built.validation is not None else None
     if validator is not None:
         callbacks.append(XftValidationCallback(validator))
     trainer = XftTrainer(
@@ -257,7 +243,8 @@ def run_hf(built, resume=None, deepspeed=None):
         run_batches=batches,
         monitor=monitor,
         lr_lambda=lr_lambda,
-        loss=loss,
+        objective=built.objective,
+        step_metrics=step_metrics,
     )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     trainer.train(resume_from_checkpoint=checkpoint)

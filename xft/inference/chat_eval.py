@@ -1,6 +1,6 @@
 """Evaluation chat: answers to configured prompts before, during and after training.
 
-Uses xft.tools.chat.ChatSession, so the prompt is built by the same template
+Uses xft.inference.chat.ChatSession, so the prompt is built by the same template
 object that built the training labels. Each prompt is asked in a fresh
 conversation (greedy decoding); one JSON line per answer goes to
 work_dir/chat_samples.jsonl: {"step", "prompt", "answer"}.
@@ -9,18 +9,17 @@ work_dir/chat_samples.jsonl: {"step", "prompt", "answer"}.
 import json
 from pathlib import Path
 
-from xft.engine.distributed import is_main_process
-
 CHAT_SAMPLES_FILE = "chat_samples.jsonl"
 
 
 class ChatEvaluator:
-    def __init__(self, eval_cfg, tokenizer, template, system, work_dir, log=print):
+    def __init__(self, eval_cfg, tokenizer, template, system, work_dir, writes=True, log=print):
+        """`writes`: whether this process writes the answers (rank 0 of a distributed run)."""
         self.prompts, self.interval = eval_cfg.prompts, eval_cfg.interval
         self.max_new_tokens = eval_cfg.max_new_tokens
         self.tokenizer, self.template, self.system = tokenizer, template, system
         self.path = Path(work_dir) / CHAT_SAMPLES_FILE
-        self.log = log
+        self.log, self.writes = log, writes
         self.answered_step = None  # a step is answered once (an evaluation may also ask)
 
     def due(self, step):
@@ -34,7 +33,7 @@ class ChatEvaluator:
         if not self.prompts or step == self.answered_step:
             return
         self.answered_step = step
-        from xft.tools.chat import ChatSession
+        from xft.inference.chat import ChatSession
 
         was_training = model.training
         model.eval()  # no dropout while generating
@@ -45,7 +44,7 @@ class ChatEvaluator:
             for prompt in self.prompts:
                 session.reset()
                 records.append({"step": step, "prompt": prompt, "answer": session.ask(prompt)})
-            if is_main_process():
+            if self.writes:
                 with open(self.path, "a", encoding="utf-8") as f:
                     for r in records:
                         f.write(json.dumps(r, ensure_ascii=False) + "\n")

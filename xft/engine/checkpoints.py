@@ -1,9 +1,10 @@
 """Read the trained weights out of a training checkpoint, whatever engine wrote it.
 
-Three kinds of checkpoint are recognised from what is on disk:
+The engines and the names of their checkpoints are in xft.engine.engines; a
+checkpoint is recognised here from what is on disk (a copy may be renamed):
 
-mmengine   an `iter_N.pth` file: MMEngine's dict whose `state_dict` holds the
-           weights of xft's CausalLMModel (keys `lm.<model key>`).
+mmengine   a `.pth` file (iter_N.pth): MMEngine's dict whose `state_dict` holds
+           the weights of xft's ObjectiveModel (keys `lm.<model key>`).
 hf         a Trainer `checkpoint-N/` folder: the model's own save_pretrained
            output, a PEFT adapter (`adapter_model.safetensors`) or a full model
            (`model.safetensors`, possibly sharded).
@@ -66,7 +67,7 @@ def read_checkpoint(path):
         return Checkpoint(path, source, "module", _strip_prefix(_read_mmengine(path), "lm."))
     if source == "deepspeed":
         state = _read_deepspeed(path)
-        # MMEngine's DeepSpeed strategy wraps xft's CausalLMModel (keys 'lm.'); Trainer wraps
+        # MMEngine's DeepSpeed strategy wraps xft's ObjectiveModel (keys 'lm.'); Trainer wraps
         # the model itself.
         return Checkpoint(path, source, "module", _strip_prefix(state, "lm."))
     if (path / ADAPTER_WEIGHTS).is_file():
