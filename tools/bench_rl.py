@@ -150,8 +150,10 @@ def main():
     results = {"xft": [], "trl": []}
     for _ in range(args.rounds):
         for side in ("trl", "xft"):
-            command = [sys.executable, __file__, "--side", side] + [
-                a for a in sys.argv[1:] if not a.startswith("--rounds")]
+            command = [sys.executable, __file__, "--side", side, "--model", args.model,
+                       "--steps", str(args.steps), "--prompts", str(args.prompts),
+                       "--group-size", str(args.group_size),
+                       "--max-new-tokens", str(args.max_new_tokens), "--lr", str(args.lr)]
             out = subprocess.run(command, capture_output=True, text=True,
                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
             line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
