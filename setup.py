@@ -36,9 +36,10 @@ setup(
         # xft drives DeepSpeed itself on MMEngine (not mmengine's DeepSpeedStrategy,
         # which needs deepspeed<0.19.7); tested with 0.19.8.
         "deepspeed": ["deepspeed>=0.19.8"],
+        "galore": ["galore-torch==1.0"],  # optim.type='GaLore...'
         # trl and torchrl: independent references for the RL loss math (tests only).
-        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "trl==1.16.0",
-                 "torchrl==0.14.1"],
+        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "galore-torch==1.0",
+                 "trl==1.16.0", "torchrl==0.14.1"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

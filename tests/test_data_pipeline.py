@@ -132,6 +132,9 @@ def test_bad_records_can_be_skipped_and_are_counted(tmp_path, tokenizer):
     report = "\n".join(lines)
     assert "bad records skipped: 2" in report
     assert "field 'output': missing field" in report
+    # Each reason is listed right under the skip count, not under a later counter.
+    at = lines.index("  bad records skipped: 2")
+    assert all(line.startswith("    1 × ") for line in lines[at + 1:at + 3])
 
 
 def test_unknown_format_fails_before_reading(tmp_path, tokenizer):

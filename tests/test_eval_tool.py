@@ -218,3 +218,79 @@ def test_missing_column_names_file_and_column(tmp_path):
                      "--prompt-column", "text", "--label-column", "label", check=False)
     assert result.returncode == 1
     assert "reviews.csv: no column 'text'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_label_inside_another_label_is_not_named():
+    """0=不满意 contains 1=满意: "不满意" names 0 only; each label is matched where it is not
+    part of a longer label's text."""
+    mapping = {"0": "不满意", "1": "满意"}
+    assert answer_to_label("不满意", mapping) == "0"
+    assert answer_to_label("这条评论不满意。", mapping) == "0"
+    assert answer_to_label("顾客很满意", mapping) == "1"
+    assert answer_to_label("满意，不是不满意", mapping) is None  # names both
+    assert answer_to_label("一般", mapping) is None
+
+
+def test_task_rows_with_empty_cells_fail_or_are_skipped_and_counted(tmp_path, random_model):
+    task = write_csv(tmp_path / "reviews.csv", [("好吃", "1"), ("", "0"), ("难吃", ""),
+                                                ("还行", "1"), ("一般", "0")])
+    args = ["--template", "chatml", "--task", task, "--prompt-column", "评论",
+            "--label-column", "标签", "--max-new-tokens", 2, "--out", tmp_path / "out"]
+    with pytest.raises(DataError, match=r"reviews.csv, record 1, field '评论': empty value "
+                                        r"\(skip such rows with --on-bad-record skip\)"):
+        run_eval(eval_args(random_model, *args), log=lambda *a: None)
+    lines = []
+    results = run_eval(eval_args(random_model, *args, "--on-bad-record", "skip"),
+                       log=lines.append)
+    assert results["task"]["total"] == 3
+    assert results["task"]["skipped_rows"] == {"empty '评论'": 1, "empty '标签'": 1}
+    assert any("1 rows skipped: empty '标签'" in line for line in lines)
+    results = run_eval(eval_args(random_model, *args, "--on-bad-record", "skip", "--limit", 3),
+                       log=lambda *a: None)
+    assert results["task"]["total"] == 1  # of the first 3 rows, only row 0 is usable
+
+
+def test_per_label_precision_recall_and_confusion_matrix():
+    from xft.tools.eval import task_accuracy, task_report_lines
+
+    items = [("a", "1"), ("b", "1"), ("c", "0"), ("d", "0"), ("e", "0"), ("f", "1")]
+    answers = ["正面", "负面", "负面", "正面", "不知道", None]
+    summary, records = task_accuracy(items, answers, {"0": "负面", "1": "正面"})
+    # Counted by hand: predicted 1 for a and d (a right), 0 for b and c (c right).
+    assert summary["per_label"]["1"] == {"precision": 0.5, "recall": 1 / 3, "support": 3}
+    assert summary["per_label"]["0"] == {"precision": 0.5, "recall": 1 / 3, "support": 3}
+    assert summary["confusion"] == {"1": {"1": 1, "0": 1, "(too long)": 1},
+                                    "0": {"0": 1, "1": 1, "(unmatched)": 1}}
+    assert summary["unmatched"] == 1 and summary["too_long"] == 1
+    assert summary["accuracy"] == pytest.approx(2 / 6)
+    lines = task_report_lines(summary)
+    assert any("(unmatched)" in line and "(too long)" in line for line in lines)
+
+
+def test_prompts_beyond_the_model_context_are_counted_not_generated(random_model, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from xft.data.templates import get_template
+    from xft.tools.eval import answer_prompts
+
+    model = AutoModelForCausalLM.from_pretrained(random_model)
+    context = model.config.max_position_embeddings
+    too_long = "word " * context
+    answers = answer_prompts(model, tokenizer, get_template("chatml", tokenizer),
+                             ["Hi", too_long, "ok"], max_new_tokens=3, batch_size=2)
+    assert answers[1] is None and answers[0] is not None and answers[2] is not None
+
+
+def test_compare_shows_reference_answers(tmp_path, random_model):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Who are you?", "reference": "I am Tuna."}) + "\n"
+                       + json.dumps({"prompt": "Hi", "reference": "Hello <b>!"}) + "\n",
+                       encoding="utf-8")
+    run_eval(eval_args(random_model, "--template", "chatml", "--compare", TINY, "--prompts",
+                       prompts, "--max-new-tokens", 3, "--out", tmp_path / "out"),
+             log=lambda *a: None)
+    markdown = (tmp_path / "out/compare.md").read_text(encoding="utf-8")
+    page = (tmp_path / "out/compare.html").read_text(encoding="utf-8")
+    assert markdown.splitlines()[0].startswith("| # | prompt | reference | base: ")
+    assert "| 1 | Who are you? | I am Tuna. |" in markdown
+    assert "<td>Hello &lt;b&gt;!</td>" in page

@@ -117,6 +117,35 @@ def test_vocab_train_names_file_record_and_field_of_bad_input(tmp_path, capsys):
     assert f"{corpus}, record 1, field 'text': missing" in capsys.readouterr().err
 
 
+def test_split_long_line_keeps_every_character_within_the_byte_limit():
+    from xft.tools.vocab import split_long_line
+
+    line = "。".join(ZH * 40)  # ~2.2 KB of UTF-8, 3 bytes a character
+    pieces = split_long_line(line, limit=300)
+    assert "".join(pieces) == line and len(pieces) > 5
+    assert all(len(p.encode("utf-8")) <= 300 for p in pieces)
+    assert all(p.endswith(("。", "，", "？", "！")) for p in pieces[:-1])  # cut after punctuation
+    no_breaks = "字" * 500  # nowhere better to cut: between characters, never inside one
+    assert "".join(split_long_line(no_breaks, limit=100)) == no_breaks
+
+
+def test_vocab_train_keeps_lines_longer_than_sentencepiece_accepts(tmp_path, capsys):
+    """sentencepiece skips lines over 64 KiB; xft cuts them, so their text is learned."""
+    from xft.tools.vocab import MAX_LINE_BYTES
+
+    long_line = "，".join(["人工智能可以帮助人们学习和工作", "喵呜汪嗷"] * 3000)
+    assert len(long_line.encode("utf-8")) > MAX_LINE_BYTES
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("\n".join(ZH[:6] + [long_line, ""]) + "\n", encoding="utf-8")
+    assert main(["vocab", "train", "--corpus", str(corpus), "--vocab-size", "90",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "1 lines over 65536 bytes were cut into pieces" in out
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((tmp_path / "out" / "tokenizer.model").read_bytes())
+    assert "喵" in {p.piece for p in proto.pieces}  # only the long line has it
+
+
 # ---------------------------------------------------------------- xft vocab merge
 
 @pytest.mark.slow
@@ -266,6 +295,28 @@ def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, 
     assert reductions[False] >= 0.38  # keeping Mistral's split digits costs ~1.5 points
 
 
+def test_han_only_merge_into_mistral_changes_no_english_text(shared_data, tmp_path):
+    """chinese_sp holds a few English pieces that re-split 5 of the 2410 English Alpaca
+    texts (test above); with --scripts Han none changes and Chinese still shrinks."""
+    from xft.tools.vocab import merge_tokenizer
+
+    base_dir = shared_data / "tokenizers" / "mistral-7b-instruct-v0.3"
+    add = shared_data / "tokenizers" / "chinese_sp" / "chinese_sp.model"
+    en = json.loads((shared_data / "datasets/alpaca/alpaca_en_demo.json").read_text("utf-8"))
+    zh = json.loads((shared_data / "datasets/alpaca/alpaca_zh_demo.json").read_text("utf-8"))
+    fields = ("instruction", "input", "output")
+    en_texts = [r[k] for r in en for k in fields if r[k]]
+    zh_texts = [r[k] for r in zh[:300] for k in fields if r[k]]
+    base = AutoTokenizer.from_pretrained(base_dir)
+    report = merge_tokenizer(base_dir, add, tmp_path / "han", scripts=("Han",))
+    merged = AutoTokenizer.from_pretrained(tmp_path / "han")
+    assert report.skipped_other_script > 0
+    assert sum(encode(merged, t) != encode(base, t) for t in en_texts) == 0
+    reduction = 1 - (sum(len(encode(merged, t)) for t in zh_texts)
+                     / sum(len(encode(base, t)) for t in zh_texts))
+    assert reduction >= 0.35, reduction
+
+
 # ---------------------------------------------------------------- model.resize_vocab
 
 def resize_experiment(tiny, model_dir, init, method, **extra):
@@ -395,3 +446,53 @@ method = dict(type='full')
         assert torch.allclose(new[token_id], old[split].mean(0), atol=1e-6), text
         checked += 1
     assert checked > 100
+
+
+def test_merge_of_a_bare_sentencepiece_model_sets_bos_and_eos(tiny, tmp_path, capsys):
+    """A base that is only tokenizer.model has no tokenizer_config.json naming BOS/EOS; the
+    merged tokenizer (tokenizer.json + tokenizer.model) would have none, so the merge takes
+    them from the sentencepiece model, and training can add them."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "tokenizer.model").write_bytes((tiny["base"] / "tokenizer.model").read_bytes())
+    assert main(["vocab", "merge", "--base", str(bare), "--add", str(tiny["add"]),
+                 "--out", str(tmp_path / "merged")]) == 0
+    assert "named no bos_token (set to '<s>'" in capsys.readouterr().out
+    merged = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert (merged.bos_token, merged.eos_token, merged.unk_token) == ("<s>", "</s>", "<unk>")
+    assert merged.convert_tokens_to_ids("</s>") == 2
+
+
+@pytest.fixture(scope="module")
+def mixed_add(tiny):
+    """A sentencepiece model trained on English and Chinese together."""
+    root = tiny["root"]
+    corpus = write_jsonl(root / "mixed.jsonl", ZH + EN * 4)
+    run_cli("vocab", "train", "--corpus", str(corpus), "--vocab-size", "400",
+            "--model-type", "bpe", "--out", str(root / "mixed_sp"))
+    return root / "mixed_sp" / "tokenizer.model"
+
+
+@pytest.mark.parametrize("base", ["spm", "bytelevel"])
+def test_merge_restricted_to_han_leaves_english_tokenization_alone(tiny, mixed_add, base,
+                                                                   tmp_path):
+    from xft.tools.vocab import merge_tokenizer
+
+    base_dir = tiny["base"] if base == "spm" else resolve_path("xft://tiny-llama")
+    base_tok = AutoTokenizer.from_pretrained(base_dir)
+    changed = {}
+    for scripts in ((), ("Han",)):
+        out = tmp_path / ("han" if scripts else "all")
+        report = merge_tokenizer(base_dir, mixed_add, out, scripts=scripts)
+        merged = AutoTokenizer.from_pretrained(out)
+        changed[scripts] = sum(encode(merged, t) != encode(base_tok, t) for t in EN)
+        assert sum(len(encode(merged, t)) for t in ZH) < sum(len(encode(base_tok, t)) for t in ZH)
+    assert changed[()] > 0  # the mixed model's English pieces do change English text...
+    assert changed[("Han",)] == 0  # ...unless only Han pieces are added
+    assert report.skipped_other_script > 0 and report.scripts == ("Han",)
+
+
+def test_merge_names_an_unknown_script(tiny, tmp_path, capsys):
+    assert main(["vocab", "merge", "--base", str(tiny["base"]), "--add", str(tiny["add"]),
+                 "--out", str(tmp_path / "o"), "--scripts", "Klingonish"]) == 1
+    assert "--scripts Klingonish" in capsys.readouterr().err

@@ -106,13 +106,14 @@ def cmd_vocab(args):
     from xft.tools import vocab
 
     if args.action == "train":
-        path, lines = vocab.train_vocab(args.corpus, args.out, args.vocab_size, args.model_type,
+        path, stats = vocab.train_vocab(args.corpus, args.out, args.vocab_size, args.model_type,
                                         args.text_field or ["text"], args.character_coverage)
         print(f"xft: trained a {args.model_type} sentencepiece model of {args.vocab_size} "
-              f"pieces on {lines} lines: {path}")
+              f"pieces on {stats.line()}: {path}")
         return
     report = vocab.merge_tokenizer(args.base, args.add, args.out,
-                                       keep_digit_pieces=args.keep_digit_pieces)
+                                   keep_digit_pieces=args.keep_digit_pieces,
+                                   scripts=args.scripts or ())
     for line in report.lines():
         print(f"xft: {line}")
     print(f"xft: merged tokenizer saved to {args.out}")
@@ -223,6 +224,11 @@ def build_parser():
     p.add_argument("--prompts", help="prompts for --compare: a text file (one a line) or JSON/JSONL "
                    "(default: the --task prompts)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="evaluate only the first N rows of --task / prompts of --prompts")
+    p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
+                   help="a --task row with an empty cell: stop with its index (default) or "
+                        "skip it and count it")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "
@@ -290,6 +296,9 @@ def build_parser():
     m.add_argument("--keep-digit-pieces", action="store_true",
                    help="also add pieces that join digits to other characters when the base "
                         "splits digits")
+    m.add_argument("--scripts", nargs="+", metavar="SCRIPT",
+                   help="add only pieces written in these Unicode scripts (e.g. Han), so text "
+                        "in other scripts keeps the base's tokenization")
     p.set_defaults(func=cmd_vocab)
     return parser
 

@@ -87,6 +87,11 @@ class DatasetCfg:
     # Name of a format map function (see xft.data.formats and docs/formats.md), or a
     # function record → messages (or → str document) defined in the config file.
     format: Union[str, Callable] = "alpaca"
+    # Read a named format from records with other field names: the format's field → the
+    # record's, e.g. dict(messages='conversations', role='speaker') (docs/formats.md).
+    columns: Dict[str, str] = field(default_factory=dict)
+    # ... and other role values: a role → the record's value, e.g. dict(user='human').
+    tags: Dict[str, str] = field(default_factory=dict)
     # Values substituted for {{key}} placeholders in every string of a record,
     # e.g. dict(name='Xiaoxi') for self-cognition data.
     placeholders: Dict[str, str] = field(default_factory=dict)
@@ -104,6 +109,9 @@ class DatasetCfg:
 @dataclass
 class DataCfg:
     max_length: int = 2048
+    # Dataset registry files (JSON/YAML; xft's keys or LLaMA-Factory's dataset_info.json)
+    # for entries given as dict(name=...); xft://data/dataset_info.json is consulted last.
+    registry: List[str] = field(default_factory=list)
     # What to do with a sample longer than max_length: drop it, or truncate it
     # keeping its final end-of-turn token. Either way it is counted and reported.
     truncation: Literal["drop", "truncate"] = "drop"
@@ -131,8 +139,26 @@ class DataCfg:
 
 
 @dataclass
+class GaloreCfg:
+    """GaLore (gradient low-rank projection) for full fine-tuning: the optimizer states of
+    targeted 2-D weights live in a rank-`rank` subspace refreshed every `update_proj_gap`
+    steps (the `galore-torch` package, as transformers uses)."""
+    rank: int = 128
+    update_proj_gap: int = 200
+    scale: float = 0.25
+    proj_type: Literal["std", "reverse_std", "right", "left", "full"] = "std"
+    # Substrings of module names whose 2-D weights are projected; others train plainly.
+    target_modules: List[str] = field(default_factory=lambda: ["attn", "mlp"])
+
+
+@dataclass
 class OptimCfg:
-    type: Literal["AdamW"] = "AdamW"
+    # AdamW (torch); AdamW8bit, PagedAdamW, PagedAdamW8bit (bitsandbytes: 8-bit states,
+    # paged to CPU memory under pressure on CUDA); Adafactor (transformers; betas/eps unused);
+    # GaLoreAdamW, GaLoreAdamW8bit, GaLoreAdafactor (galore-torch; needs `galore`).
+    type: Literal["AdamW", "AdamW8bit", "PagedAdamW", "PagedAdamW8bit", "Adafactor",
+                  "GaLoreAdamW", "GaLoreAdamW8bit", "GaLoreAdafactor"] = "AdamW"
+    galore: Optional[GaloreCfg] = None
     lr: float = 2e-4
     weight_decay: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -222,9 +248,17 @@ class Experiment:
 
 def validate(raw: dict) -> Experiment:
     """Build an Experiment from a plain dict, or raise ConfigError naming the key."""
+    from xft.config.dataset_registry import resolve_names
+
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
+    registries = (public.get("data") or {}).get("registry") if isinstance(
+        public.get("data"), dict) else None
+    for key in ("datasets", "val_datasets"):
+        if key in public:
+            public[key] = resolve_names(public[key], registries, key)
     experiment = _build(Experiment, public, path="")
     _check_method(experiment.method, experiment.model)
+    _check_optim(experiment.optim, experiment.method)
     _check_validation(experiment)
     _check_save_best(experiment)
     if experiment.train.loss_chunk_size is not None and experiment.train.loss_chunk_size < 1:
@@ -253,6 +287,24 @@ def _check_method(method, model):
         raise ConfigError(f"'method.loraplus_lr_ratio' must be > 0, got {method.loraplus_lr_ratio}")
     if method.type == "freeze" and method.trainable_layers < 0:
         raise ConfigError(f"'method.trainable_layers' must be >= 0, got {method.trainable_layers}")
+
+
+def _check_optim(optim, method):
+    galore = optim.type.startswith("GaLore")
+    if galore and optim.galore is None:
+        raise ConfigError(f"'optim.type'='{optim.type}' needs 'optim.galore' "
+                          "(e.g. dict(rank=128, update_proj_gap=200, scale=0.25))")
+    if optim.galore is not None and not galore:
+        raise ConfigError(f"'optim.galore' applies to the GaLore optimizers, got "
+                          f"'optim.type'='{optim.type}'")
+    if galore and method.type == "lora":
+        raise ConfigError("GaLore projects the gradients of full-rank weights: use it with "
+                          "method.type='full' or 'freeze', not 'lora'")
+    if galore and method.loraplus_lr_ratio is not None:
+        raise ConfigError("'method.loraplus_lr_ratio' and GaLore cannot be combined")
+    if optim.galore is not None and (optim.galore.rank < 1 or optim.galore.update_proj_gap < 1):
+        raise ConfigError(f"'optim.galore.rank' and 'optim.galore.update_proj_gap' must be "
+                          f">= 1, got {optim.galore.rank} and {optim.galore.update_proj_gap}")
 
 
 def _check_test_size(value, key):

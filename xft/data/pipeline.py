@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from xft.data import cache
 from xft.data.encode import EncodeStats
-from xft.data.formats import format_name, get_format, to_conversation
+from xft.data.formats import FieldMapping, format_name, get_format, to_conversation
 from xft.data.mix import check_ratios, mix
 from xft.errors import DataError, RecordError
 from xft.paths import resolve_path
@@ -69,15 +69,17 @@ class SourceReport:
         if self.cache in ("hit", "built"):
             verb = "loaded from" if self.cache == "hit" else "stored in"
             yield f"  cache {self.cache}: {verb} {self.cache_entry}"
-        for label, count in [("bad records skipped", self.skipped_bad),
-                             ("samples longer than max_length dropped", s.dropped_too_long),
+        if self.skipped_bad:
+            yield f"  bad records skipped: {self.skipped_bad}"
+            # The reasons belong under their own heading, not under the next counter.
+            for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
+                yield f"    {count} × {reason}"
+        for label, count in [("samples longer than max_length dropped", s.dropped_too_long),
                              ("samples truncated to max_length", s.truncated),
                              ("samples with no trained token dropped", s.dropped_no_label),
                              ("documents split into max_length pieces", s.split_documents)]:
             if count:
                 yield f"  {label}: {count}"
-        for reason, count in Counter(self.skip_reasons).most_common(SKIP_REASON_SAMPLES):
-            yield f"    {count} × {reason}"
 
 
 def read_records(path):
@@ -163,10 +165,12 @@ def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
     data.on_bad_record='skip') is counted in `report` with its reason.
     """
     prepared = []
+    mapping = FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
-            item = objective.prepare(to_conversation(ds_cfg.format, record), template, system)
+            item = objective.prepare(to_conversation(ds_cfg.format, record, mapping), template,
+                                     system)
         except RecordError as e:
             if data_cfg.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
@@ -222,6 +226,7 @@ def source_cache_key(ds_cfg, build, truncation):
         "version": cache.CACHE_VERSION,
         "file": content,
         "format": format_name(ds_cfg.format),
+        "mapping": FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags).key(),
         "map_fn": map_fn,
         "code": cache.code_fingerprint(*cache.ENCODING_MODULES),
         "objective": [build.objective.name, repr(build.objective.options), objective_code],
@@ -343,6 +348,7 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     # Config problems fail before any file is read.
     for ds_cfg in [*datasets, *val_datasets]:
         get_format(ds_cfg.format)
+        FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     mixing = check_ratios(datasets, data.mix_size)
     sources = []
     for ds_cfg in datasets:

@@ -41,7 +41,7 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     trainable, total = count_parameters(built.model)
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
         f"({experiment.method.type}, objective {built.objective.name}); {len(built.dataset)} "
-        f"samples, {plan.total_steps} optimizer steps")
+        f"samples; {plan.line()}")
     return BuiltExperiment(experiment, built.tokenizer, built.template, built.objective,
                            built.dataset, built.collator, built.model, plan, Path(work_dir),
                            config_text, built.validation)

@@ -21,6 +21,7 @@ Everything goes to --out: results.json, predictions.jsonl, compare.md/.html.
 import csv
 import html
 import json
+from collections import Counter
 from pathlib import Path
 
 from xft.errors import DataError, XftError
@@ -59,8 +60,10 @@ def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048
 
 # --- labelled tasks ----------------------------------------------------------------------------
 
-def read_task(path, prompt_column, label_column):
-    """[(prompt, label)] from a CSV (header row), JSON or JSONL file; labels as strings."""
+def read_task(path, prompt_column, label_column, on_bad_record="error", limit=None):
+    """([(prompt, label)], skipped) from a CSV (header row), JSON or JSONL file; labels as
+    strings. A row with an empty cell fails with its index, or (on_bad_record='skip') is
+    skipped and counted; `limit` keeps the first rows."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=path)
@@ -78,16 +81,20 @@ def read_task(path, prompt_column, label_column):
         if column not in columns:
             raise DataError(f"no column '{column}' (columns: {', '.join(columns) or 'none'})",
                             file=path)
-    items = []
-    for index, row in enumerate(rows):
-        for column in (prompt_column, label_column):
-            value = row.get(column) if isinstance(row, dict) else None
-            if value is None or not str(value).strip():
-                raise DataError("empty value", file=path, index=index, field=column)
+    items, skipped = [], Counter()
+    for index, row in enumerate(rows[:limit] if limit else rows):
+        empty = [c for c in (prompt_column, label_column)
+                 if not isinstance(row, dict) or row.get(c) is None or not str(row[c]).strip()]
+        if empty:
+            if on_bad_record == "error":
+                raise DataError("empty value (skip such rows with --on-bad-record skip)",
+                                file=path, index=index, field=empty[0])
+            skipped[f"empty '{empty[0]}'"] += 1
+            continue
         items.append((str(row[prompt_column]), str(row[label_column]).strip()))
     if not items:
-        raise DataError("file has no rows", file=path)
-    return items
+        raise DataError("file has no usable rows", file=path)
+    return items, skipped
 
 
 def parse_pairs(pairs, option):
@@ -102,65 +109,148 @@ def parse_pairs(pairs, option):
 
 
 def answer_to_label(answer, label_map=None):
-    """The label an answer stands for, or None when it names no label or several."""
+    """The label an answer stands for, or None when it names no label or several.
+
+    An answer names a label when it contains the label's text somewhere that is not part
+    of a longer label's text: with 0=不满意 and 1=满意, "不满意" names 0 only.
+    """
     answer = answer.strip()
     if not label_map:
         return answer
+    folded = answer.casefold()
     for label, text in label_map.items():
-        if answer.casefold() == text.casefold():
+        if folded == text.casefold():
             return label
-    named = [label for label, text in label_map.items() if text.casefold() in answer.casefold()]
+    spans = {label: _occurrences(folded, text.casefold()) for label, text in label_map.items()}
+    named = []
+    for label, own in spans.items():
+        longer = [span for other, others in spans.items() for span in others
+                  if len(label_map[other]) > len(label_map[label])]
+        if any(not any(s <= start and end <= e for s, e in longer) for start, end in own):
+            named.append(label)
     return named[0] if len(named) == 1 else None
 
 
+def _occurrences(text, part):
+    """[start, end) of every occurrence of `part` in `text` (overlapping ones too)."""
+    spans, start = [], text.find(part)
+    while part and start >= 0:
+        spans.append((start, start + len(part)))
+        start = text.find(part, start + 1)
+    return spans
+
+
 def answer_prompts(model, tokenizer, template, prompts, system=None, max_new_tokens=32,
-                   batch_size=1):
+                   batch_size=1, progress=None):
     """Greedy answers, each prompt in a fresh conversation (as the training chat does),
-    generated `batch_size` prompts at a time."""
+    generated `batch_size` prompts at a time.
+
+    Prompts are batched by length (longest first: little padding, and the slowest batch
+    shows up in the ETA early) and answered in their given order. A prompt whose tokens
+    and `max_new_tokens` exceed the model's context is not generated for: its answer is
+    None, and callers count it. `progress` (a tqdm-like bar) is advanced per prompt.
+    """
     from xft.tools.chat import ChatSession
 
     session = ChatSession(model, tokenizer, template, system, max_new_tokens)
     start = [{"role": "system", "content": system}] if system else []
     conversations = [start + [{"role": "user", "content": prompt}] for prompt in prompts]
-    answers = []
-    for i in range(0, len(conversations), batch_size):
-        answers += session.answer_batch(conversations[i:i + batch_size])
+    lengths = [session.prompt_ids(c)["input_ids"].shape[-1] for c in conversations]
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    answers = [None] * len(prompts)
+    fits = [i for i, n in enumerate(lengths) if context is None or n + max_new_tokens <= context]
+    order = sorted(fits, key=lambda i: -lengths[i])
+    for at in range(0, len(order), batch_size):
+        batch = order[at:at + batch_size]
+        for i, answer in zip(batch, session.answer_batch([conversations[i] for i in batch])):
+            answers[i] = answer
+        if progress is not None:
+            progress.update(len(batch))
+    if progress is not None:
+        progress.update(len(prompts) - len(fits))
     return answers
 
 
 def task_accuracy(items, answers, label_map=None):
-    """(summary dict, per-item prediction records) for answers to (prompt, label) items."""
+    """(summary dict, per-item prediction records) for answers to (prompt, label) items.
+
+    An answer of None (the prompt did not fit the model's context) is counted as
+    `too_long` and wrong. The summary holds per-label precision and recall and the
+    confusion matrix (gold label → predicted label, None for an unmatched answer).
+    """
     if label_map:
         unknown = sorted({label for _, label in items} - set(label_map))
         if unknown:
             raise XftError(f"--label-map has no entry for label(s) {', '.join(unknown)}")
     records = []
     for index, ((prompt, label), answer) in enumerate(zip(items, answers)):
-        predicted = answer_to_label(answer, label_map)
+        predicted = None if answer is None else answer_to_label(answer, label_map)
         records.append({"index": index, "prompt": prompt, "label": label, "answer": answer,
                         "predicted": predicted, "correct": predicted == label})
     correct = sum(r["correct"] for r in records)
+    confusion = {}
+    for r in records:
+        row = confusion.setdefault(r["label"], {})
+        key = ("(too long)" if r["answer"] is None else
+               "(unmatched)" if r["predicted"] is None else r["predicted"])
+        row[key] = row.get(key, 0) + 1
+    per_label = {}
+    for label in sorted({r["label"] for r in records} | set(label_map or {})):
+        predicted = sum(r["predicted"] == label for r in records)
+        gold = sum(r["label"] == label for r in records)
+        hits = sum(r["predicted"] == label == r["label"] for r in records)
+        per_label[label] = {"precision": hits / predicted if predicted else None,
+                            "recall": hits / gold if gold else None, "support": gold}
     summary = {"accuracy": correct / len(records), "correct": correct, "total": len(records),
-               "unmatched": sum(r["predicted"] is None for r in records)}
+               "unmatched": sum(r["predicted"] is None and r["answer"] is not None
+                                for r in records),
+               "too_long": sum(r["answer"] is None for r in records),
+               "per_label": per_label, "confusion": confusion}
     return summary, records
+
+
+def task_report_lines(summary):
+    """Per-label precision/recall and the confusion matrix as aligned text lines."""
+    labels = list(summary["per_label"])
+    columns = labels + [extra for extra in ("(unmatched)", "(too long)")
+                        if any(extra in row for row in summary["confusion"].values())]
+    width = max(len(str(c)) for c in ["gold \\ answer", *columns]) + 2
+    lines = ["label        precision  recall  support"]
+    for label, stats in summary["per_label"].items():
+        def pct(value):
+            return "   -   " if value is None else f"{value:7.3f}"
+        lines.append(f"{label:<12} {pct(stats['precision'])}  {pct(stats['recall'])}  "
+                     f"{stats['support']:7d}")
+    lines.append("confusion (rows: gold label, columns: answer)")
+    lines.append("".join(str(c).rjust(width) for c in ["gold \\ answer", *columns]))
+    for label in labels:
+        row = summary["confusion"].get(label, {})
+        lines.append(str(label).rjust(width)
+                     + "".join(str(row.get(c, 0)).rjust(width) for c in columns))
+    return lines
 
 
 # --- side-by-side comparison -------------------------------------------------------------------
 
-def compare_tables(prompts, base_answers, tuned_answers, base_name, tuned_name):
-    """(Markdown, HTML) tables: one row per prompt, base and fine-tuned answers side by side."""
+def compare_tables(prompts, base_answers, tuned_answers, base_name, tuned_name,
+                   references=None):
+    """(Markdown, HTML) tables: one row per prompt with the reference answer (when known),
+    the base model's and the fine-tuned model's answers side by side."""
     def md(text):
         return html.escape(text).replace("|", "\\|").replace("\n", "<br>")
 
-    md_lines = [f"| # | prompt | base: {md(base_name)} | fine-tuned: {md(tuned_name)} |",
-                "|---|---|---|---|"]
+    headers = ["#", "prompt", *(["reference"] if references else []), f"base: {base_name}",
+               f"fine-tuned: {tuned_name}"]
+    md_lines = ["| " + " | ".join(md(h) for h in headers) + " |",
+                "|" + "---|" * len(headers)]
     rows = []
-    for i, (prompt, base, tuned) in enumerate(zip(prompts, base_answers, tuned_answers), 1):
-        md_lines.append(f"| {i} | {md(prompt)} | {md(base)} | {md(tuned)} |")
-        cells = "".join(f"<td>{html.escape(text)}</td>" for text in (prompt, base, tuned))
-        rows.append(f"<tr><td>{i}</td>{cells}</tr>")
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ("#", "prompt", f"base: {base_name}", f"fine-tuned: {tuned_name}"))
+    for i, prompt in enumerate(prompts):
+        cells = [prompt, *([references[i] or ""] if references else []),
+                 _shown(base_answers[i]), _shown(tuned_answers[i])]
+        md_lines.append(f"| {i + 1} | " + " | ".join(md(c) for c in cells) + " |")
+        rows.append(f"<tr><td>{i + 1}</td>"
+                    + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>xft eval: base vs "
             "fine-tuned</title>\n<style>table{border-collapse:collapse}td,th{border:1px solid "
             "#999;padding:4px;vertical-align:top;white-space:pre-wrap}</style></head><body>\n"
@@ -168,27 +258,47 @@ def compare_tables(prompts, base_answers, tuned_answers, base_name, tuned_name):
     return "\n".join(md_lines) + "\n", page
 
 
+def _shown(answer):
+    return "(prompt too long for the model's context)" if answer is None else answer
+
+
 def read_prompts(path):
-    """Prompts from a text file (one a line) or a JSON/JSONL file of strings or {prompt}."""
+    """(prompts, reference answers or None) from a text file (one prompt a line) or a
+    JSON/JSONL file of strings or {"prompt", "reference"?} objects."""
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=path)
     if path.suffix.lower() not in (".json", ".jsonl"):
         prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return [p for p in prompts if p]
+        return [p for p in prompts if p], None
     from xft.data.pipeline import read_records
 
-    prompts = []
+    prompts, references = [], []
     for index, record in enumerate(read_records(str(path))):
         value = record.get("prompt") if isinstance(record, dict) else record
         if not isinstance(value, str) or not value.strip():
             raise DataError("expected a string or an object with a 'prompt' string", file=path,
                             index=index, field="prompt" if isinstance(record, dict) else None)
         prompts.append(value)
-    return prompts
+        reference = record.get("reference") if isinstance(record, dict) else None
+        references.append(reference if isinstance(reference, str) else None)
+    return prompts, (references if any(r is not None for r in references) else None)
 
 
 # --- the command -------------------------------------------------------------------------------
+
+def _progress(total, what):
+    """A progress bar with rate and ETA on stderr (tqdm, as transformers uses)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=what, unit="prompt", dynamic_ncols=True)
+
+
+def _answer(model, tokenizer, template, prompts, args, what):
+    with _progress(len(prompts), what) as bar:
+        return answer_prompts(model, tokenizer, template, prompts, args.system,
+                              args.max_new_tokens, args.batch_size, progress=bar)
+
 
 def run_eval(args, log=print):
     """Run the measurements `args` asks for; returns the results dict written to results.json."""
@@ -198,9 +308,14 @@ def run_eval(args, log=print):
         raise XftError("nothing to evaluate: give --data, --task and/or --compare")
     if args.batch_size < 1:
         raise XftError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise XftError(f"--limit must be at least 1, got {args.limit}")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
-    items = read_task(args.task, args.prompt_column, args.label_column) if args.task else []
+    items, skipped = (read_task(args.task, args.prompt_column, args.label_column,
+                                args.on_bad_record, args.limit) if args.task else ([], Counter()))
+    for reason, count in skipped.items():
+        log(f"{args.task}: {count} rows skipped: {reason}")
     if args.prompt_format:  # the question asked around each prompt cell
         items = [(args.prompt_format.replace("{input}", prompt), label) for prompt, label in items]
     label_map = parse_pairs(args.label_map, "--label-map")
@@ -224,31 +339,36 @@ def run_eval(args, log=print):
     task_prompts = [prompt for prompt, _ in items]
     task_answers = None
     if items:
-        task_answers = answer_prompts(model, tokenizer, template, task_prompts, args.system,
-                                      args.max_new_tokens, args.batch_size)
+        task_answers = _answer(model, tokenizer, template, task_prompts, args, "task")
         summary, records = task_accuracy(items, task_answers, label_map)
         with open(out / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        results["task"] = {"file": args.task, **summary}
+        results["task"] = {"file": args.task, "skipped_rows": dict(skipped), **summary}
         log(f"accuracy {summary['accuracy']:.4f} ({summary['correct']}/{summary['total']}, "
-            f"{summary['unmatched']} answers matched no label); predictions in "
-            f"{out / PREDICTIONS_FILE}")
+            f"{summary['unmatched']} answers matched no label, {summary['too_long']} prompts "
+            f"too long for the model's context); predictions in {out / PREDICTIONS_FILE}")
+        for line in task_report_lines(summary):
+            log(line)
     if args.compare:
-        prompts = read_prompts(args.prompts) if args.prompts else task_prompts
-        tuned = task_answers if not args.prompts else \
-            answer_prompts(model, tokenizer, template, prompts, args.system, args.max_new_tokens,
-                           args.batch_size)
+        if args.prompts:
+            prompts, references = read_prompts(args.prompts)
+            prompts, references = prompts[:args.limit], references and references[:args.limit]
+            tuned = _answer(model, tokenizer, template, prompts, args, "fine-tuned")
+        else:
+            prompts, tuned = task_prompts, task_answers
+            references = [label_map.get(label, label) for _, label in items]
         del model  # one model in memory at a time
         base_model, base_tokenizer, base_template = load_chat_model(
             args.compare, template_name=args.base_template or template.name)
-        base = answer_prompts(base_model, base_tokenizer, base_template, prompts, args.system,
-                              args.max_new_tokens, args.batch_size)
+        base = _answer(base_model, base_tokenizer, base_template, prompts, args, "base")
         tuned_name = args.adapter or args.model
-        markdown, page = compare_tables(prompts, base, tuned, args.compare, tuned_name)
+        markdown, page = compare_tables(prompts, base, tuned, args.compare, tuned_name,
+                                        references)
         (out / COMPARE_MD).write_text(markdown, encoding="utf-8")
         (out / COMPARE_HTML).write_text(page, encoding="utf-8")
         results["compare"] = {"base": args.compare, "prompts": len(prompts),
+                              "too_long": sum(a is None for a in base + tuned),
                               "files": [str(out / COMPARE_MD), str(out / COMPARE_HTML)]}
         log(f"comparison of {len(prompts)} answers: {out / COMPARE_MD}, {out / COMPARE_HTML}")
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",

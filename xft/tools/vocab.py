@@ -10,6 +10,7 @@ merge  append the pieces of such a model that the base tokenizer lacks to a
 """
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -26,11 +27,46 @@ TEXT_SUFFIXES = (".txt", ".text")
 CARRIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 NORMAL = 1  # sentencepiece ModelProto.SentencePiece.Type.NORMAL
 SPACE = "\u2581"  # "▁", sentencepiece's spelling of a space
+# sentencepiece skips (with only a log line) every input line longer than its
+# max_sentence_length, in UTF-8 bytes; xft splits longer lines into pieces of at most
+# this size instead, so no text of the corpus is left out.
+MAX_LINE_BYTES = 1 << 16
+# Where a long line may be cut, best first: after whitespace or sentence punctuation.
+CUT_AFTER = re.compile(r"[\s。！？；，、.!?;,]")
 
 
 # ---------------------------------------------------------------- training
 
-def corpus_lines(paths, text_fields=("text",)):
+@dataclass
+class CorpusStats:
+    """What the corpus gave sentencepiece: nothing is left out without a count."""
+
+    lines: int = 0  # lines handed to sentencepiece
+    split_lines: int = 0  # corpus lines longer than MAX_LINE_BYTES, cut into several
+    empty_lines: int = 0  # blank lines (nothing to learn from)
+    bytes: int = 0
+
+    def line(self):
+        split = (f"; {self.split_lines} lines over {MAX_LINE_BYTES} bytes were cut into "
+                 "pieces (sentencepiece would skip them)" if self.split_lines else "")
+        return f"{self.lines} lines, {self.bytes} bytes of text{split}"
+
+
+def split_long_line(line, limit=MAX_LINE_BYTES):
+    """`line` cut into pieces of at most `limit` UTF-8 bytes, preferably after whitespace or
+    punctuation, otherwise between characters; joined, the pieces give the line back."""
+    pieces = []
+    while len(line.encode("utf-8")) > limit:
+        head = line.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+        cuts = [m.end() for m in CUT_AFTER.finditer(head)]
+        end = cuts[-1] if cuts and cuts[-1] > len(head) // 2 else len(head)
+        pieces.append(line[:end])
+        line = line[end:]
+    pieces.append(line)
+    return pieces
+
+
+def corpus_lines(paths, text_fields=("text",), stats=None):
     """Yield the corpus's non-empty lines; errors name the file, record and field."""
     from xft.data.pipeline import read_records
 
@@ -44,7 +80,7 @@ def corpus_lines(paths, text_fields=("text",)):
             except UnicodeDecodeError as e:
                 raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})",
                                 file=path) from None
-            yield from (line for line in text.splitlines() if line.strip())
+            yield from _counted(text.splitlines(), stats)
             continue
         for index, record in enumerate(read_records(path)):
             if not isinstance(record, dict):
@@ -57,15 +93,32 @@ def corpus_lines(paths, text_fields=("text",)):
                         f"must be a string, got {type(value).__name__}"
                     raise DataError(f"{reason} (choose the text fields with --text-field)",
                                     file=path, index=index, field=name)
-                yield from (line for line in value.splitlines() if line.strip())
+                yield from _counted(value.splitlines(), stats)
+
+
+def _counted(lines, stats):
+    """Non-empty lines, long ones split (see split_long_line), counted in `stats`."""
+    stats = stats if stats is not None else CorpusStats()
+    for line in lines:
+        if not line.strip():
+            stats.empty_lines += 1
+            continue
+        pieces = split_long_line(line)
+        stats.split_lines += len(pieces) > 1
+        stats.lines += len(pieces)
+        stats.bytes += len(line.encode("utf-8"))
+        yield from pieces
 
 
 def train_vocab(corpus, out_dir, vocab_size, model_type="bpe", text_fields=("text",),
                 character_coverage=0.9995):
-    """Train a sentencepiece model on the corpus; returns the path of OUT/tokenizer.model."""
+    """Train a sentencepiece model on the corpus.
+
+    Returns (path of OUT/tokenizer.model, CorpusStats)."""
     import sentencepiece as spm
 
-    lines = list(corpus_lines(corpus, text_fields))
+    stats = CorpusStats()
+    lines = list(corpus_lines(corpus, text_fields, stats))
     if not lines:
         raise DataError(f"the corpus ({', '.join(map(str, corpus))}) holds no text")
     out = Path(out_dir)
@@ -79,11 +132,14 @@ def train_vocab(corpus, out_dir, vocab_size, model_type="bpe", text_fields=("tex
             # (Llama, Mistral) do not normalize, so NFKC-folded pieces ("，" → ",") would
             # not match their input.
             normalization_rule_name="identity",
-            # Lines are sentences or paragraphs; long ones are kept, not skipped.
-            max_sentence_length=1 << 16, minloglevel=2)
+            # Lines are sentences or paragraphs; none is longer than this (split_long_line).
+            max_sentence_length=MAX_LINE_BYTES,
+            # Warnings stay visible (e.g. characters left to <unk> by character_coverage);
+            # sentencepiece's progress lines (INFO) do not.
+            minloglevel=1)
     except RuntimeError as e:  # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
         raise ConfigError(f"sentencepiece training failed: {e}") from None
-    return out / SPM_FILE, len(lines)
+    return out / SPM_FILE, stats
 
 
 # ---------------------------------------------------------------- merging
@@ -101,6 +157,9 @@ class MergeReport:
     intermediate: int = 0  # byte-level bases: tokens added only to build a piece
     size: int = 0  # tokens in the merged tokenizer
     add_normalization: str = "identity"  # the added model's sentencepiece normalizer
+    scripts: tuple = ()  # with --scripts: only pieces written in these Unicode scripts
+    skipped_other_script: int = 0  # pieces with a character outside `scripts`
+    special_tokens_set: tuple = ()  # BOS/EOS/UNK the base lacked, taken from its model
 
     def lines(self):
         digits = (f"{self.skipped_digits} joining digits to other characters (the base splits "
@@ -113,6 +172,13 @@ class MergeReport:
                                      "intermediate steps of byte-level merges"
                                      if self.intermediate else ""),
                  f"merged tokenizer: {self.size} tokens"]
+        if self.scripts:
+            lines.append(f"only pieces in the scripts {', '.join(self.scripts)} were added; "
+                         f"{self.skipped_other_script} others skipped")
+        if self.special_tokens_set:
+            lines.append("the base tokenizer named no " + ", ".join(
+                f"{name} (set to {token!r} from its sentencepiece model)"
+                for name, token in self.special_tokens_set))
         if self.add_normalization != "identity":
             lines.append(f"note: the added model was trained on {self.add_normalization}-"
                          "normalized text; its pieces holding normalized characters (e.g. ',' "
@@ -165,15 +231,47 @@ def scores_below(floor, count):
     return scores
 
 
-def candidate_pieces(base, add, report, keep_digit_pieces=False):
+def script_filter(scripts):
+    """A predicate: is a piece written only in `scripts` (Unicode script names such as Han,
+    Hiragana, Cyrillic; the space mark ▁ aside)? None when no scripts are given.
+
+    Adding only, say, Han pieces leaves the tokenization of text in other scripts as the
+    base had it, even when the added model was trained on a mixed corpus. The third-party
+    `regex` module (a transformers dependency) knows Unicode scripts; `re` does not.
+    """
+    if not scripts:
+        return None
+    import regex
+
+    try:
+        pattern = regex.compile("^[" + "".join(f"\\p{{Script={s}}}" for s in scripts)
+                                + SPACE + "]+$")
+    except regex.error as e:
+        raise ConfigError(f"--scripts {' '.join(scripts)}: {e} (use Unicode script names such "
+                          "as Han, Latin, Cyrillic, Hiragana)") from None
+    return lambda piece: pattern.match(piece) is not None
+
+
+def is_candidate(p, report, in_scripts):
+    """Whether the added model's piece `p` is text of the wanted scripts; counts it if not."""
+    if p.type != NORMAL:
+        report.skipped_not_text += 1
+        return False
+    if in_scripts is not None and not in_scripts(p.piece):
+        report.skipped_other_script += 1
+        return False
+    return True
+
+
+def candidate_pieces(base, add, report, keep_digit_pieces=False, in_scripts=None):
     """Normal pieces of `add` to append to `base`, in `add`'s order (best first)."""
     have = {p.piece for p in base.pieces}
     split_digits = base.trainer_spec.split_digits and not keep_digit_pieces
     pieces = []
     for p in add.pieces:
-        if p.type != NORMAL:
-            report.skipped_not_text += 1
-        elif p.piece in have:
+        if not is_candidate(p, report, in_scripts):
+            continue
+        if p.piece in have:
             report.skipped_existing += 1
         elif split_digits and len(p.piece) > 1 and any(c.isdigit() for c in p.piece):
             report.skipped_digits += 1
@@ -246,7 +344,7 @@ def check_base_ids(base, merged):
         raise ConfigError("internal error: the merged tokenizer renumbered base tokens")
 
 
-def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False):
+def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False, scripts=()):
     """Append the new pieces of the sentencepiece model `add_path` to the tokenizer in
     `base_path` (sentencepiece-based, or byte-level BPE) and save it to `out_dir`.
 
@@ -266,17 +364,20 @@ def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False):
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load base tokenizer '{base_path}': {e}") from None
     report = MergeReport(str(base_path), str(add_file), len(base), 0, 0, 0, 0, 0,
-                         add_normalization=add_proto.normalizer_spec.name or "identity")
+                         add_normalization=add_proto.normalizer_spec.name or "identity",
+                         scripts=tuple(scripts))
+    in_scripts = script_filter(scripts)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="xft-vocab-") as tmp:
         tmp = Path(tmp)
         if (base_dir / SPM_FILE).is_file():
             merged = merge_into_sentencepiece(base_dir, base, add_proto, report,
-                                              keep_digit_pieces, tmp)
+                                              keep_digit_pieces, tmp, in_scripts)
+            merged = with_special_tokens(merged, load_proto(base_dir / SPM_FILE), report, tmp)
         else:
             from xft.tools.vocab_bytelevel import merge_bytelevel
 
-            tokenizer_json = merge_bytelevel(base, base_path, add_proto, report)
+            tokenizer_json = merge_bytelevel(base, base_path, add_proto, report, in_scripts)
             write_files(base_dir, tmp, {"tokenizer.json": tokenizer_json.encode("utf-8")})
             merged = AutoTokenizer.from_pretrained(str(tmp))
         check_base_ids(base, merged)
@@ -289,7 +390,28 @@ def merge_tokenizer(base_path, add_path, out_dir, keep_digit_pieces=False):
     return report
 
 
-def merge_into_sentencepiece(base_dir, base, add_proto, report, keep_digit_pieces, tmp):
+def with_special_tokens(merged, base_proto, report, tmp):
+    """The merged tokenizer with BOS/EOS/UNK set from the sentencepiece model where the base
+    tokenizer named none (a bare tokenizer.model, with no tokenizer_config.json): without
+    them training would build samples with no BOS and no EOS to learn to stop."""
+    from transformers import AutoTokenizer
+
+    spec = base_proto.trainer_spec
+    missing = [(name, base_proto.pieces[index].piece)
+               for name, index in (("bos_token", spec.bos_id), ("eos_token", spec.eos_id),
+                                   ("unk_token", spec.unk_id))
+               if getattr(merged, name) is None and 0 <= index < len(base_proto.pieces)]
+    if not missing:
+        return merged
+    for name, token in missing:
+        setattr(merged, name, token)
+    merged.save_pretrained(str(tmp))
+    report.special_tokens_set = tuple(missing)
+    return AutoTokenizer.from_pretrained(str(tmp))
+
+
+def merge_into_sentencepiece(base_dir, base, add_proto, report, keep_digit_pieces, tmp,
+                             in_scripts=None):
     """Merge into a sentencepiece-based base; the merged tokenizer, written to `tmp`.
 
     New pieces get ids after the base's and scores below every base piece, so the base's
@@ -313,7 +435,7 @@ def merge_into_sentencepiece(base_dir, base, add_proto, report, keep_digit_piece
     if len(json.loads(base_json)["model"]["vocab"]) != len(base_proto.pieces):
         raise ConfigError(f"base tokenizer '{report.base}': its tokenizer.json and {SPM_FILE} "
                           "hold different vocabularies")
-    pieces = candidate_pieces(base_proto, add_proto, report, keep_digit_pieces)
+    pieces = candidate_pieces(base_proto, add_proto, report, keep_digit_pieces, in_scripts)
     # Drop unreachable pieces until none are left (dropping one can, rarely, strand
     # another that only it led to).
     while True:

@@ -13,7 +13,7 @@ punctuation next to letters) are skipped.
 import json
 
 from xft.errors import ConfigError
-from xft.tools.vocab import NORMAL, SPACE
+from xft.tools.vocab import SPACE, is_candidate
 
 MAX_ROUNDS = 8  # rounds of "add merges, re-check"; one nearly always suffices
 
@@ -39,13 +39,12 @@ def check_bytelevel(data, base, base_path):
                           "(added tokens after it): appended pieces would take their ids")
 
 
-def candidate_spellings(base, add_proto, vocab, report):
+def candidate_spellings(base, add_proto, vocab, report, in_scripts=None):
     """Byte spellings of `add`'s new pieces that the pre-tokenizer keeps whole, in order."""
     pre = base.backend_tokenizer.pre_tokenizer
     spellings, seen = [], set()
     for p in add_proto.pieces:
-        if p.type != NORMAL:
-            report.skipped_not_text += 1
+        if not is_candidate(p, report, in_scripts):
             continue
         spelled = byte_spelling(p.piece)
         if spelled in vocab or spelled in seen:
@@ -88,13 +87,13 @@ def add_merge_chains(data, spellings):
     return pending
 
 
-def merge_bytelevel(base, base_path, add_proto, report):
+def merge_bytelevel(base, base_path, add_proto, report, in_scripts=None):
     """The base's fast tokenizer JSON with the added model's pieces; fills `report`."""
     data = json.loads(base.backend_tokenizer.to_str())
     check_bytelevel(data, base, base_path)
     vocab = data["model"]["vocab"]
     base_size = len(vocab)
-    spellings = candidate_spellings(base, add_proto, vocab, report)
+    spellings = candidate_spellings(base, add_proto, vocab, report, in_scripts)
     stuck = add_merge_chains(data, spellings)
     report.skipped_unreachable += len(stuck)
     report.added = len(vocab) - base_size

@@ -6,15 +6,18 @@ pretraining, see xft.data.encode.encode_documents). It raises RecordError
 naming the field when the record is unusable; the pipeline adds the file and
 record index. A config names a function of FORMATS, or passes its own callable
 (`datasets=[dict(path=..., format=my_fn)]` with `def my_fn(record): ...` in the
-config file).
+config file). A named format reads records with other field and role names through a
+declarative mapping (`columns` / `tags`, see xft.data.formats.mapping).
 """
 
 import difflib
 
 from xft.data.conversation import check_conversation
 from xft.data.formats.chat import alpaca, alpaca_zh, guanaco, openai, qa, sharegpt
+from xft.data.formats.mapping import FieldMapping
 from xft.data.formats.moss import moss
 from xft.data.formats.pretrain import pretrain
+from xft.data.formats.xtuner import xtuner, xtuner_pretrain
 from xft.errors import ConfigError, RecordError
 
 FORMATS = {
@@ -27,6 +30,8 @@ FORMATS = {
     "oasst": guanaco,  # OpenAssistant data in Guanaco's "### Human/### Assistant" text form
     "qa": qa,
     "pretrain": pretrain,
+    "xtuner": xtuner,
+    "xtuner_pretrain": xtuner_pretrain,
 }
 
 
@@ -46,14 +51,27 @@ def format_name(fmt):
     return fmt if isinstance(fmt, str) else getattr(fmt, "__name__", repr(fmt))
 
 
-def to_conversation(fmt, record):
+def to_conversation(fmt, record, mapping=None):
     """Map a record with the named (or given) format and check the result.
 
-    Returns a checked conversation (list of messages) or a non-empty document (str).
+    `mapping` (a FieldMapping) first renames the record's fields and roles to the
+    format's. Returns a checked conversation (list of messages) or a non-empty document
+    (str). A missing field's error says which format was assumed and which keys the
+    record has.
     """
     if not isinstance(record, dict):
         raise RecordError(f"record must be a JSON object, got {type(record).__name__}")
-    result = get_format(fmt)(record)
+    mapping = mapping or FieldMapping(fmt)
+    try:
+        result = get_format(fmt)(mapping.apply(record))
+    except RecordError as e:
+        e = mapping.record_error(e)
+        if e.reason.startswith("missing field"):
+            keys = ", ".join(repr(k) for k in record) or "none"
+            raise RecordError(f"{e.reason} (read as format '{format_name(fmt)}'; the record's "
+                              f"keys: {keys}; map other names with the dataset's 'columns')",
+                              field=e.field) from None
+        raise e from None
     if isinstance(result, str):
         if not result.strip():
             raise RecordError("document text is empty")

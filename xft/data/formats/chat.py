@@ -146,6 +146,7 @@ def sharegpt(record):
     human/user → user, gpt/assistant → assistant, system → system, function_call → an
     assistant message whose tool_calls are the JSON call (one object or a list),
     observation/tool → tool. `tools` (a JSON string or a list) goes on the system message.
+    Turns written {"role": ..., "content": ...} (miniGPT/minimind) are read alike.
     """
     messages = []
     system = fields.text(record, "system", required=False)
@@ -154,13 +155,17 @@ def sharegpt(record):
     for i, turn in enumerate(fields.items(record, "conversations")):
         where = f"conversations[{i}]"
         turn = fields.obj(turn, where)
-        speaker = turn.get("from")
+        # Turns as role/content pairs (the miniGPT/minimind layout) read the same way.
+        speaker_key, value_key = ("role", "content") if "from" not in turn and "role" in turn \
+            else ("from", "value")
+        speaker = turn.get(speaker_key)
         if speaker not in SHAREGPT_ROLES:
-            if "from" not in turn:
+            if speaker_key not in turn:
                 raise fields.missing_field(turn, "from", f"{where}.from")
             raise RecordError(f"unknown speaker {speaker!r} (expected one of "
-                              f"{sorted(SHAREGPT_ROLES)})", field=f"{where}.from")
-        value = fields.text(turn, "value", where=f"{where}.value", allow_empty=True)
+                              f"{sorted(SHAREGPT_ROLES)}, or map yours with the dataset's "
+                              "'tags')", field=f"{where}.{speaker_key}")
+        value = fields.text(turn, value_key, where=f"{where}.{value_key}", allow_empty=True)
         if speaker == "function_call":
             messages.append(message("assistant", "",
                                     tool_calls=_sharegpt_calls(value, f"{where}.value")))
