@@ -15,7 +15,6 @@ metrics only, since the training forward may differ from generation (dropout).
 """
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -24,10 +23,9 @@ import torch
 from xft.errors import ConfigError
 from xft.rl.grpo import (ADVANTAGE_SCALES, NORMALIZATIONS, clipped_token_loss,
                          group_advantages, masked_mean, reduce_loss)
-from xft.rl.logprobs import completion_logprobs
+from xft.rl.logprobs import completion_logprobs, reference_logprobs
 from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
-from xft.rl.rollout import build_generator
-from xft.inference.chat import Sampling
+from xft.rl.rollout import generator_for
 
 
 @dataclass
@@ -68,9 +66,7 @@ class GRPOStep:
         options.check()
         self.options, self.ref_model = options, ref_model
         self.rewards = build_rewards(options.rewards)
-        sampling = Sampling(options.temperature, options.top_p, options.top_k)
-        self.generator = build_generator(options.generator, tokenizer, template, sampling,
-                                         options.max_new_tokens)
+        self.generator = generator_for(options, tokenizer, template)
 
     def rollout(self, model, prompts: List[List[int]], records: List[dict], seed: int):
         """The batch `loss` trains on: each prompt answered group_size times, scored, with
@@ -89,7 +85,8 @@ class GRPOStep:
                  "completion_mask": rollout.completion_mask,
                  "advantages": advantages.to(rollout.prompt_ids.device)}
         if self.options.beta:
-            batch["ref_logps"] = self._ref_logps(model, batch)
+            batch["ref_logps"] = reference_logprobs(model, self.ref_model, batch,
+                                                    self.generator.temperature)
         lengths = rollout.lengths.float()
         metrics = {**reward_metrics(self.rewards, total, per_function),
                    "completion_length": lengths.mean().item(),
@@ -100,20 +97,6 @@ class GRPOStep:
         return batch, metrics, rollout
 
     @torch.no_grad()
-    def _ref_logps(self, model, batch):
-        if self.ref_model is not None:
-            reference, context = self.ref_model, nullcontext()
-        elif hasattr(model, "disable_adapter"):  # peft: the base model is the reference
-            reference, context = model, model.disable_adapter()
-        else:
-            raise ConfigError("objective.beta > 0 needs a reference model: train with LoRA "
-                              "(the base model is the reference) or give a ref_model")
-        with context:
-            logps, _ = completion_logprobs(reference, batch["prompt_ids"], batch["prompt_mask"],
-                                           batch["completion_ids"], batch["completion_mask"],
-                                           self.generator.temperature)
-        return logps
-
     def loss(self, model, batch):
         """(loss sum, normaliser count, metrics as sums over the same units)."""
         o = self.options

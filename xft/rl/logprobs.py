@@ -10,7 +10,11 @@ Log-probs are taken from logits / temperature: the distribution completions
 were sampled from (top-p/top-k truncation aside), as TRL's GRPOTrainer does.
 """
 
+from contextlib import nullcontext
+
 import torch
+
+from xft.errors import ConfigError
 
 
 def positions(attention_mask):
@@ -51,3 +55,21 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
         return logps, entropy
     hidden = out.hidden_states[-1][:, -(width + 1):-1]
     return logps, entropy, value_head(hidden.to(value_head.weight.dtype)).squeeze(-1)
+
+
+@torch.no_grad()
+def reference_logprobs(model, ref_model, batch, temperature):
+    """Log-probs of the batch's completions under the reference policy: `ref_model` when
+    given (full fine-tuning), else `model` with its LoRA adapter disabled."""
+    if ref_model is not None:
+        reference, context = ref_model, nullcontext()
+    elif hasattr(model, "disable_adapter"):  # peft: the base model is the reference
+        reference, context = model, model.disable_adapter()
+    else:
+        raise ConfigError("a KL penalty needs a reference model: train with LoRA (the base "
+                          "model is the reference) or set the KL weight to 0")
+    with context:
+        logps, _ = completion_logprobs(reference, batch["prompt_ids"], batch["prompt_mask"],
+                                       batch["completion_ids"], batch["completion_mask"],
+                                       temperature)
+    return logps

@@ -9,7 +9,6 @@ token rewards, GAE advantages (whitened) and returns (xft.rl.ppo).
 """
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,11 +16,10 @@ import torch
 
 from xft.errors import ConfigError
 from xft.rl.grpo import clipped_token_loss, masked_mean
-from xft.rl.logprobs import completion_logprobs
+from xft.rl.logprobs import completion_logprobs, reference_logprobs
 from xft.rl.ppo import KL_ESTIMATORS, clipped_value_loss, gae, masked_whiten, token_rewards
 from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
-from xft.rl.rollout import build_generator
-from xft.inference.chat import Sampling
+from xft.rl.rollout import generator_for
 
 
 @dataclass
@@ -70,9 +68,7 @@ class PPOStep:
         options.check()
         self.options, self.ref_model = options, ref_model
         self.rewards = build_rewards(options.rewards)
-        sampling = Sampling(options.temperature, options.top_p, options.top_k)
-        self.generator = build_generator(options.generator, tokenizer, template, sampling,
-                                         options.max_new_tokens)
+        self.generator = generator_for(options, tokenizer, template)
 
     def rollout(self, model, value_head, prompts, records, seed):
         o = self.options
@@ -89,7 +85,8 @@ class PPOStep:
         with torch.no_grad():
             old_logps, _, old_values = completion_logprobs(
                 model, *batch.values(), self.generator.temperature, value_head=value_head)
-            ref_logps = self._ref_logps(model, batch)
+            ref_logps = reference_logprobs(model, self.ref_model, batch,
+                                           self.generator.temperature)
         rewards, kl = token_rewards(scores, old_logps, ref_logps, mask, o.kl_coef,
                                     o.kl_estimator)
         advantages, returns = gae(rewards, old_values, mask, o.gamma, o.lam)
@@ -105,18 +102,6 @@ class PPOStep:
                    "returns/mean": masked_mean(returns, mask).item(),
                    "generation_tokens_per_s": lengths.sum().item() / max(seconds, 1e-9)}
         return batch, metrics, rollout
-
-    def _ref_logps(self, model, batch):
-        if self.ref_model is not None:
-            reference, context = self.ref_model, nullcontext()
-        elif hasattr(model, "disable_adapter"):
-            reference, context = model, model.disable_adapter()
-        else:
-            raise ConfigError("PPO needs a reference model: train with LoRA (the base model "
-                              "is the reference) or give a ref_model")
-        with context:
-            logps, _ = completion_logprobs(reference, *batch.values(), self.generator.temperature)
-        return logps
 
     def loss(self, model, value_head, batch):
         """(policy + vf_coef · value loss summed over completion tokens, token count, metrics)."""

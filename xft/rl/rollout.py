@@ -167,6 +167,14 @@ class TransformersGenerator:
 GENERATORS = {"transformers": TransformersGenerator}
 
 
+def generator_for(options, tokenizer, template):
+    """The generator an RL objective's options ask for (generator, temperature, top_p,
+    top_k, max_new_tokens)."""
+    sampling = Sampling(options.temperature, options.top_p, options.top_k)
+    return build_generator(options.generator, tokenizer, template, sampling,
+                           options.max_new_tokens)
+
+
 def build_generator(name, tokenizer, template, sampling, max_new_tokens):
     if name == "vllm":
         raise ConfigError("rollout generator 'vllm' is not implemented (it needs a GPU to be "
