@@ -318,11 +318,11 @@ def test_two_ranks_storing_the_same_dataset_cache_entry_do_not_fail(tmp_path, mo
 
     def other_rank_first(src, dst):  # the other rank's entry lands between check and rename
         monkeypatch.setattr(cache.os, "replace", real_replace)
-        cache.save(tmp_path, "k", {"who": "other"}, samples, {"n": 1})
+        cache.save(tmp_path, "k", {"who": "other"}, samples, {"n": 1}, ("input_ids", "labels"))
         return real_replace(src, dst)
 
     monkeypatch.setattr(cache.os, "replace", other_rank_first)
-    entry = cache.save(tmp_path, "k", {"who": "me"}, samples, {"n": 1})
+    entry = cache.save(tmp_path, "k", {"who": "me"}, samples, {"n": 1}, ("input_ids", "labels"))
     assert json.loads((entry / "key.json").read_text()) == {"who": "other"}
-    assert cache.load(tmp_path, "k") is not None
+    assert cache.load(tmp_path, "k", ("input_ids", "labels")) is not None
     assert [p.name for p in (tmp_path / "datasets").iterdir()] == ["k"]  # no temp folder left

@@ -170,7 +170,7 @@ def test_mapped_layouts_train_exactly_what_the_canonical_layout_trains(tmp_path,
     """Through the whole pipeline (template, tokenizer, cache): the homework layout and a
     mapped layout give the samples the OpenAI layout gives, and the mapping is part of the
     cache key (the same file under two mappings is never confused)."""
-    from xft.data.pipeline import build_dataset
+    from conftest import build_dataset
     from xft.data.templates import get_template
 
     homework = [{"conversation": [

@@ -1,5 +1,6 @@
 """Mixing datasets by ratio, per-dataset truncation, and the encoded-dataset cache."""
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -10,7 +11,7 @@ from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg, validat
 from xft.data import formats
 from xft.data.mix import split_counts
 from conftest import build_dataset
-from xft.data.templates import ChatTemplate, get_template
+from xft.data.templates import get_template
 from xft.errors import ConfigError
 from xft.paths import resolve_path
 
@@ -179,7 +180,7 @@ def _tokenizer_vocabulary(exp, path, tok, template, monkeypatch):
 
 
 def _template_definition(exp, path, tok, template, monkeypatch):
-    return exp, tok, ChatTemplate(**{**template.__dict__, "turn_separator": "\n\n"})
+    return exp, tok, dataclasses.replace(template, turn_separator="\n\n")
 
 
 def _max_length(exp, path, tok, template, monkeypatch):

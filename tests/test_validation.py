@@ -252,7 +252,7 @@ def test_resume_restores_the_best_loss_and_patience(tmp_path):
     built = SimpleNamespace(experiment=SimpleNamespace(train=train_cfg), validation=[],
                             collator=None, plan=SimpleNamespace(total_steps=10), tokenizer=None,
                             template=None, config_text="", work_dir=tmp_path)
-    validator = Validator(built, SimpleNamespace(work_dir=tmp_path), chat=None, loss=None)
+    validator = Validator(built, SimpleNamespace(work_dir=tmp_path), chat=None)
     validator.start(3)  # resumed at step 3: the step-4 record belongs to the lost future
     assert (validator.best_loss, validator.best_step, validator.stale) == (1.0, 2, 1)
 

@@ -96,7 +96,6 @@ class GRPOStep:
                    "generation_tokens_per_s": lengths.sum().item() / max(seconds, 1e-9)}
         return batch, metrics, rollout
 
-    @torch.no_grad()
     def loss(self, model, batch):
         """(loss sum, normaliser count, metrics as sums over the same units)."""
         o = self.options
