@@ -243,6 +243,7 @@ def test_resume_restores_the_best_loss_and_patience(tmp_path):
     from xft.config.schema import EarlyStoppingCfg
     from xft.engine.monitor import METRICS_FILE
     from xft.engine.validation import Validator
+    from xft.objectives.sft import SFT
 
     lines = [{"step": 1, "eval_loss": 2.0}, {"step": 2, "eval_loss": 1.0},
              {"step": 3, "eval_loss": 1.5}, {"step": 4, "eval_loss": 0.5}]
@@ -251,10 +252,10 @@ def test_resume_restores_the_best_loss_and_patience(tmp_path):
                                 early_stopping=EarlyStoppingCfg(patience=3, min_delta=0.1))
     built = SimpleNamespace(experiment=SimpleNamespace(train=train_cfg), validation=[],
                             collator=None, plan=SimpleNamespace(total_steps=10), tokenizer=None,
-                            template=None, config_text="", work_dir=tmp_path)
+                            template=None, config_text="", work_dir=tmp_path, objective=SFT())
     validator = Validator(built, SimpleNamespace(work_dir=tmp_path), chat=None)
     validator.start(3)  # resumed at step 3: the step-4 record belongs to the lost future
-    assert (validator.best_loss, validator.best_step, validator.stale) == (1.0, 2, 1)
+    assert (validator.best_value, validator.best_step, validator.stale) == (1.0, 2, 1)
 
 
 def _demo_path():
