@@ -13,7 +13,7 @@ openai = pytest.importorskip("openai", reason="the tests drive the server with t
 
 from serving import ThreadServer, export_word_model  # noqa: E402
 
-from xft.data.templates import get_template  # noqa: E402
+from xft.data.templates import get_template, template_spec  # noqa: E402
 from xft.data.templates.base import TOOL_CALL_STYLES  # noqa: E402
 from xft.serve.app import ServedModel, create_app  # noqa: E402
 from xft.serve.tool_calls import parse_tool_calls  # noqa: E402
@@ -182,7 +182,7 @@ def test_tool_calls_read_back_what_the_template_renders(style, template):
              {"id": "jklmnopqr", "type": "function",
               "function": {"name": "get_time", "arguments": {"zone": "CET", "n": [1, 2]}}}]
     message = {"role": "assistant", "content": "", "tool_calls": calls}
-    text = TOOL_CALL_STYLES[style].render(get_template(template), message)
+    text = TOOL_CALL_STYLES[style].render(template_spec(template), message)
     content, parsed = parse_tool_calls(style, text)
     assert content is None
     assert [(c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))

@@ -70,7 +70,10 @@ def _stage(experiment, checkpoint):
 def _check_resume(checkpoint, built):
     if checkpoint is not None:
         from xft.engine.resume_check import check_resume
+        from xft.engine.safe_load import check_pickles
 
+        if Path(checkpoint).is_dir():  # every pickle refused or passed before anything reads
+            check_pickles(checkpoint)
         check_resume(checkpoint, built, log=print if is_main_process() else lambda line: None)
 
 
