@@ -12,7 +12,7 @@ from pathlib import Path
 from xft.config import load_config
 from xft.config.loader import config_text, find_config, load_raw_config
 from xft.data.formats import get_format
-from xft.data.templates import get_template
+from xft.data.templates import template_spec
 from xft.errors import ConfigError, XftError
 from xft.paths import resolve_path
 
@@ -61,7 +61,7 @@ def check_form(form):
             problems.append(f"{label}: required")
         elif _looks_local(value) and not Path(resolve_path(value)).exists():
             problems.append(f"{label}: {value} does not exist")
-    for check, value in ((get_template, form.template), (get_format, form.dataset_format)):
+    for check, value in ((template_spec, form.template), (get_format, form.dataset_format)):
         try:
             check(value)
         except ConfigError as e:
