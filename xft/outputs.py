@@ -145,14 +145,19 @@ def incomplete_reason(path):
 
 
 def process_alive(pid):
-    """Whether process `pid` runs on this host."""
+    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped by
+    its parent, does not: it holds nothing any more)."""
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
         return True  # someone else's process
-    return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def require_model_dir(path, what="model"):

@@ -157,6 +157,9 @@ class RunStore:
 
 
 def train_command(config, work_dir, resume=False):
-    """The `xft train` command a run executes (shown in the UI as the equivalent command)."""
+    """The `xft train` command a run executes (shown in the UI as the equivalent command).
+
+    A resume passes --force: a run stopped from the UI (SIGTERM) leaves its work-dir lock
+    behind, and --force breaks only a lock whose process is gone."""
     command = [sys.executable, "-m", "xft", "train", str(config), "--work-dir", str(work_dir)]
-    return command + ["--resume"] if resume else command
+    return command + ["--resume", "--force"] if resume else command
