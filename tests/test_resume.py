@@ -257,8 +257,13 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(engin
     # The resume point lies inside an epoch: the data order must go on mid-permutation.
     assert (checkpoint_step * KILL_OPTIONS["train.grad_accum"]) % MICRO_BATCHES_PER_EPOCH != 0
 
-    run_cli("train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir), "--resume",
-            "--cfg-options", *[f"{k}={v}" for k, v in KILL_OPTIONS.items()])
+    resume = ["train", DEMO_CONFIG, "--engine", engine, "--work-dir", str(work_dir),
+              "--resume", "--cfg-options", *[f"{k}={v}" for k, v in KILL_OPTIONS.items()]]
+    # The killed run left its work-dir lock: refused until --force, which breaks a lock
+    # whose process is gone.
+    refused = run_cli(*resume, check=False)
+    assert refused.returncode == 1 and "is in use by another run" in refused.stderr
+    run_cli(*resume, "--force")
     assert_same_weights(adapter(work_dir), adapter(full_dir))
     # The killed run's records up to the checkpoint, then the resumed run's (the
     # steps redone replace the killed run's): those of the uninterrupted run.
