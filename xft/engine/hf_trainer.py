@@ -172,7 +172,11 @@ class XftCheckpointCallback(TrainerCallback):
             marker.unlink(missing_ok=True)
 
     def on_save(self, args, state, control, **kwargs):
-        if not args.should_save:  # not the process that writes files
+        # Every process writes files of its own into the folder (its RNG state, its
+        # DeepSpeed shards) with no barrier after them in Trainer: wait for all of them
+        # before the folder is flushed and marked complete.
+        args.distributed_state.wait_for_everyone()
+        if not args.should_save:  # not the process that writes the marker
             return
         folder = ENGINE.checkpoint_path(args.output_dir, state.global_step)
         fsync_tree(folder)
