@@ -187,8 +187,15 @@ class TrainCfg:
     grad_accum: int = 1
     epochs: int = 1
     max_steps: Optional[int] = None  # optimizer steps; overrides epochs when set
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    # transformers' schedules (xft.engine.schedule), each after a linear warmup from 0.
+    lr_scheduler: Literal["cosine", "linear", "constant", "cosine_with_min_lr",
+                          "warmup_stable_decay", "polynomial"] = "cosine"
     warmup_ratio: float = 0.03
+    # Schedule options, each only for the schedules named (None: the default given):
+    min_lr_ratio: Optional[float] = None  # cosine_with_min_lr, warmup_stable_decay: floor (0)
+    decay_ratio: Optional[float] = None  # warmup_stable_decay: share of steps decaying (0.1)
+    lr_end: Optional[float] = None  # polynomial: final lr, below optim.lr (1e-7)
+    power: Optional[float] = None  # polynomial: exponent of the decay (1.0: linear)
     log_interval: int = 10
     save_interval: int = 500  # optimizer steps between checkpoints
     save_total_limit: int = 2  # checkpoints kept on disk (0: all)
@@ -267,6 +274,7 @@ def validate(raw: dict) -> Experiment:
     _check_ranges(experiment)
     _check_method(experiment.method, experiment.model)
     _check_optim(experiment.optim, experiment.method)
+    _check_schedule(experiment.train, experiment.optim)
     _check_validation(experiment)
     _check_save_best(experiment)
     return experiment
@@ -332,6 +340,10 @@ RANGES = {
     "train.epochs": AT_LEAST_1,
     "train.max_steps": AT_LEAST_1,
     "train.warmup_ratio": FRACTION,
+    "train.min_lr_ratio": FRACTION,
+    "train.decay_ratio": Range(0, 1, low_open=True),
+    "train.lr_end": NON_NEGATIVE,
+    "train.power": POSITIVE,
     "train.log_interval": AT_LEAST_1,
     "train.save_interval": AT_LEAST_1,
     "train.save_total_limit": Range(0, hint=" (0 keeps every checkpoint)"),
@@ -398,6 +410,30 @@ def _check_optim(optim, method):
                           "method.type='full' or 'freeze', not 'lora'")
     if galore and method.loraplus_lr_ratio is not None:
         raise ConfigError("'method.loraplus_lr_ratio' and GaLore cannot be combined")
+
+
+SCHEDULE_OPTIONS = {"min_lr_ratio": ("cosine_with_min_lr", "warmup_stable_decay"),
+                    "decay_ratio": ("warmup_stable_decay",),
+                    "lr_end": ("polynomial",), "power": ("polynomial",)}
+# What an unset (None) schedule option means.
+SCHEDULE_DEFAULTS = dict(min_lr_ratio=0.0, decay_ratio=0.1, lr_end=1e-7, power=1.0)
+
+
+def schedule_option(train, key):
+    value = getattr(train, key)
+    return SCHEDULE_DEFAULTS[key] if value is None else value
+
+
+def _check_schedule(train, optim):
+    for key, schedules in SCHEDULE_OPTIONS.items():
+        if getattr(train, key) is not None and train.lr_scheduler not in schedules:
+            raise ConfigError(f"'train.{key}' applies to train.lr_scheduler "
+                              f"{' or '.join(repr(s) for s in schedules)}, got "
+                              f"'train.lr_scheduler'={train.lr_scheduler!r}")
+    lr_end = schedule_option(train, "lr_end")
+    if train.lr_scheduler == "polynomial" and lr_end >= optim.lr:
+        raise ConfigError(f"'train.lr_end'={lr_end:g} must be below "
+                          f"'optim.lr'={optim.lr:g} (the polynomial decays from one to the other)")
 
 
 def _check_test_size(value, key):

@@ -36,7 +36,7 @@ from xft.engine.engines import ENGINES, HF_COMPLETE_MARKER
 from xft.engine.export import HF_DIR_NAME
 from xft.engine.monitor import TrainingMonitor
 from xft.engine.safe_load import check_pickles, make_trainer_rng_file_plain
-from xft.engine.schedule import lr_factor
+from xft.engine.schedule import lr_lambda
 from xft.engine.step_loss import StepMetrics, loss_scale, window_count
 from xft.engine.validation import Validator, export_final
 from xft.inference.chat_eval import ChatEvaluator
@@ -57,7 +57,7 @@ class XftTrainer(Trainer):
         self.objective, self.step_metrics = objective, step_metrics
 
     def create_scheduler(self, num_training_steps, optimizer=None):
-        """xft's lr curve, counted in optimizer steps (Trainer's own would be created
+        """xft's lr curve (transformers', xft.engine.schedule), counted in optimizer steps (Trainer's own would be created
         otherwise, e.g. after DeepSpeed's set-up discards the one given)."""
         from torch.optim.lr_scheduler import LambdaLR
 
@@ -234,9 +234,6 @@ def run(built, resume=None, deepspeed=None):
                               world_size=distributed.world_size())
     optimizer = build_optimizer(built.model, exp.optim, exp.method)
 
-    def lr_lambda(step):
-        return lr_factor(step, plan.total_steps, plan.warmup_steps, exp.train.lr_scheduler)
-
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval,
                               built.objective)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
@@ -256,7 +253,7 @@ def run(built, resume=None, deepspeed=None):
         callbacks=callbacks,
         run_batches=batches,
         monitor=monitor,
-        lr_lambda=lr_lambda,
+        lr_lambda=lr_lambda(exp.train, plan.total_steps, plan.warmup_steps, exp.optim.lr),
         objective=built.objective,
         step_metrics=step_metrics,
     )

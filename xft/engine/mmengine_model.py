@@ -24,7 +24,6 @@ from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, PARAM_SCHEDULERS
 
-from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import StepMetrics, loss_scale, mean_over_ranks, window_count
 from xft.errors import XftError
 
@@ -133,15 +132,16 @@ class DistributedObjectiveModel(MMDistributedDataParallel):
 
 @PARAM_SCHEDULERS.register_module(name="XftStepLR")
 class StepLR(LRSchedulerMixin, _ParamScheduler):
-    """xft's lr schedule (xft.engine.schedule); MMEngine steps it once per optimizer step."""
+    """xft's lr schedule (xft.engine.schedule.lr_lambda: a multiplier per optimizer step);
+    MMEngine steps it once per optimizer step."""
 
-    def __init__(self, optimizer, total_steps, warmup_steps, kind, **kwargs):
-        self.total_steps, self.warmup_steps, self.kind = total_steps, warmup_steps, kind
+    def __init__(self, optimizer, factor, **kwargs):
+        self.factor = factor
         kwargs.pop("epoch_length", None)  # passed by Runner to every scheduler; unused here
         super().__init__(optimizer, **kwargs)
 
     def _get_value(self):
-        factor = lr_factor(self.last_step, self.total_steps, self.warmup_steps, self.kind)
+        factor = self.factor(self.last_step)
         return [base * factor for base in self.base_values]
 
 

@@ -24,6 +24,7 @@ from xft.engine.mmengine_hooks import (CheckpointHook, ExportHook, MonitorHook, 
 from xft.engine.mmengine_model import ObjectiveModel, optim_wrapper_type
 from xft.engine.monitor import TrainingMonitor
 from xft.engine.safe_load import load_weights_only
+from xft.engine.schedule import lr_lambda
 from xft.engine.validation import Validator
 from xft.engine.windows import window_loader
 from xft.errors import XftError
@@ -67,8 +68,8 @@ def run(built, resume=None, deepspeed=None):
         **optim_wrapper_type(train.mixed_precision), optimizer=dict(type=make_optimizer),
         # An infinite max_norm clips nothing but still records the gradient norm.
         clip_grad=dict(max_norm=max_norm))
-    scheduler = dict(type="XftStepLR", by_epoch=False, total_steps=plan.total_steps,
-                     warmup_steps=plan.warmup_steps, kind=train.lr_scheduler)
+    scheduler = dict(type="XftStepLR", by_epoch=False,
+                     factor=lr_lambda(train, plan.total_steps, plan.warmup_steps, exp.optim.lr))
     default_hooks = dict(
         timer=dict(type="IterTimerHook"),
         logger=None,  # xft's MonitorHook prints the progress line, as on every engine
