@@ -10,6 +10,7 @@ import sys
 from xft import __version__
 from xft.engine.engines import ENGINES
 from xft.errors import XftError
+from xft.xtuner_spellings import SpellingError, translate
 
 
 class RenamedOption(argparse.Action):
@@ -71,6 +72,22 @@ def cfg_options_action():
     return CfgOptions
 
 
+def add_config_arguments(p, example):
+    """CONFIG, then bare KEY=VALUE overrides (torchtune's habit), and --cfg-options."""
+    DictAction = cfg_options_action()
+    p.add_argument("config", help="config name (see list-cfg) or path to a config file "
+                   "(.py, .yaml, .json)")
+    p.add_argument("overrides", nargs="*", action=DictAction, metavar="KEY=VALUE",
+                   help=f"override config keys, e.g. {example}")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
+                   help="the same as KEY=VALUE after the config (these win)")
+
+
+def config_options(args):
+    """The overrides after the config, then --cfg-options (which win)."""
+    return {**(args.overrides or {}), **(args.cfg_options or {})}
+
+
 def cmd_train(args):
     from xft.engine.launch import launch, launch_settings, without_option
 
@@ -84,7 +101,7 @@ def cmd_train(args):
     from xft.engine.distributed import is_main_process
     from xft.engine.train import train
 
-    out = train(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
+    out = train(args.config, work_dir=args.work_dir, cfg_options=config_options(args),
                 seed=args.seed, resume=args.resume, engine=args.engine,
                 deepspeed=args.deepspeed, plan=not args.no_plan, force=args.force)
     if is_main_process():
@@ -96,7 +113,7 @@ def cmd_plan(args):
     from xft.estimate.gpus import find_gpu, local_gpu, parse_memory
     from xft.estimate.report import plan_lines, plan_run
 
-    _, experiment = load_config(args.config, dict(args.cfg_options or {}))
+    _, experiment = load_config(args.config, config_options(args))
     if args.gpu_memory:
         gpu = parse_memory(args.gpu_memory)
     else:
@@ -126,7 +143,7 @@ def cmd_check_dataset(args):
     from xft.tools.check_dataset import check_dataset
 
     color = {"auto": None, "always": True, "never": False}[args.color]
-    check_dataset(args.config, cfg_options=args.cfg_options, num_samples=args.samples,
+    check_dataset(args.config, cfg_options=config_options(args), num_samples=args.samples,
                   plot=args.plot, color=color)
 
 
@@ -216,10 +233,8 @@ def build_parser():
                         help="show tracebacks on errors")
 
     p = sub.add_parser("train", parents=[common], help="train a config (a shipped name or a file)")
-    p.add_argument("config", help="config name (see list-cfg) or path to a config file")
+    add_config_arguments(p, "train.epochs=2 optim.lr=1e-4")
     p.add_argument("--work-dir", help="where checkpoints, logs and the artifact go")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                   help="override config keys, e.g. train.epochs=2 optim.lr=1e-4")
     p.add_argument("--seed", type=SEED, help="random seed (overrides the config)")
     p.add_argument("--engine", choices=list(ENGINES),
                    help="training engine (overrides the config's train.engine)")
@@ -241,9 +256,7 @@ def build_parser():
 
     p = sub.add_parser("plan", parents=[common], help="will a config fit a GPU, and how fast "
                        "will it run: peak memory by term (measured on fake tensors), speed")
-    p.add_argument("config", help="config name (see list-cfg) or path to a config file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                   help="override config keys, e.g. train.batch_size=2")
+    add_config_arguments(p, "train.batch_size=2")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu", metavar="NAME", help="e.g. H100-SXM, A100-80GB, RTX-4090, L4 "
                      "(default: this machine's GPU, if any)")
@@ -268,9 +281,7 @@ def build_parser():
 
     p = sub.add_parser("check-dataset", parents=[common],
                        help="validate a config's datasets, show masked samples and statistics")
-    p.add_argument("config", help="config name (see list-cfg) or path to a config file")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
-                   help="override config keys, e.g. data.max_length=1024")
+    add_config_arguments(p, "data.max_length=1024")
     p.add_argument("--samples", type=ranged(int, 0), default=3, help="how many samples to show")
     p.add_argument("--plot", help="where to write the length histogram "
                    "(default: <config name>_lengths.png)")
@@ -456,6 +467,13 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv, notes = translate(argv)
+    except SpellingError as e:
+        print(f"xft: error: {e}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"xft: note: {note}", file=sys.stderr)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # usage errors (one line, printed by Parser), --help, --version

@@ -4,9 +4,7 @@ Configs are MMEngine `Config` Python files. In a source checkout they live in th
 top-level `configs/` folder; an installed wheel carries them as `xft/configs/`.
 """
 
-import ast
 import difflib
-import shutil
 from pathlib import Path
 
 from xft.config.schema import Experiment, check_paths, validate
@@ -91,66 +89,28 @@ def load_config(name_or_path, cfg_options=None, data_paths=True):
 
 
 def copy_config(name_or_path, dest_dir) -> Path:
-    """Write a standalone copy (inheritance resolved) of a config into dest_dir.
+    """Write a standalone copy of a config (inheritance resolved, comments, functions and
+    helpers kept: xft.config.standalone) into dest_dir."""
+    from xft.config.standalone import standalone_text
 
-    MMEngine writes a config back as literals, which a function (e.g. a custom
-    format map fn) is not. A config holding functions is copied byte for byte when
-    it is one file; with `_base_` files it cannot be made standalone and fails.
-    """
     cfg = load_raw_config(name_or_path)
     source = Path(cfg.filename)
-    functions = _functions_in(cfg.to_dict())
-    if functions and _has_base(source):
-        raise ConfigError(
-            f"cannot write a standalone copy of {source}: it holds functions "
-            f"({', '.join(functions)}) and inherits _base_ files, and a resolved dump cannot "
-            f"contain functions; copy the file and its _base_ files by hand")
+    text = standalone_text(cfg)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / f"{source.stem}_copy.py"
     if dest.exists():
         raise ConfigError(f"{dest} already exists; remove it or choose another directory")
-    if functions:
-        shutil.copyfile(source, dest)
-    else:
-        cfg.dump(str(dest))
+    dest.write_text(text, encoding="utf-8")
     return dest
 
 
-def config_text(cfg):
-    """The resolved config as text, saved beside the exported artifact.
+def config_text(cfg, work_dir=None):
+    """The resolved config as one loadable file (xft.config.standalone), saved in the run's
+    work dir and beside the exported artifact; `work_dir` is written into it, so
+    `xft train <work_dir>/xft_config.py --resume` continues the run from its own folder."""
+    from xft.config.standalone import standalone_text
 
-    A config holding functions cannot be dumped as literals; its source files
-    (each preceded by its path) are saved instead.
-    """
-    functions = _functions_in(cfg.to_dict())
-    if not functions:
-        return cfg.pretty_text
-    return (f"# xft: this config holds functions ({', '.join(functions)}), so its source "
-            f"files are saved as they are, each after its path\n{cfg.text}")
-
-
-def _functions_in(value, path=""):
-    """Dotted paths of the callables inside a config value."""
-    if callable(value):
-        return [f"{path}={getattr(value, '__name__', type(value).__name__)}"]
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, (list, tuple)):
-        items = ((f"[{i}]", v) for i, v in enumerate(value))
-    else:
-        return []
-    found = []
-    for key, item in items:
-        key = str(key)
-        found += _functions_in(item, path + key if key.startswith("[") or not path
-                               else f"{path}.{key}")
-    return found
-
-
-def _has_base(source):
-    tree = ast.parse(source.read_text(encoding="utf-8"))
-    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == BASE_DIR_NAME
-                                                    for t in node.targets)
-               for node in tree.body)
-
+    overrides = {"work_dir": str(Path(work_dir).resolve())} if work_dir is not None else None
+    return standalone_text(cfg, overrides=overrides, header=(
+        f"Written by xft from {cfg.filename} ({BASE_DIR_NAME} files resolved, options applied)"))

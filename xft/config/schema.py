@@ -564,6 +564,9 @@ def _unknown_key_message(key_path, key, fields):
         return f"config key '{key_path}' is now '{RENAMED_KEYS[key_path]}'"
     close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
     suggestion = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+    if key_path == key and not close:  # a top-level name: maybe a helper variable
+        suggestion += (f". Every top-level name of a config is a config key, except names "
+                       f"starting with '_' (helpers: call it '_{key}') and functions")
     return f"unknown config key '{key_path}'{suggestion}"
 
 

@@ -35,3 +35,28 @@ def check_master_weights(model, mixed_precision):
             f"'train.mixed_precision'='{mixed_precision}' keeps fp32 master weights, but "
             f"{len(wrong)} trainable parameters are {dtype} (e.g. {name}): set "
             f"model.dtype='float32', or train LoRA adapters (always float32)")
+
+
+def cpu_hint(experiment):
+    """A one-line note when a config carries GPU settings and no GPU is here; else None.
+
+    Shipped configs for real models default to bf16 weights, QLoRA and large LoRA ranks,
+    which on a CPU run very slowly or not at all."""
+    if torch.cuda.is_available():
+        return None
+    model, train = experiment.model, experiment.train
+    found, fixes = [], []
+    if model.dtype in ("bfloat16", "float16"):
+        found.append(f"model.dtype='{model.dtype}'")
+        fixes.append("model.dtype=float32")
+    if train.mixed_precision != "no":
+        found.append(f"train.mixed_precision='{train.mixed_precision}'")
+        fixes.append("train.mixed_precision=no")
+    if model.quantization is not None:
+        found.append(f"{model.quantization.bits}-bit quantization (bitsandbytes)")
+        fixes.append("model.quantization=None")
+    if not found:
+        return None
+    return (f"this config is set up for a GPU ({', '.join(found)}) and there is none here; "
+            f"on a CPU add {' '.join(fixes)} after the config, and try a small model first "
+            "(`xft list-cfg -p tiny`)")

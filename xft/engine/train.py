@@ -3,7 +3,10 @@
 from pathlib import Path
 
 from xft.config.loader import config_text, load_config
+from xft.engine.checkpoint_files import atomic_write_text
 from xft.engine.distributed import is_main_process
+from xft.engine.export import CONFIG_COPY
+from xft.engine.precision import cpu_hint
 from xft.engine.run_lock import work_dir_lock
 from xft.errors import doing
 from xft.outputs import remove_leftovers
@@ -35,6 +38,9 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engin
         return _train(experiment, cfg, work_dir, resume, deepspeed, plan)
     with work_dir_lock(work_dir, force):
         remove_leftovers(work_dir)  # staging folders of an export that was cut off
+        # The run's config, from the start: a crashed run resumes or converts from its
+        # work dir alone (`xft train WORK_DIR/xft_config.py --resume`).
+        atomic_write_text(work_dir / CONFIG_COPY, config_text(cfg, work_dir))
         return _train(experiment, cfg, work_dir, resume, deepspeed, plan)
 
 
@@ -44,10 +50,13 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
 
     runner = get_engine(experiment.train.engine)
     checkpoint = runner.resolve_resume(resume, work_dir)  # fail before the model is loaded
+    hint = cpu_hint(experiment)
+    if hint and is_main_process():
+        print(f"xft: note: {hint}")
     if plan:
         warn_before_building(experiment, deepspeed)
     if deepspeed is None:
-        built = build_experiment(experiment, config_text(cfg), work_dir)
+        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir)
         _check_resume(checkpoint, built)
         with doing(_stage(experiment, checkpoint)):
             return runner.run(built, resume=checkpoint)
@@ -56,7 +65,7 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
 
     ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
     with single_process_env():
-        built = build_experiment(experiment, config_text(cfg), work_dir)
+        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir)
         _check_resume(checkpoint, built)
         with doing(_stage(experiment, checkpoint) + " under DeepSpeed"):
             return runner.run(built, resume=checkpoint, deepspeed=ds_config)

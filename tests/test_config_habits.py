@@ -1,0 +1,97 @@
+"""Habits from other tools: YAML configs, bare KEY=VALUE overrides, XTuner's spellings,
+the helper-name rule, the CPU hint for GPU configs."""
+
+import pytest
+from conftest import DEMO_CONFIG, run_cli
+
+from xft.config import load_config
+from xft.config.loader import find_config
+from xft.errors import ConfigError
+from xft.xtuner_spellings import SpellingError, translate
+
+YAML = """\
+_base_: {base}
+# LLaMA-Factory-style YAML, xft's keys
+train:
+  max_steps: 3
+  lr_scheduler: linear
+method:
+  r: 4
+"""
+
+
+def test_a_yaml_config_inherits_and_is_validated(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(YAML.format(base=find_config(DEMO_CONFIG)))
+    _, exp = load_config(str(path))
+    _, base = load_config(DEMO_CONFIG)
+    assert (exp.train.max_steps, exp.train.lr_scheduler, exp.method.r) == (3, "linear", 4)
+    assert exp.train.batch_size == base.train.batch_size and exp.datasets == base.datasets
+    path.write_text(YAML.format(base=find_config(DEMO_CONFIG)) + "optim:\n  lrr: 1\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown config key 'optim.lrr'; "
+                                          r"did you mean 'lr'\?"):
+        load_config(str(path))
+
+
+def test_bare_overrides_after_the_config(tmp_path):
+    result = run_cli("check-dataset", DEMO_CONFIG, "data.max_length=40", "--samples", "0",
+                     "--plot", str(tmp_path / "l.png"), "--cfg-options", "data.pack=True")
+    # max_length 40 truncates some of the 38..56-token samples; packing into 40-token rows
+    assert "truncated" in result.stdout or "dropped" in result.stdout
+    assert "rows of 40 tokens" in result.stdout
+    bad = run_cli("train", DEMO_CONFIG, "epochs", check=False)
+    assert bad.returncode == 2 and "'epochs' is not KEY=VALUE" in bad.stderr
+
+
+def test_xtuner_spellings_are_rewritten_with_a_note():
+    argv, notes = translate(["--debug", "log-dataset", "cfg.py", "--show", "masked_text"])
+    assert argv == ["--debug", "check-dataset", "cfg.py"]
+    assert notes[0] == "`log-dataset` is XTuner's spelling; xft's is `xft check-dataset`"
+    argv, notes = translate(["check-custom-dataset", "cfg.py"])
+    assert argv == ["check-dataset", "cfg.py"] and len(notes) == 1
+    argv, notes = translate(["train", "cfg.py", "--deepspeed", "deepspeed_zero2", "--nproc", "2"])
+    assert argv == ["train", "cfg.py", "--deepspeed=zero2", "--nproc", "2"]
+    assert notes == ["--deepspeed deepspeed_zero2 is XTuner's spelling; xft's is --deepspeed zero2"]
+    assert translate(["train", "c", "--deepspeed", "zero3"])[0] == ["train", "c", "--deepspeed=zero3"]
+    argv, notes = translate(["chat", "m", "--prompt-template=qwen2_chat"])
+    assert argv == ["chat", "m", "--template=qwen2_chat"]
+    with pytest.raises(SpellingError, match="--system 'You are"):
+        translate(["chat", "m", "--system-template", "alpaca"])
+    # The same word as a value is left alone
+    assert translate(["chat", "log-dataset"])[0] == ["chat", "log-dataset"]
+
+
+def test_xtuner_spelling_on_the_command_line(tmp_path):
+    result = run_cli("log-dataset", DEMO_CONFIG, "--samples", "0", "--plot",
+                     str(tmp_path / "l.png"))
+    assert result.stderr.startswith("xft: note: `log-dataset` is XTuner's spelling")
+    assert "45 records → 45 samples" in result.stdout
+
+
+def test_a_helper_without_underscore_states_the_rule(tmp_path):
+    path = tmp_path / "cfg.py"
+    path.write_text(f"_base_ = [{str(find_config(DEMO_CONFIG))!r}]\nPROMPT = 'hi'\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'PROMPT'.*names starting with "
+                                          r"'_' \(helpers: call it '_PROMPT'\)"):
+        load_config(str(path))
+    path.write_text(f"_base_ = [{str(find_config(DEMO_CONFIG))!r}]\n_PROMPT = 'hi'\n")
+    load_config(str(path))
+
+
+def test_cpu_hint_names_the_gpu_settings(monkeypatch):
+    import torch
+
+    from xft.engine.precision import cpu_hint
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, exp = load_config("qwen2_7b_instruct_qlora_alpaca_e3", data_paths=False)
+    hint = cpu_hint(exp)
+    assert "model.dtype='bfloat16'" in hint and "4-bit quantization" in hint
+    assert "model.dtype=float32 model.quantization=None" in hint
+    # the suggested overrides are accepted and leave no hint
+    _, fixed = load_config("qwen2_7b_instruct_qlora_alpaca_e3",
+                           {"model.dtype": "float32", "model.quantization": None},
+                           data_paths=False)
+    assert cpu_hint(fixed) is None
+    _, tiny = load_config(DEMO_CONFIG)
+    assert cpu_hint(tiny) is None
