@@ -34,13 +34,16 @@ def test_a_yaml_config_inherits_and_is_validated(tmp_path):
 
 
 def test_bare_overrides_after_the_config(tmp_path):
+    # right after the config, and after other options too
     result = run_cli("check-dataset", DEMO_CONFIG, "data.max_length=40", "--samples", "0",
-                     "--plot", str(tmp_path / "l.png"), "--cfg-options", "data.pack=True")
+                     "--plot", str(tmp_path / "l.png"), "data.pack=True")
     # max_length 40 truncates some of the 38..56-token samples; packing into 40-token rows
     assert "truncated" in result.stdout or "dropped" in result.stdout
     assert "rows of 40 tokens" in result.stdout
     bad = run_cli("train", DEMO_CONFIG, "epochs", check=False)
     assert bad.returncode == 2 and "'epochs' is not KEY=VALUE" in bad.stderr
+    bad = run_cli("train", DEMO_CONFIG, "--seed", "1", "--frobnicate", check=False)
+    assert bad.returncode == 2 and "unrecognized arguments: --frobnicate" in bad.stderr
 
 
 def test_xtuner_spellings_are_rewritten_with_a_note():

@@ -83,13 +83,26 @@ def add_config_arguments(p, example):
                    help="the same as KEY=VALUE after the config (these win)")
 
 
+def late_overrides(parser, args, extra):
+    """KEY=VALUE overrides placed after other options (`xft train CFG --engine hf a.b=1`):
+    argparse has taken the config's positionals by then and leaves these over."""
+    if not hasattr(args, "overrides") or any(arg.startswith("-") or "=" not in arg
+                                             for arg in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    action = cfg_options_action()(["overrides"], "overrides", nargs="*")
+    action(parser, args, extra)  # merges into args.overrides, KEY=VALUE checked
+
+
 def config_options(args):
     """The overrides after the config, then --cfg-options (which win)."""
     return {**(args.overrides or {}), **(args.cfg_options or {})}
 
 
 def cmd_train(args):
+    from xft.console import set_verbose
     from xft.engine.launch import launch, launch_settings, without_option
+
+    set_verbose(args.verbose)
 
     settings = launch_settings(args.nproc)
     if settings is not None:  # several processes: torchrun re-runs this command in each
@@ -250,6 +263,9 @@ def build_parser():
     p.add_argument("--deepspeed", metavar="NAME|JSON",
                    help="DeepSpeed ZeRO: zero1, zero2, zero2_offload, zero3, zero3_offload, "
                         "or a DeepSpeed JSON file ('auto' values come from the config)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the libraries' output: MMEngine's environment and hook "
+                        "tables, warnings, their progress bars")
     p.add_argument("--no-plan", action="store_true",
                    help="skip the memory plan that warns, on a GPU, when the run will not fit")
     p.set_defaults(func=cmd_train)
@@ -475,7 +491,9 @@ def main(argv=None):
     for note in notes:
         print(f"xft: note: {note}", file=sys.stderr)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            late_overrides(parser, args, extra)
     except SystemExit as e:  # usage errors (one line, printed by Parser), --help, --version
         return e.code
     args.argv = argv  # `xft train --nproc` hands them on to its workers

@@ -12,6 +12,7 @@ import contextlib
 import json
 from pathlib import Path
 
+from xft.console import library_progress_bars_off
 from xft.data.templates.stops import turn_end_ids
 from xft.engine.distributed import barrier, is_main_process
 from xft.outputs import write_output
@@ -32,7 +33,8 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
         "max_shard_size": max_shard_size}
 
     def write(tmp):
-        model.save_pretrained(str(tmp), safe_serialization=True, **shard)
+        with library_progress_bars_off():  # "Writing model shards": one bar per shard
+            model.save_pretrained(str(tmp), safe_serialization=True, **shard)
         tokenizer.chat_template = template.to_jinja()
         tokenizer.save_pretrained(str(tmp))
         write_generation_files(tmp, model, turn_end_ids(template, tokenizer))

@@ -116,6 +116,7 @@ class XftCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         # Runs before Trainer logs this step (on_log), on every rank (take() all-reduces).
         self.monitor.step_metrics(self.step_metrics.take())
+        self.monitor.advance(state.global_step)
         if state.global_step == state.max_steps:
             control.should_log = True  # Trainer logs on the interval only; xft also logs the last step
         elif self.chat.due(state.global_step):
@@ -237,11 +238,13 @@ def run(built, resume=None, deepspeed=None):
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval,
                               built.objective)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
-                         built.work_dir, writes=distributed.is_main_process())
+                         built.work_dir, writes=distributed.is_main_process(),
+                         log=monitor.say)
     step_metrics = StepMetrics()
     callbacks = [XftCallback(monitor, chat, step_metrics),
                  XftCheckpointCallback(exp.train.save_total_limit)]
-    validator = Validator(built, monitor, chat) if built.validation is not None else None
+    validator = (Validator(built, monitor, chat, log=monitor.say)
+                 if built.validation is not None else None)
     if validator is not None:
         callbacks.append(XftValidationCallback(validator))
     trainer = XftTrainer(
@@ -264,8 +267,5 @@ def run(built, resume=None, deepspeed=None):
     # (naming the work dir when the library's error names no file).
     with disk_full_as_error(built.work_dir):
         trainer.train(resume_from_checkpoint=checkpoint)
-    out = export_final(trainer.model, built.tokenizer, built.template,
-                       Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)
-    if distributed.is_main_process():
-        print(f"Hugging Face artifact written to {out}")
-    return out
+    return export_final(trainer.model, built.tokenizer, built.template,
+                        Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)

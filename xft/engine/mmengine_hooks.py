@@ -3,6 +3,7 @@ atomic checkpoints. Each feeds an engine-independent piece (xft.engine.monitor,
 xft.engine.validation, xft.engine.export) from Runner's events.
 """
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from xft.console import dropping_logs
 from xft.engine import distributed
 from xft.engine.checkpoint_files import (TMP_SUFFIX, atomic_write_text, complete_torch_file,
                                          remove_old)
@@ -35,6 +37,7 @@ class MonitorHook(Hook):
         self.monitor, self.chat, self.metric_names = monitor, chat, metric_names
 
     def before_train(self, runner):
+        self.monitor.also_log = lambda line: to_log_file(runner.logger, line)
         self.monitor.start(runner.iter)
         self.chat.run(_lm(runner), runner.iter)
 
@@ -171,9 +174,13 @@ class CheckpointHook(Hook):
         final = ENGINE.checkpoint_path(work_dir, step)
         tmp = self.writing = final.with_name(final.name + TMP_SUFFIX)
         try:
-            runner.save_checkpoint(os.path.dirname(os.devnull), os.path.basename(os.devnull),
-                                   save_optimizer=True, save_param_scheduler=True,
-                                   by_epoch=False)
+            # MMEngine's save_checkpoint builds a FileClient it then does not use, and
+            # logs that FileClient (and its HardDiskBackend) will be deprecated.
+            with dropping_logs(runner.logger, 'FileClient" will be deprecated',
+                               'HardDiskBackend" is the alias'):
+                runner.save_checkpoint(os.path.dirname(os.devnull),
+                                       os.path.basename(os.devnull), save_optimizer=True,
+                                       save_param_scheduler=True, by_epoch=False)
         finally:
             self.writing = None
         if not distributed.is_main_process():
@@ -187,3 +194,12 @@ class CheckpointHook(Hook):
 def _lm(runner):
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     return model.lm
+
+
+def to_log_file(logger, line):
+    """Write `line` into MMEngine's log file (work_dir/<timestamp>/<timestamp>.log) only:
+    the console already has it from xft's monitor."""
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -140,6 +140,13 @@ class StepLR(LRSchedulerMixin, _ParamScheduler):
         kwargs.pop("epoch_length", None)  # passed by Runner to every scheduler; unused here
         super().__init__(optimizer, **kwargs)
 
+    def state_dict(self):
+        """The scheduler's state without the curve (a function: checkpoints hold plain
+        values only, xft.engine.safe_load); the run rebuilds it from its config."""
+        state = super().state_dict()
+        del state["factor"]
+        return state
+
     def _get_value(self):
         factor = self.factor(self.last_step)
         return [base * factor for base in self.base_values]

@@ -12,8 +12,16 @@ With DeepSpeed the model and optimizer go through deepspeed.initialize instead
 import math
 from pathlib import Path
 
+import logging
+
 import torch
-from mmengine.runner import Runner
+
+from xft.console import dropping_logs, is_verbose
+
+# Importing MMEngine's runner imports DeepSpeed, which announces on a machine without a GPU
+# that it uses the CPU.
+with dropping_logs("DeepSpeed", "Setting accelerator to CPU"):
+    from mmengine.runner import Runner
 
 from xft.data.sampler import RunBatchSampler
 from xft.engine import distributed
@@ -97,8 +105,10 @@ def run(built, resume=None, deepspeed=None):
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval,
                               built.objective)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
-                         built.work_dir, writes=distributed.is_main_process())
-    validator = Validator(built, monitor, chat) if built.validation is not None else None
+                         built.work_dir, writes=distributed.is_main_process(),
+                         log=monitor.say)
+    validator = (Validator(built, monitor, chat, log=monitor.say)
+                 if built.validation is not None else None)
     hooks = [MonitorHook(monitor, chat, built.objective.metric_names)]
     if validator is not None:
         hooks.append(ValidationHook(validator))
@@ -106,7 +116,7 @@ def run(built, resume=None, deepspeed=None):
               RngStateHook()]
     if deepspeed is None:
         hooks.append(CheckpointHook(train.save_interval, train.save_total_limit, checkpoint))
-    runner = Runner(
+    runner = XftRunner(
         model=model,
         work_dir=str(built.work_dir),
         train_dataloader=dataloader,
@@ -121,6 +131,26 @@ def run(built, resume=None, deepspeed=None):
         default_scope="mmengine",
         launcher="pytorch" if distributed.is_distributed() else "none",
         cfg=runner_cfg,
+        # No visualizer backends: xft's monitor writes metrics.jsonl, TensorBoard and the
+        # trackers itself (MMEngine's LocalVisBackend would only save its partial config).
+        visualizer=dict(type="Visualizer", vis_backends=None),
     )
     runner.train()
     return Path(built.work_dir) / HF_DIR_NAME
+
+
+class XftRunner(Runner):
+    """MMEngine's Runner with xft's console: its log file keeps everything (environment,
+    hooks, xft's step lines), its console shows errors only unless `--verbose`."""
+
+    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        if not is_verbose():
+            for handler in logger.handlers:
+                if not isinstance(handler, logging.FileHandler):
+                    handler.setLevel(logging.ERROR)
+        return logger
+
+    def dump_config(self):
+        """Nothing: MMEngine's config here is only the wrapper settings xft hands it;
+        the run's config is work_dir/xft_config.py (xft.engine.train)."""

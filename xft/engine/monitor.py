@@ -3,7 +3,10 @@
 Engines report each optimizer step to a `TrainingMonitor`; every `log_interval`
 steps (and at the last step) it writes one record to work_dir/metrics.jsonl,
 the same scalars to TensorBoard (work_dir/tensorboard), and one console line
-with throughput and ETA. A record holds the loss, the objective's metrics
+with throughput and ETA; on a terminal a progress bar with ETA moves every step
+(the lines print above it). Every console line of the run (evaluation, chat
+samples, best weights) goes through `say`, which also hands it to `also_log`
+(the mmengine engine: MMEngine's log file). A record holds the loss, the objective's metrics
 (Objective.metric_names, means over the logged steps) and its count under the
 objective's `count_key` (SFT: label_tokens). Validation results
 (xft.engine.validation) go to the same three places as records of their own:
@@ -13,6 +16,7 @@ resumed run's earlier records included): training and validation loss.
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,12 +31,29 @@ LOSS_CURVE_FILE = "loss_curve.png"
 class TrainingMonitor:
     """Writes on rank 0 only; the other ranks of a distributed run keep silent."""
 
-    def __init__(self, work_dir, total_steps, log_interval, objective, log=print):
+    def __init__(self, work_dir, total_steps, log_interval, objective):
         self.work_dir = Path(work_dir)
         self.count_key = objective.count_key  # the record key of the step's count
-        self.total_steps, self.log_interval, self.log = total_steps, log_interval, log
-        self.writer = None
+        self.total_steps, self.log_interval = total_steps, log_interval
+        self.writer = self.bar = None
         self.writes = is_main_process()
+        self.also_log = None  # another place every console line goes (a log file)
+
+    def say(self, line):
+        """One console line (rank 0 only), above the progress bar if there is one."""
+        if not self.writes:
+            return
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+        if self.also_log is not None:
+            self.also_log(line)
+
+    def advance(self, step):
+        """The progress bar to optimizer step `step` (every engine calls it each step)."""
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
 
     def start(self, first_step):
         """Call before the first optimizer step; `first_step` > 0 when resuming."""
@@ -41,6 +62,11 @@ class TrainingMonitor:
         if self.writes:
             keep_records_up_to(self.work_dir, first_step)
             self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
+            if sys.stderr.isatty():  # a terminal: a live bar; a pipe or file: the lines only
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=self.total_steps, initial=first_step, unit="step",
+                                desc="training", dynamic_ncols=True)
         self.start_time = self.window_start = time.time()
         self.first_step = first_step
         self._new_window()
@@ -72,6 +98,7 @@ class TrainingMonitor:
         self.step_metrics(metrics)
         self.loss_sum += float(loss)
         self.steps += 1
+        self.advance(step)
         if self.should_log(step):
             self.write(step, self.loss_sum / self.steps, lr, grad_norm)
 
@@ -102,7 +129,9 @@ class TrainingMonitor:
         done = step - self.first_step
         eta = (now - self.start_time) / max(done, 1) * (self.total_steps - step)
         shown = "".join(f"  {name} {value:.4g}" for name, value in metrics.items())
-        self.log(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}{shown}  "
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        self.say(f"step {step}/{self.total_steps}  loss {record['loss']:.4f}{shown}  "
                  f"lr {lr:.3g}  grad_norm {record['grad_norm']:.3g}  "
                  f"{record['tokens_per_s']:.0f} tokens/s  "
                  f"elapsed {_clock(record['elapsed'])}  eta {_clock(eta)}")
@@ -122,16 +151,19 @@ class TrainingMonitor:
             self.writer.add_scalar(f"eval/{key.removeprefix('eval_')}", record[key], step)
         self.writer.flush()
         values = "  ".join(f"{key} {record[key]:.4g}" for key in shown)
-        self.log(f"eval @ step {step}/{self.total_steps}  {values}{note}")
+        self.say(f"eval @ step {step}/{self.total_steps}  {values}{note}")
 
     def finish(self):
         if not self.writes:
             return
         if self.writer is not None:
             self.writer.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         path = plot_loss_curve(self.work_dir)
         if path is not None:
-            self.log(f"loss curve: {path}")
+            self.say(f"loss curve: {path}")
 
 
 def read_metrics(work_dir):

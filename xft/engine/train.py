@@ -55,8 +55,9 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
         print(f"xft: note: {hint}")
     if plan:
         warn_before_building(experiment, deepspeed)
+    log = print if is_main_process() else (lambda line: None)  # the report once, from rank 0
     if deepspeed is None:
-        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir)
+        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir, log=log)
         _check_resume(checkpoint, built)
         with doing(_stage(experiment, checkpoint)):
             return runner.run(built, resume=checkpoint)
@@ -65,7 +66,7 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
 
     ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
     with single_process_env():
-        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir)
+        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir, log=log)
         _check_resume(checkpoint, built)
         with doing(_stage(experiment, checkpoint) + " under DeepSpeed"):
             return runner.run(built, resume=checkpoint, deepspeed=ds_config)

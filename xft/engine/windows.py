@@ -33,6 +33,10 @@ class AccumulationWindows(Sampler):
 
 
 class WindowDataset(Dataset):
+    # MMEngine's train loop hands a dataset's metainfo to its visualizer (and warns when
+    # there is none); xft draws nothing there.
+    metainfo = None
+
     """dataset[window] → one collated batch per micro-batch of the window."""
 
     def __init__(self, dataset, collator):

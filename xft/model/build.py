@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from xft.console import library_progress_bars_off
 from xft.errors import ConfigError, doing
 from xft.model.methods import apply_method
 from xft.model.quant import bitsandbytes_config, import_bitsandbytes
@@ -55,10 +56,11 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     with doing(f"loading the model from '{path}'"):  # anything but the errors below
         try:
-            return auto_class.from_pretrained(
-                path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
-                trust_remote_code=trust_remote_code, quantization_config=quantization_config,
-                **kwargs)
+            with library_progress_bars_off():
+                return auto_class.from_pretrained(
+                    path, dtype=DTYPES[dtype], attn_implementation=attn_implementation,
+                    trust_remote_code=trust_remote_code, quantization_config=quantization_config,
+                    **kwargs)
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot load model from '{path}': {e}") from None
 

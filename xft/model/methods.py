@@ -9,6 +9,7 @@ freeze  every weight frozen except the top N decoder layers (and optionally
 
 import torch.nn as nn
 
+from xft.console import peft_reads_deprecated_checkpointing_flag
 from xft.errors import ConfigError
 
 # Non-reentrant checkpointing needs no input that requires grad, so frozen
@@ -48,7 +49,8 @@ def add_lora(model, method):
         ensure_weight_tying=tied and bool(method.modules_to_save),
         task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        with peft_reads_deprecated_checkpointing_flag():
+            return get_peft_model(model, config)
     except ValueError as e:  # e.g. target modules not found in the model
         raise ConfigError(f"cannot apply LoRA (method): {e}") from None
 

@@ -18,9 +18,9 @@ named in its xft_meta.json), and xft's meta/config files.
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
+from xft.console import peft_reads_deprecated_checkpointing_flag
 from xft.errors import ConfigError, XftError
 from xft.outputs import check_output, write_output
 from xft.paths import MODEL_FILES, check_local, resolve_path
@@ -106,11 +106,7 @@ def load_adapter(model, adapter, base, log=print):
         model.resize_token_embeddings(vocab, mean_resizing=False)  # rows come from the adapter
     check_adapter_fits(model, weights, adapter, base)
     try:
-        with warnings.catch_warnings():
-            # peft 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`;
-            # the FutureWarning is theirs to fix and would only clutter chat output.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
-                                    category=FutureWarning)
+        with peft_reads_deprecated_checkpointing_flag():
             return PeftModel.from_pretrained(model, str(adapter))
     except (ValueError, RuntimeError, KeyError) as e:
         raise XftError(f"adapter {adapter} does not fit base {base}: {e}") from None
