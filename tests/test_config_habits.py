@@ -98,3 +98,13 @@ def test_cpu_hint_names_the_gpu_settings(monkeypatch):
     assert cpu_hint(fixed) is None
     _, tiny = load_config(DEMO_CONFIG)
     assert cpu_hint(tiny) is None
+
+
+def test_a_llama_factory_yaml_points_to_the_migration_guide(tmp_path):
+    path = tmp_path / "llama3_lora_sft.yaml"
+    path.write_text("model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct\nstage: sft\n"
+                    "finetuning_type: lora\nlora_rank: 8\n")
+    with pytest.raises(ConfigError, match=r"llama3_lora_sft\.yaml: this looks like a "
+                                          r"LLaMA-Factory config \(finetuning_type, "
+                                          r"model_name_or_path, stage\).*docs/migrating\.md"):
+        load_config(str(path))

@@ -65,6 +65,12 @@ def peft_reads_deprecated_checkpointing_flag():
     return ignoring_warnings(FutureWarning, ".*is_gradient_checkpointing")
 
 
+def deepspeed_announcing_cpu():
+    # Importing DeepSpeed (MMEngine's runner and transformers' Trainer do) logs, on a
+    # machine without a GPU, that it will use the CPU.
+    return dropping_logs("DeepSpeed", "Setting accelerator to CPU")
+
+
 @contextlib.contextmanager
 def library_progress_bars_off():
     """transformers' own progress bars (loading weights, writing shards) off while the block

@@ -258,11 +258,20 @@ class Experiment:
     system: Optional[str] = None  # system prompt used for training data without one, and by chat
 
 
+# Keys that mark a LLaMA-Factory training YAML (docs/migrating.md maps them).
+LLAMA_FACTORY_KEYS = {"model_name_or_path", "finetuning_type", "stage"}
+
+
 def validate(raw: dict) -> Experiment:
     """Build an Experiment from a plain dict, or raise ConfigError naming the key."""
     from xft.config.dataset_registry import resolve_names
 
     public = {k: v for k, v in raw.items() if not k.startswith("_")}
+    foreign = sorted(LLAMA_FACTORY_KEYS & set(public))
+    if foreign:
+        raise ConfigError(f"this looks like a LLaMA-Factory config ({', '.join(foreign)}); xft "
+                          "reads YAML with its own keys: see docs/migrating.md for each key's "
+                          "xft place (model_name_or_path → model.path, ...)")
     registries = (public.get("data") or {}).get("registry") if isinstance(
         public.get("data"), dict) else None
     for key in ("datasets", "val_datasets"):

@@ -29,6 +29,7 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from xft.console import deepspeed_announcing_cpu
 from xft.data.sampler import RunBatchSampler
 from xft.engine import distributed
 from xft.engine.checkpoint_files import atomic_write_text, fsync_tree, remove_old
@@ -247,19 +248,20 @@ def run(built, resume=None, deepspeed=None):
                  if built.validation is not None else None)
     if validator is not None:
         callbacks.append(XftValidationCallback(validator))
-    trainer = XftTrainer(
-        model=built.model,
-        args=training_arguments(exp, plan, built.work_dir, deepspeed),
-        train_dataset=built.dataset,
-        data_collator=built.collator,
-        optimizers=(optimizer, None),  # the schedule: XftTrainer.create_scheduler
-        callbacks=callbacks,
-        run_batches=batches,
-        monitor=monitor,
-        lr_lambda=lr_lambda(exp.train, plan.total_steps, plan.warmup_steps, exp.optim.lr),
-        objective=built.objective,
-        step_metrics=step_metrics,
-    )
+    with deepspeed_announcing_cpu():  # Trainer's set-up imports DeepSpeed
+        trainer = XftTrainer(
+            model=built.model,
+            args=training_arguments(exp, plan, built.work_dir, deepspeed),
+            train_dataset=built.dataset,
+            data_collator=built.collator,
+            optimizers=(optimizer, None),  # the schedule: XftTrainer.create_scheduler
+            callbacks=callbacks,
+            run_batches=batches,
+            monitor=monitor,
+            lr_lambda=lr_lambda(exp.train, plan.total_steps, plan.warmup_steps, exp.optim.lr),
+            objective=built.objective,
+            step_metrics=step_metrics,
+        )
     trainer.remove_callback(PrinterCallback)  # the monitor's line replaces raw log dicts
     if checkpoint is not None:
         check_pickles(checkpoint)  # Trainer and DeepSpeed load these files themselves

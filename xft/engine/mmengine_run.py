@@ -16,11 +16,9 @@ import logging
 
 import torch
 
-from xft.console import dropping_logs, is_verbose
+from xft.console import deepspeed_announcing_cpu, is_verbose
 
-# Importing MMEngine's runner imports DeepSpeed, which announces on a machine without a GPU
-# that it uses the CPU.
-with dropping_logs("DeepSpeed", "Setting accelerator to CPU"):
+with deepspeed_announcing_cpu():
     from mmengine.runner import Runner
 
 from xft.data.sampler import RunBatchSampler
