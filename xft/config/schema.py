@@ -197,6 +197,12 @@ class TrainCfg:
     lr_end: Optional[float] = None  # polynomial: final lr, below optim.lr (1e-7)
     power: Optional[float] = None  # polynomial: exponent of the decay (1.0: linear)
     log_interval: int = 10
+    # Where the logged scalars go besides metrics.jsonl (xft.engine.trackers): any of
+    # 'tensorboard', 'wandb', 'mlflow', 'swanlab'; each library's own environment variables
+    # choose online/offline. `project`: the W&B/SwanLab project, the MLflow experiment.
+    report_to: List[Literal["tensorboard", "wandb", "mlflow", "swanlab"]] = field(
+        default_factory=lambda: ["tensorboard"])
+    project: str = "xft"
     save_interval: int = 500  # optimizer steps between checkpoints
     save_total_limit: int = 2  # checkpoints kept on disk (0: all)
     # Validation (needs a held-out split or val_datasets): optimizer steps between

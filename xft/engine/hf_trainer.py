@@ -237,7 +237,7 @@ def run(built, resume=None, deepspeed=None):
     optimizer = build_optimizer(built.model, exp.optim, exp.method)
 
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, exp.train.log_interval,
-                              built.objective)
+                              built.objective, exp)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir, writes=distributed.is_main_process(),
                          log=monitor.say)

@@ -101,7 +101,7 @@ def run(built, resume=None, deepspeed=None):
             print("xft: warning: no intermediate checkpoints with --deepspeed on the mmengine "
                   "engine (the final artifact is exported); use --engine hf to resume")
     monitor = TrainingMonitor(built.work_dir, plan.total_steps, train.log_interval,
-                              built.objective)
+                              built.objective, exp)
     chat = ChatEvaluator(exp.evaluation, built.tokenizer, built.template, exp.system,
                          built.work_dir, writes=distributed.is_main_process(),
                          log=monitor.say)

@@ -2,7 +2,8 @@
 
 Engines report each optimizer step to a `TrainingMonitor`; every `log_interval`
 steps (and at the last step) it writes one record to work_dir/metrics.jsonl,
-the same scalars to TensorBoard (work_dir/tensorboard), and one console line
+the same scalars to the run's trackers (xft.engine.trackers: TensorBoard in
+work_dir/tensorboard by default; W&B, MLflow, SwanLab), and one console line
 with throughput and ETA; on a terminal a progress bar with ETA moves every step
 (the lines print above it). Every console line of the run (evaluation, chat
 samples, best weights) goes through `say`, which also hands it to `also_log`
@@ -22,20 +23,23 @@ from pathlib import Path
 
 from xft.engine.checkpoint_files import atomic_write_text
 from xft.engine.distributed import is_main_process
+from xft.engine.trackers import Trackers
 
 METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 LOSS_CURVE_FILE = "loss_curve.png"
 
 
 class TrainingMonitor:
     """Writes on rank 0 only; the other ranks of a distributed run keep silent."""
 
-    def __init__(self, work_dir, total_steps, log_interval, objective):
+    def __init__(self, work_dir, total_steps, log_interval, objective, experiment=None):
+        """`experiment`: the run's config, for its trackers (train.report_to, train.project;
+        None: TensorBoard only) and the configuration they record."""
         self.work_dir = Path(work_dir)
+        self.experiment = experiment
         self.count_key = objective.count_key  # the record key of the step's count
         self.total_steps, self.log_interval = total_steps, log_interval
-        self.writer = self.bar = None
+        self.trackers = self.bar = None
         self.writes = is_main_process()
         self.also_log = None  # another place every console line goes (a log file)
 
@@ -57,11 +61,12 @@ class TrainingMonitor:
 
     def start(self, first_step):
         """Call before the first optimizer step; `first_step` > 0 when resuming."""
-        from torch.utils.tensorboard import SummaryWriter
-
         if self.writes:
             keep_records_up_to(self.work_dir, first_step)
-            self.writer = SummaryWriter(str(self.work_dir / TENSORBOARD_DIR))
+            train = self.experiment.train if self.experiment is not None else None
+            self.trackers = Trackers(train.report_to if train else ["tensorboard"],
+                                     self.work_dir, train.project if train else "xft",
+                                     self.experiment)
             if sys.stderr.isatty():  # a terminal: a live bar; a pipe or file: the lines only
                 from tqdm.auto import tqdm
 
@@ -123,9 +128,8 @@ class TrainingMonitor:
         }
         with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        for key in ("loss", *metrics, "lr", "grad_norm", "tokens_per_s"):
-            self.writer.add_scalar(f"train/{key}", record[key], step)
-        self.writer.flush()
+        self.trackers.log({f"train/{key}": value for key, value in record.items()
+                           if key != "step"}, step)
         done = step - self.first_step
         eta = (now - self.start_time) / max(done, 1) * (self.total_steps - step)
         shown = "".join(f"  {name} {value:.4g}" for name, value in metrics.items())
@@ -147,17 +151,16 @@ class TrainingMonitor:
         record = {"step": step, **record}
         with open(self.work_dir / METRICS_FILE, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        for key in shown:
-            self.writer.add_scalar(f"eval/{key.removeprefix('eval_')}", record[key], step)
-        self.writer.flush()
+        self.trackers.log({f"eval/{key.removeprefix('eval_')}": record[key] for key in shown},
+                          step)
         values = "  ".join(f"{key} {record[key]:.4g}" for key in shown)
         self.say(f"eval @ step {step}/{self.total_steps}  {values}{note}")
 
     def finish(self):
         if not self.writes:
             return
-        if self.writer is not None:
-            self.writer.close()
+        if self.trackers is not None:
+            self.trackers.close()
         if self.bar is not None:
             self.bar.close()
             self.bar = None

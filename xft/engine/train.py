@@ -8,6 +8,7 @@ from xft.engine.distributed import is_main_process
 from xft.engine.export import CONFIG_COPY
 from xft.engine.precision import cpu_hint
 from xft.engine.run_lock import work_dir_lock
+from xft.engine.trackers import check_installed
 from xft.errors import doing
 from xft.outputs import remove_leftovers
 
@@ -50,6 +51,7 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
 
     runner = get_engine(experiment.train.engine)
     checkpoint = runner.resolve_resume(resume, work_dir)  # fail before the model is loaded
+    check_installed(experiment.train.report_to)
     hint = cpu_hint(experiment)
     if hint and is_main_process():
         print(f"xft: note: {hint}")
