@@ -3,6 +3,7 @@ into the work dir at the start, and resumes or converts from that folder alone."
 
 import io
 import json
+import shutil
 import tokenize
 
 import pytest
@@ -87,19 +88,22 @@ def test_a_lambda_is_written_as_its_source(tmp_path):
 def test_a_cut_off_run_resumes_and_converts_from_its_work_dir_alone(function_config, tmp_path):
     from safetensors.torch import load_file
 
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    run_cli("train", str(function_config), "--work-dir", str(full))
-    # The same run, stopped after its step-2 checkpoint: the config files that made it
-    # are gone, only its work dir is left.
-    run_cli("train", str(function_config), "--work-dir", str(cut), "train.max_steps=2")
+    work_dir = tmp_path / "run"
+    run_cli("train", str(function_config), "--work-dir", str(work_dir))
+    finished = load_file(work_dir / "hf/adapter_model.safetensors")
+    # Back to the state of the run cut off after its step-2 checkpoint, and the config
+    # files that made it gone: only the work dir is left.
+    shutil.rmtree(work_dir / "hf")
+    (work_dir / "iter_4.pth").unlink()
     for name in ("leaf.py", "base.py"):
         (tmp_path / name).unlink()
-    saved = cut / "xft_config.py"
-    assert f"work_dir = {str(cut.resolve())!r}" in saved.read_text()
-    run_cli("convert", "pth_to_hf", str(saved), str(cut / "iter_2.pth"), str(tmp_path / "conv"))
-    run_cli("train", str(saved), "--resume", str(cut / "iter_2.pth"), "train.max_steps=4")
-    a = load_file(full / "hf/adapter_model.safetensors")
-    b = load_file(cut / "hf/adapter_model.safetensors")
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
-    assert (tmp_path / "conv/adapter_model.safetensors").is_file()
+    saved = work_dir / "xft_config.py"
+    assert f"work_dir = {str(work_dir.resolve())!r}" in saved.read_text()
+    run_cli("convert", "pth_to_hf", str(saved), str(work_dir / "iter_2.pth"),
+            str(tmp_path / "step2"))
+    assert (tmp_path / "step2/adapter_model.safetensors").is_file()
+    run_cli("train", str(saved), "--resume", str(work_dir / "iter_2.pth"))
+    resumed = load_file(work_dir / "hf/adapter_model.safetensors")
+    assert resumed.keys() == finished.keys()
+    for name in finished:
+        torch.testing.assert_close(resumed[name], finished[name], rtol=0, atol=0)
