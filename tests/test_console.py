@@ -22,8 +22,10 @@ def quickstart(work_dir, *extra):
     return run_cli("train", DEMO_CONFIG, "--work-dir", str(work_dir), *SHORT, *extra)
 
 
-def check_quiet(result, work_dir):
+def check_quiet(result, work_dir, launcher_line=False):
     lines = result.stdout.splitlines()
+    if launcher_line:
+        assert lines.pop(0) == "xft: launching 2 processes on node 0 of 1 (torchrun)"
     assert result.stderr == ""
     for noise in LIBRARY_NOISE:
         assert noise not in result.stdout, noise
@@ -64,7 +66,7 @@ def test_verbose_shows_the_libraries(tmp_path):
 @pytest.mark.slow
 def test_two_processes_print_the_report_once(tmp_path):
     work_dir = tmp_path / "two"
-    lines = check_quiet(quickstart(work_dir, "--nproc", "2"), work_dir)
+    lines = check_quiet(quickstart(work_dir, "--nproc", "2"), work_dir, launcher_line=True)
     assert sum("45 records" in line for line in lines) == 1
 
 

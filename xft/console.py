@@ -25,23 +25,24 @@ def is_verbose():
 
 
 class _DropMessages(logging.Filter):
-    def __init__(self, prefixes):
+    def __init__(self, fragments):
         super().__init__()
-        self.prefixes = prefixes
+        self.fragments = fragments
 
     def filter(self, record):
-        return not record.getMessage().lstrip('"').startswith(self.prefixes)
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
 
 
 @contextlib.contextmanager
-def dropping_logs(logger, *prefixes):
-    """Drop the records of `logger` (a logging.Logger or its name) whose message starts with
-    one of `prefixes` (a leading quote ignored) while the block runs; all kept if verbose."""
+def dropping_logs(logger, *fragments):
+    """Drop the records of `logger` (a logging.Logger or its name) whose message contains
+    one of `fragments` while the block runs; all kept if verbose."""
     if is_verbose():
         yield
         return
     logger = logging.getLogger(logger) if isinstance(logger, str) else logger
-    dropper = _DropMessages(tuple(prefixes))
+    dropper = _DropMessages(tuple(fragments))
     logger.addFilter(dropper)
     try:
         yield

@@ -21,6 +21,8 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from xft.console import dropping_logs
+
 DEFAULT_PORT = 29500
 
 
@@ -95,7 +97,9 @@ def launch(settings, worker_args):
     print(f"xft: launching {settings.nproc_per_node} processes on node {settings.node_rank} "
           f"of {settings.nnodes} (torchrun)", flush=True)
     try:
-        run(get_args_parser().parse_args(torchrun_arguments(settings, worker_args)))
+        # torchrun announces that it sets OMP_NUM_THREADS=1 for each worker.
+        with dropping_logs("torch.distributed.run", "Setting OMP_NUM_THREADS"):
+            run(get_args_parser().parse_args(torchrun_arguments(settings, worker_args)))
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode
