@@ -108,3 +108,73 @@ def test_a_llama_factory_yaml_points_to_the_migration_guide(tmp_path):
                                           r"LLaMA-Factory config \(finetuning_type, "
                                           r"model_name_or_path, stage\).*docs/migrating\.md"):
         load_config(str(path))
+
+
+LLAMA_FACTORY_SFT = """\
+model_name_or_path: meta-llama/Meta-Llama-3-8B-Instruct
+stage: sft
+do_train: true
+finetuning_type: lora
+lora_target: all
+dataset: identity
+dataset_dir: {data_dir}
+template: llama3
+cutoff_len: 1024
+max_samples: 20
+output_dir: saves/llama3-8b/lora/sft
+per_device_train_batch_size: 1
+gradient_accumulation_steps: 8
+num_train_epochs: 3.0
+lr_scheduler_type: cosine
+bf16: true
+"""
+
+
+def test_convert_config_turns_a_llama_factory_yaml_into_an_xft_one(tmp_path):
+    import json
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "identity.json").write_text(json.dumps(
+        [{"instruction": f"who {i}", "input": "", "output": "me"} for i in range(30)]))
+    (data_dir / "dataset_info.json").write_text(json.dumps(
+        {"identity": {"file_name": "identity.json"}}))
+    src = tmp_path / "llama3_lora_sft.yaml"
+    src.write_text(LLAMA_FACTORY_SFT.format(data_dir=data_dir))
+    result = run_cli("convert-config", str(src), str(tmp_path / "xft.yaml"))
+    assert "xft: note: do_train: not converted (xft train trains)" in result.stdout
+    _, exp = load_config(str(tmp_path / "xft.yaml"))
+    # LLaMA-Factory's LoRA defaults, and TrainingArguments' where the YAML says nothing
+    assert (exp.method.type, exp.method.r, exp.method.alpha, exp.method.dropout,
+            exp.method.target_modules) == ("lora", 8, 16, 0.0, "all-linear")
+    assert (exp.optim.lr, exp.train.warmup_ratio, exp.train.log_interval) == (5e-5, 0.0, 500)
+    assert (exp.train.batch_size, exp.train.grad_accum, exp.train.epochs,
+            exp.train.lr_scheduler) == (1, 8, 3, "cosine")
+    assert (exp.template, exp.data.max_length, exp.model.dtype) == ("llama3_chat", 1024,
+                                                                   "bfloat16")
+    assert exp.datasets[0].max_samples == 20 and exp.work_dir == "saves/llama3-8b/lora/sft"
+    again = run_cli("convert-config", str(src), str(tmp_path / "xft.yaml"), check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_the_trainer_defaults_used_are_transformers_own():
+    import dataclasses
+
+    import transformers
+
+    from xft.tools.convert_config import TRAINER_DEFAULTS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(transformers.TrainingArguments)}
+    for key, value in TRAINER_DEFAULTS.items():
+        if key == "warmup_ratio":  # transformers 5 folds it into warmup_steps (0)
+            assert defaults["warmup_steps"] == 0
+        else:
+            assert defaults[key] == value, key
+
+
+def test_convert_config_refuses_preference_stages(tmp_path):
+    src = tmp_path / "dpo.yaml"
+    src.write_text("model_name_or_path: m\nstage: dpo\ntemplate: llama3\n")
+    result = run_cli("convert-config", str(src), str(tmp_path / "x.yaml"), check=False)
+    assert result.returncode == 1 and "stage: 'dpo'" in result.stderr
+    assert not (tmp_path / "x.yaml").exists()

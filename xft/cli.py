@@ -200,6 +200,14 @@ def cmd_convert(args):
         split_model(args.src, args.out, args.max_shard_size, overwrite=args.overwrite)
 
 
+def cmd_convert_config(args):
+    from xft.tools.convert_config import convert_config
+
+    for note in convert_config(args.src, args.out):
+        print(f"xft: note: {note}")
+    print(f"xft: wrote {args.out}")
+
+
 def cmd_template(args):
     from xft.tools import template_cli
 
@@ -426,6 +434,12 @@ def build_parser():
                    help="replace OUT when it already holds files")
     c.add_argument("--max-shard-size", required=True, help="largest file, e.g. 500MB")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("convert-config", parents=[common],
+                       help="a LLaMA-Factory training YAML → an xft YAML config")
+    p.add_argument("src", help="LLaMA-Factory YAML (e.g. examples/train_lora/llama3_lora_sft.yaml)")
+    p.add_argument("out", help="the xft YAML to write (must not exist)")
+    p.set_defaults(func=cmd_convert_config)
 
     p = sub.add_parser("template", parents=[common], help="list chat templates, or render data "
                        "with one to see its tokens and labels")
