@@ -2,10 +2,13 @@
 both engines and in two processes; the libraries' tables with --verbose; the step lines
 in MMEngine's log file; a progress bar on a terminal."""
 
+import fcntl
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 from conftest import DEMO_CONFIG, REPO, run_cli
@@ -53,7 +56,8 @@ def test_the_quickstart_console_is_xfts_lines_only(engine, tmp_path):
         assert [line.split("step ")[1].split()[0] for line in text.splitlines()
                 if " - INFO - step " in line] == ["2/6", "4/6", "6/6"]
         # no partial MMEngine config dumps beside xft's own
-        assert not list(work_dir.glob("*/*.py")) and not (work_dir / "vis_data").exists()
+        assert [p.name for p in work_dir.glob("*.py")] == ["xft_config.py"]
+        assert not list(log.parent.glob("*.py")) and not list(work_dir.rglob("vis_data"))
 
 
 @pytest.mark.slow
@@ -76,6 +80,8 @@ def test_a_terminal_gets_a_progress_bar(tmp_path):
     command = [sys.executable, "-m", "xft", "train", DEMO_CONFIG, "--work-dir",
                str(tmp_path / "tty"), *SHORT]
     leader, follower = pty.openpty()
+    # an 80 × 24 terminal, as a terminal window has a size
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower,
                                env=dict(os.environ, PYTHONPATH=str(REPO)))
     os.close(follower)

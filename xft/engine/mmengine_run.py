@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from xft.console import deepspeed_announcing_cpu, is_verbose
+from xft.console import deepspeed_announcing_cpu, ignoring_warnings, is_verbose
 
 with deepspeed_announcing_cpu():
     from mmengine.runner import Runner
@@ -114,25 +114,27 @@ def run(built, resume=None, deepspeed=None):
               RngStateHook()]
     if deepspeed is None:
         hooks.append(CheckpointHook(train.save_interval, train.save_total_limit, checkpoint))
-    runner = XftRunner(
-        model=model,
-        work_dir=str(built.work_dir),
-        train_dataloader=dataloader,
-        train_cfg=dict(by_epoch=False, max_iters=plan.total_steps),
-        optim_wrapper=optim_wrapper,
-        param_scheduler=[scheduler],
-        default_hooks=default_hooks,
-        custom_hooks=hooks,
-        randomness=dict(seed=exp.seed),
-        resume=checkpoint is not None,
-        load_from=checkpoint,
-        default_scope="mmengine",
-        launcher="pytorch" if distributed.is_distributed() else "none",
-        cfg=runner_cfg,
-        # No visualizer backends: xft's monitor writes metrics.jsonl, TensorBoard and the
-        # trackers itself (MMEngine's LocalVisBackend would only save its partial config).
-        visualizer=dict(type="Visualizer", vis_backends=None),
-    )
+    # Runner's environment set-up warns that it sets OMP/MKL_NUM_THREADS=1 in each worker.
+    with ignoring_warnings(UserWarning, "Setting (OMP|MKL)_NUM_THREADS"):
+        runner = XftRunner(
+            model=model,
+            work_dir=str(built.work_dir),
+            train_dataloader=dataloader,
+            train_cfg=dict(by_epoch=False, max_iters=plan.total_steps),
+            optim_wrapper=optim_wrapper,
+            param_scheduler=[scheduler],
+            default_hooks=default_hooks,
+            custom_hooks=hooks,
+            randomness=dict(seed=exp.seed),
+            resume=checkpoint is not None,
+            load_from=checkpoint,
+            default_scope="mmengine",
+            launcher="pytorch" if distributed.is_distributed() else "none",
+            cfg=runner_cfg,
+            # No visualizer backends: xft's monitor writes metrics.jsonl, TensorBoard and the
+            # trackers itself (MMEngine's LocalVisBackend would only save its partial config).
+            visualizer=dict(type="Visualizer", vis_backends=None),
+        )
     runner.train()
     return Path(built.work_dir) / HF_DIR_NAME
 
