@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from xft.config.schema import OptimCfg, validate
+from xft.config.schema import OptimCfg, TrainCfg, validate
 from xft.errors import ConfigError
 from xft.model.build import build_model, build_tokenizer, load_causal_lm
 from xft.model.optimizer import build_optimizer, trainable_parameter_groups
@@ -190,6 +190,7 @@ def test_loraplus_groups_match_peft_and_carry_their_own_lr():
     from peft.optimizers import create_loraplus_optimizer
 
     from xft.engine.mmengine_model import StepLR
+    from xft.engine.schedule import lr_lambda
 
     exp = experiment({**LORA, "use_dora": True, "loraplus_lr_ratio": 16})
     model = build_model(exp.model, exp.method)
@@ -209,7 +210,7 @@ def test_loraplus_groups_match_peft_and_carry_their_own_lr():
     assert by_lr[1e-4] == slow and by_lr[1.6e-3] == fast
     # xft's schedule scales every group by the same factor, so the ratio holds.
     optimizer = build_optimizer(model, optim_cfg, exp.method)
-    scheduler = StepLR(optimizer, total_steps=10, warmup_steps=2, kind="cosine")
+    scheduler = StepLR(optimizer, factor=lr_lambda(TrainCfg(lr_scheduler="cosine"), 10, 2, 1e-4))
     seen = set()
     for _ in range(6):
         optimizer.step()
