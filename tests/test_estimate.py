@@ -245,6 +245,7 @@ def test_flops_per_token_match_torch_flop_counter(method, tmp_path_factory):
     assert abs(planned - measured) <= 0.10 * measured, (planned, measured)
 
 
+@pytest.mark.slow
 def test_plan_counts_the_real_model_and_its_verdict_follows_the_card(tmp_path_factory, capsys):
     """Parameters as xft's build_model counts them; the verdict flips with the card size;
     a card too small gets alternatives, each planned again."""
@@ -268,6 +269,7 @@ def test_plan_counts_the_real_model_and_its_verdict_follows_the_card(tmp_path_fa
     assert "does NOT fit" in text and "try gradient checkpointing" in text
 
 
+@pytest.mark.slow
 def test_train_warns_on_a_gpu_too_small_and_not_on_one_large_enough(tmp_path_factory,
                                                                      monkeypatch):
     from xft.estimate import gpus
@@ -284,6 +286,7 @@ def test_train_warns_on_a_gpu_too_small_and_not_on_one_large_enough(tmp_path_fac
     assert "--no-plan" in warnings[0]
 
 
+@pytest.mark.slow
 def test_bad_gpu_options_fail_with_one_line(tmp_path):
     from tests.conftest import run_cli
 

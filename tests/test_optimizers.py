@@ -56,6 +56,7 @@ def trainer_optimizer(model, name, cfg, tmp_path):
 @pytest.mark.parametrize("kind", [
     pytest.param(kind, marks=pytest.mark.gpu) if kind == "GaLoreAdamW8bit" else kind
     for kind in TRAINER_NAMES])  # galore-torch's 8-bit projection step needs CUDA
+@pytest.mark.slow
 def test_each_optimizer_updates_like_the_trainers_own(kind, tmp_path):
     galore = kind.startswith("GaLore")
     # Trainer's GaLore path passes only the lr (no weight decay, GaLore's own eps): compare
