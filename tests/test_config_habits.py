@@ -33,6 +33,7 @@ def test_a_yaml_config_inherits_and_is_validated(tmp_path):
         load_config(str(path))
 
 
+@pytest.mark.slow
 def test_bare_overrides_after_the_config(tmp_path):
     # right after the config, and after other options too
     result = run_cli("check-dataset", DEMO_CONFIG, "data.max_length=40", "--samples", "0",
@@ -64,6 +65,7 @@ def test_xtuner_spellings_are_rewritten_with_a_note():
     assert translate(["chat", "log-dataset"])[0] == ["chat", "log-dataset"]
 
 
+@pytest.mark.slow
 def test_xtuner_spelling_on_the_command_line(tmp_path):
     result = run_cli("log-dataset", DEMO_CONFIG, "--samples", "0", "--plot",
                      str(tmp_path / "l.png"))
@@ -130,6 +132,7 @@ bf16: true
 """
 
 
+@pytest.mark.slow
 def test_convert_config_turns_a_llama_factory_yaml_into_an_xft_one(tmp_path):
     import json
 
@@ -172,6 +175,7 @@ def test_the_trainer_defaults_used_are_transformers_own():
             assert defaults[key] == value, key
 
 
+@pytest.mark.slow
 def test_convert_config_refuses_preference_stages(tmp_path):
     src = tmp_path / "dpo.yaml"
     src.write_text("model_name_or_path: m\nstage: dpo\ntemplate: llama3\n")
