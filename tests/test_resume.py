@@ -53,7 +53,7 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
     torch.save({"step": 2}, tmp_path / "iter_2.pth")
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "iter_2.pth"))
     script = textwrap.dedent(f"""
-        import os, signal
+        import logging, os, signal
         from types import SimpleNamespace
         import torch
         from xft.engine.mmengine_hooks import CheckpointHook
@@ -70,7 +70,8 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
             hook.before_save_checkpoint(runner, {{"step": 4}})
 
         runner = SimpleNamespace(work_dir={str(tmp_path)!r}, iter=3, max_iters=10,
-                                 save_checkpoint=save_checkpoint)
+                                 save_checkpoint=save_checkpoint,
+                                 logger=logging.getLogger("runner"))
         hook.after_train_iter(runner, 3)
     """)
     result = subprocess.run([sys.executable, "-c", script], env=dict(os.environ,
