@@ -90,6 +90,10 @@ def test_heldout_lines_are_the_source_records_and_encode_to_the_validation_set(c
     assert formats["xft://data/self_cognition.json"]["placeholders"]["name"] == "Tuna"
     assert formats[str(tmp_path / "own.json")]["format"] == f"{config.resolve()}:qa_pairs"
     assert is_heldout_file(heldout)
+    # A second build reads the sources from the cache: the same records are named.
+    _, _, _, cached = _build(config)
+    assert [s.records for s in cached.held_out] == [s.records for s in report.held_out]
+    assert any(s.cache == "hit" for s in cached.sources)
     # Read back by the `heldout` format, the records give exactly the validation samples.
     samples, _ = load_source(DatasetCfg(path=str(heldout), format="heldout"),
                              SourceBuild(exp.data, build.tokenizer, build.template,
@@ -217,3 +221,30 @@ def test_train_with_a_split_then_compare_on_the_held_out_part(tmp_path):
                                                                         "the xft team")
         question = record["instruction"] + (f"\n{record['input']}" if record["input"] else "")
         assert f"| {i} | {cell(question)} | {cell(answer)} |" in markdown
+
+
+@pytest.mark.slow
+def test_check_dataset_checks_any_dataset_with_the_config_s_settings(config, tmp_path):
+    """`check-dataset CFG --data ...` reads a mapped file, a config function and a registry
+    name with the config's tokenizer and template; the masked sample is the tokenizer's
+    own rendering of the record."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(TINY))
+    minimind = tmp_path / "minimind.jsonl"
+    out = run_cli("check-dataset", DEMO_CONFIG, "--samples", "1", "--color", "never",
+                  "--data", str(minimind), "--format", "openai", "--columns",
+                  "messages=conversations", "--plot", str(tmp_path / "p.png"), cwd=tmp_path).stdout
+    assert f"{minimind}: 10 records → 10 samples" in out
+    shown = out.split("--- sample 0")[1].split("\n", 1)[1]
+    texts = [tokenizer.apply_chat_template(r["conversations"], tokenize=False) for r in MINIMIND]
+    plain = shown.replace("[[", "").replace("]]", "")
+    assert any(plain.startswith(t) for t in texts)
+    assert "[[回答" in shown and "。<|im_end|>]]" in shown  # the answer is trained
+    out = run_cli("check-dataset", str(config), "--samples", "0", "--data", str(tmp_path /
+                  "own.json"), "--format", f"{config}:qa_pairs", "--plot",
+                  str(tmp_path / "p.png"), cwd=tmp_path).stdout
+    assert "own.json: 10 records → 10 samples" in out
+    out = run_cli("check-dataset", DEMO_CONFIG, "--samples", "0", "--data", "self_cognition",
+                  "--plot", str(tmp_path / "p.png"), cwd=tmp_path).stdout
+    assert "self_cognition.json: 45 records → 45 samples" in out

@@ -127,7 +127,8 @@ def cmd_check_dataset(args):
 
     color = {"auto": None, "always": True, "never": False}[args.color]
     check_dataset(args.config, cfg_options=args.cfg_options, num_samples=args.samples,
-                  plot=args.plot, color=color)
+                  plot=args.plot, color=color,
+                  data=(args.data, args) if args.data else None)
 
 
 def cmd_chat(args):
@@ -277,6 +278,9 @@ def build_parser():
                    "(default: <config name>_lengths.png)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
                    help="mark trained text in colour (auto: when printing to a terminal)")
+    p.add_argument("--data", help="check this dataset (a file, a run's heldout.jsonl, or a "
+                   "registry name) instead of the config's, as the config would train it")
+    add_data_arguments(p, "alpaca")
     p.set_defaults(func=cmd_check_dataset)
 
     p = sub.add_parser("chat", parents=[common], help="chat with a model or adapter directory")

@@ -46,15 +46,17 @@ def is_registry_name(spec):
     return not Path(resolve_path(spec)).exists() and "/" not in spec and "." not in spec
 
 
-def dataset_entry(spec, args, option, default_format):
+def dataset_entry(spec, args, option, default_format, registries=()):
     """The DatasetCfg of a tool's dataset argument `spec` (a path or a registry name) with
-    the --format/--columns/--tags/--placeholders/--registry of `args`, checked."""
+    the --format/--columns/--tags/--placeholders/--registry of `args` (and `registries`,
+    e.g. a config's data.registry), checked."""
     given = {"format": args.format, "columns": parse_pairs(args.columns, "--columns"),
              "tags": parse_pairs(args.tags, "--tags"),
              "placeholders": parse_pairs(args.placeholders, "--placeholders")}
     given = {k: v for k, v in given.items() if v}
     if is_registry_name(spec):
-        entry = resolve_names([{"name": spec, **given}], args.registry, option)[0]
+        entry = resolve_names([{"name": spec, **given}], [*args.registry, *registries],
+                              option)[0]
     else:
         entry = {"path": spec, **given}
     if "format" not in entry:
