@@ -114,7 +114,12 @@ def is_heldout_file(path):
 
 def heldout(line):
     """Format map function of a heldout.jsonl line: its record read as training read it
-    (format, columns/tags, placeholders, then the run's system prompt)."""
+    (format, columns/tags, placeholders, then the run's system prompt).
+
+    Example: {"source": "qa.json", "index": 3, "format": "qa", "system": "Be brief.",
+    "record": {"question": "2+2?", "answer": "4"}} → system 'Be brief.', user '2+2?',
+    assistant '4'.
+    """
     from xft.data.conversation import with_system
     from xft.data.formats import FieldMapping, to_conversation
     from xft.data.pipeline import fill_placeholders
