@@ -2,7 +2,8 @@
 
 Three measurements, any of them in one call:
 
-- `--data FILE`: eval loss and perplexity on a dataset of any xft format,
+- `--data FILE|NAME`: eval loss and perplexity on a dataset (any format, a config's
+  map function, a mapping, a registry name, a run's heldout.jsonl: xft.tools.data_args),
   encoded with the model's chat template exactly as training encodes it
   (xft.data.pipeline, the SFT objective) and scored by xft.engine.evaluate, the
   function training's validation uses.
@@ -12,8 +13,9 @@ Three measurements, any of them in one call:
   `--label-map 0=负面 1=正面` the answer is mapped to the one label whose text
   it contains (exact equality first); an answer that names no label, or more
   than one, is unmatched and counts as wrong.
-- `--compare BASE`: the same prompts answered by BASE and by MODEL, written
-  side by side to compare.md and compare.html (text HTML-escaped).
+- `--compare BASE`: the same prompts (a prompt file or any dataset, whose last
+  answers are the references) answered by BASE and by MODEL, written side by side
+  to compare.md and compare.html (text HTML-escaped).
 
 Everything goes to --out: results.json, predictions.jsonl, compare.md/.html.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from xft.errors import DataError, RecordError, XftError
 from xft.paths import MODEL_FILES, check_local, resolve_path
-from xft.tools.data_args import dataset_entry, parse_pairs
+from xft.tools.data_args import dataset_entry, is_registry_name, parse_pairs
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -265,25 +267,24 @@ def prompt_text(prompt):
     return "\n\n".join(f"[{m['role']}] {m['content'] or ''}" for m in prompt)
 
 
-def read_prompts(spec, source=None, system=None, on_bad_record="error", plain=True):
-    """(prompts, reference answers or None) from a text file (one prompt a line), a JSON/
-    JSONL file of strings or {"prompt", "reference"?} objects (unless `plain` is False:
-    a format or mapping was given), or any dataset (`source`, a DatasetCfg of `spec`, e.g.
-    a run's heldout.jsonl): each conversation up to its last assistant message is a
-    prompt, and that message is the reference."""
-    path = Path(resolve_path(spec))
-    suffix = path.suffix.lower()
-    if path.is_file() and suffix not in (".json", ".jsonl", ".csv", ".parquet"):
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return [p for p in prompts if p], None
+def read_prompts(source, system=None, on_bad_record="error", plain=True):
+    """(prompts, reference answers or None) of `source` (a DatasetCfg, see
+    xft.tools.data_args): a text file (one prompt a line), a JSON/JSONL file of strings
+    or {"prompt", "reference"?} objects (unless `plain` is False: a format, mapping or
+    registry name was given), or any dataset (e.g. a run's heldout.jsonl): each
+    conversation up to its last assistant message is a prompt, and that message is the
+    reference."""
     from xft.data.pipeline import read_records
 
-    records = read_records(source.path if source else spec)
+    path = Path(resolve_path(source.path))
+    if path.is_file() and path.suffix.lower() not in (".json", ".jsonl", ".csv", ".parquet"):
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        return [p for p in prompts if p], None
+    records = read_records(source.path)
     first = records[0]
-    if source is None or isinstance(first, str) or (
-            plain and isinstance(first, dict) and "prompt" in first
-            and source.format != "heldout"):
-        return _plain_prompts(records, spec)
+    if isinstance(first, str) or (plain and isinstance(first, dict) and "prompt" in first
+                                  and source.format != "heldout"):
+        return _plain_prompts(records, source.path)
     return dataset_prompts(records, source, system, on_bad_record)
 
 
@@ -368,8 +369,9 @@ def run_eval(args, log=print):
     if args.compare and args.prompts:
         source = dataset_entry(args.prompts, args, "--prompts", "alpaca")
         prompts, references = read_prompts(
-            args.prompts, source, args.system, args.on_bad_record,
-            plain=not (args.format or args.columns or args.tags or source.path != args.prompts))
+            source, args.system, args.on_bad_record,
+            plain=not (args.format or args.columns or args.tags
+                       or is_registry_name(args.prompts)))
         prompts, references = prompts[:args.limit], references and references[:args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
