@@ -7,7 +7,7 @@ placeholders. Everything is checked here, before any model or tokenizer loads.
 
 from pathlib import Path
 
-from xft.config.dataset_registry import resolve_names
+from xft.config.dataset_registry import registry_entry
 from xft.config.schema import dataset_cfg
 from xft.data.formats import FieldMapping, get_format
 from xft.data.heldout import is_heldout_file
@@ -55,8 +55,8 @@ def dataset_entry(spec, args, option, default_format, registries=()):
              "placeholders": parse_pairs(args.placeholders, "--placeholders")}
     given = {k: v for k, v in given.items() if v}
     if is_registry_name(spec):
-        entry = resolve_names([{"name": spec, **given}], [*args.registry, *registries],
-                              option)[0]
+        where = f"{option} {spec} (no such file)"
+        entry = {**registry_entry(spec, [*args.registry, *registries], where), **given}
     else:
         entry = {"path": spec, **given}
     if "format" not in entry:
