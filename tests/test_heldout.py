@@ -10,7 +10,7 @@ import json
 from collections import Counter
 
 import pytest
-from conftest import DEMO_CONFIG, run_cli, write_config
+from conftest import DEMO_CONFIG, read_metrics, run_cli, write_config
 
 from xft.build import build_data
 from xft.cli import build_parser, main
@@ -126,7 +126,12 @@ def test_eval_refuses_bad_data_options_before_loading_the_model(config, tmp_path
 
     monkeypatch.setattr(xft.tools.chat, "load_chat_model", no_model)
     data = str(tmp_path / "own.json")
+    moved = tmp_path / "heldout.jsonl"  # a run's held-out records whose config is gone
+    moved.write_text(json.dumps({"source": data, "index": 0, "format": "gone.py:qa_pairs",
+                                 "record": OWN[0]}) + "\n", encoding="utf-8")
     for argv, message in [
+            (["--data", moved], f"{moved}, record 0: format 'gone.py:qa_pairs': config file "
+                                "'gone.py' not found"),
             (["--data", data, "--format", f"{config}:minigpt"], "uses no function named"),
             (["--data", data, "--format", "sft.py:minigpt"], "config file 'sft.py' not found"),
             (["--data", data, "--format", "alpca"], "did you mean 'alpaca'"),
@@ -210,6 +215,10 @@ def test_train_with_a_split_then_compare_on_the_held_out_part(tmp_path):
             "--prompts", str(heldout), "--max-new-tokens", "4", "--out", str(out))
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["loss"]["samples"] == 5 and results["compare"]["prompts"] == 5
+    # The same weights on the same samples: the validation loss training logged at the end.
+    logged = [r for r in read_metrics(work) if "eval_loss" in r][-1]
+    assert results["loss"]["eval_loss"] == pytest.approx(logged["eval_loss"], rel=1e-4)
+    assert results["loss"]["label_tokens"] == logged["eval_label_tokens"]
     markdown = (out / "compare.md").read_text(encoding="utf-8")
     assert markdown.splitlines()[0].startswith("| # | prompt | reference | base: ")
     def cell(text):  # Markdown as compare.md writes it: HTML-escaped, one line

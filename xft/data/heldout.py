@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from xft.errors import RecordError
+from xft.errors import ConfigError, RecordError
 
 HELDOUT_FILE = "heldout.jsonl"
 WRAPPER_KEYS = {"source", "index", "format", "record"}  # every line has these
@@ -110,6 +110,26 @@ def is_heldout_file(path):
                     return False
                 return isinstance(first, dict) and WRAPPER_KEYS <= set(first)
     return False
+
+
+def check_heldout_file(path):
+    """ConfigError for a format or mapping that a heldout.jsonl line names and xft cannot
+    read (e.g. a config file that is gone), before any model loads."""
+    from xft.data.formats import FieldMapping, get_format
+    from xft.data.pipeline import read_records
+
+    seen = set()
+    for index, line in enumerate(read_records(str(path))):
+        if not isinstance(line, dict):
+            continue  # the map step names the record
+        key = json.dumps([line.get(k) for k in ("format", "columns", "tags")], sort_keys=True)
+        if key not in seen and isinstance(line.get("format"), str):
+            seen.add(key)
+            try:
+                get_format(line["format"])
+                FieldMapping(line["format"], line.get("columns"), line.get("tags"))
+            except ConfigError as e:
+                raise ConfigError(f"{path}, record {index}: {e}") from None
 
 
 def heldout(line):

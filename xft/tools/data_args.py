@@ -10,7 +10,7 @@ from pathlib import Path
 from xft.config.dataset_registry import registry_entry
 from xft.config.schema import dataset_cfg
 from xft.data.formats import FieldMapping, get_format
-from xft.data.heldout import is_heldout_file
+from xft.data.heldout import check_heldout_file, is_heldout_file
 from xft.errors import XftError
 from xft.paths import check_local_data, resolve_path
 
@@ -66,4 +66,6 @@ def dataset_entry(spec, args, option, default_format, registries=()):
     check_local_data(ds.path, option)
     get_format(ds.format)
     FieldMapping(ds.format, ds.columns, ds.tags)
+    if ds.format == "heldout":  # each line names its own format
+        check_heldout_file(resolve_path(ds.path))
     return ds
