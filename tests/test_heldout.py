@@ -71,6 +71,7 @@ def _build(config):
     return exp, SourceBuild(exp.data, tokenizer, template, objective, exp.system), val, report
 
 
+@pytest.mark.slow
 def test_heldout_lines_are_the_source_records_and_encode_to_the_validation_set(config, tmp_path):
     exp, build, val, report = _build(config)
     heldout = tmp_path / "heldout.jsonl"
