@@ -288,6 +288,10 @@ def build_parser():
                    help='answer each line of a JSONL file ({"prompt": ...} or {"messages": '
                         '[...]}) and write JSONL lines with an "answer"')
     p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
+    p.add_argument("--multiline", action="store_true",
+                   help="interactive: a message ends at an empty line (press Enter twice), "
+                        "as in XTuner; without it Enter sends, and a pasted block is one "
+                        "message")
     p.add_argument("--bits", type=int, choices=[4, 8],
                    help="load the model quantized by bitsandbytes")
     p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)
