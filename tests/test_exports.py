@@ -170,7 +170,7 @@ def test_every_export_has_a_model_card_with_base_data_method_template_and_metric
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     card = (run / "hf" / "README.md").read_text()
     assert "More Information Needed" not in card  # not peft's template
-    for fact in ("`xft://tiny-llama`", "LoRA r=16 alpha=32 on all-linear",
+    for fact in ("`xft://tiny-llama`", "LoRA r=32 alpha=64 on all-linear",
                  "xft://data/self_cognition.json (alpaca", "`chatml`",
                  f"step 2: loss {records[-1]['loss']:.4g}", "mmengine, AdamW, lr"):
         assert fact in card, (fact, card)

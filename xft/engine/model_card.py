@@ -99,8 +99,8 @@ def render_card(facts, name, adapter, merged_into=None):
     if _is_hub_id(base):  # the Hub's card metadata names a base by its hub id only
         meta.append(f"base_model: {base}")
     lines = meta + ["---", "", f"# {name}", ""]
-    kind = "a PEFT adapter" if adapter else "a full model"
-    lines += [f"{kind.capitalize()} fine-tuned with xft from `{base}`.", ""]
+    kind = "A PEFT adapter" if adapter else "A full model"
+    lines += [f"{kind} fine-tuned with xft from `{base}`.", ""]
     if merged_into is not None:
         lines += [f"The adapter was merged into the base weights ({merged_into}).", ""]
     rows = [("base model", f"`{base}`")]
