@@ -184,6 +184,24 @@ def test_ctrl_c_stops_an_answer_keeps_the_history_then_quits_at_the_prompt(model
 
 
 @pytest.mark.slow
+def test_one_prompt_marks_a_cut_answer_on_stderr_only(model_dir, capsys):
+    from argparse import Namespace
+
+    from xft.tools.chat import run_chat
+
+    args = Namespace(model=str(model_dir), adapter=None, template=None, bits=None,
+                     temperature=0.0, top_p=None, top_k=None, repetition_penalty=None,
+                     seed=None, system=None, max_new_tokens=3, prompt_file=None, output=None,
+                     prompt="Who are you?", multiline=False)
+    run_chat(args)
+    out, err = capsys.readouterr()
+    model, tokenizer, template = load_chat_model(str(model_dir))
+    assert out == ChatSession(model, tokenizer, template, max_new_tokens=3).ask(
+        "Who are you?") + "\n"
+    assert err.strip().endswith(limit_marker(3))
+
+
+@pytest.mark.slow
 def test_streamed_text_is_the_answer_generate_returns(loaded, capsys):
     model, tokenizer, template = loaded
     session = ChatSession(model, tokenizer, template, max_new_tokens=MAX_NEW)

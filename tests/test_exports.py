@@ -74,6 +74,12 @@ def test_adapter_after_a_vocabulary_resize_stores_each_matrix_once_and_loads_in_
         torch.testing.assert_close(*[weights[k] for k in full], rtol=0, atol=0)
     logits = stock_logits(tmp_path, {"adapter": ("adapter", tmp_path / "adapter")}, ids)
     torch.testing.assert_close(logits["adapter"], unmerged, rtol=1e-5, atol=1e-5)
+    # xft's own loaders read the leaner adapter too: merge resizes the base to it.
+    merge_adapter(tmp_path / "base", tmp_path / "adapter", tmp_path / "merged")
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(
+            input_ids=torch.tensor(ids)).logits
+    torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
