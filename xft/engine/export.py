@@ -40,16 +40,13 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
     safetensors into shards with an index; PEFT saves an adapter as one file whatever
     the size.
     """
-    shard = {} if is_peft_model(model) else {
-        "max_shard_size": max_shard_size or DEFAULT_SHARD_SIZE}
-
     adapter = is_peft_model(model)
-    if adapter:
-        shard["save_embedding_layers"] = save_embedding_layers(model)
+    save_options = {"save_embedding_layers": save_embedding_layers(model)} if adapter else {
+        "max_shard_size": max_shard_size or DEFAULT_SHARD_SIZE}
     facts = card.facts(card_step) if card is not None else None
 
     def write(tmp):
-        model.save_pretrained(str(tmp), safe_serialization=True, **shard)
+        model.save_pretrained(str(tmp), safe_serialization=True, **save_options)
         if adapter:
             portable_base(tmp)
         tokenizer.chat_template = template.to_jinja()

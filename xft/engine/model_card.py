@@ -26,8 +26,8 @@ class RunCard:
     def facts(self, up_to_step=None):
         """JSON-able facts; metrics from records at or before `up_to_step` (all if None)."""
         exp = self.experiment
-        records = [r for r in read_metrics(self.work_dir) if self.work_dir is not None
-                   and (up_to_step is None or r.get("step", 0) <= up_to_step)]
+        records = read_metrics(self.work_dir) if self.work_dir is not None else []
+        records = [r for r in records if up_to_step is None or r.get("step", 0) <= up_to_step]
         return {
             "base": exp.model.path,
             "tokenizer": exp.tokenizer.path,
@@ -50,8 +50,10 @@ def describe_method(method, model):
             (", and the output head" if method.train_head else "")
     else:
         quant = model.quantization
-        name = f"QLoRA ({quant.bits}-bit {quant.quant_type if quant.bits == 4 else ''}".rstrip() \
-            + " base)" if quant is not None else "LoRA"
+        name = "LoRA"
+        if quant is not None:
+            kind = f"{quant.bits}-bit" + (f" {quant.quant_type}" if quant.bits == 4 else "")
+            name = f"QLoRA ({kind} base)"
         variants = [v for v, on in (("DoRA", method.use_dora), ("rsLoRA", method.use_rslora))
                     if on]
         targets = method.target_modules if isinstance(method.target_modules, str) \

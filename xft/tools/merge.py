@@ -3,15 +3,17 @@
 The base is loaded unquantized, in its own dtype (the one its config.json
 records) unless `dtype` says otherwise, so a bf16 base gives a bf16 merged
 model, and an adapter trained with QLoRA is merged into the full-precision
-weights (the quantized ones it trained against are their rounded copies). Before peft loads the adapter, its tensors
-are checked against the base: every module it adapts must exist with matching
-sizes (a clear error names the first that does not), and an adapter whose
-embeddings / output head were trained at a larger vocabulary (`modules_to_save`
-after a vocabulary extension) gets the base resized to that vocabulary first.
+weights (the quantized ones it trained against are their rounded copies).
+Before peft loads the adapter, its tensors are checked against the base: every
+module it adapts must exist with matching sizes (a clear error names the first
+that does not), and an adapter whose embeddings / output head were trained at a
+larger vocabulary (`modules_to_save` after a vocabulary extension) gets the base
+resized to that vocabulary first.
 
 The output is a full model directory (safetensors, sharded by
-`max_shard_size`, default DEFAULT_SHARD_SIZE) with the adapter folder's tokenizer (it carries the chat
-template of training; the base's when the adapter folder has none), a
+`max_shard_size`, default DEFAULT_SHARD_SIZE) with the adapter folder's
+tokenizer (it carries the chat template of training; the base's when the
+adapter folder has none), a
 generation_config.json whose eos list adds the adapter's end-of-turn tokens to
 the base's (from the adapter's generation_config.json, or from the template
 named in its xft_meta.json), xft's meta/config files and, for an adapter xft
