@@ -3,7 +3,7 @@
 Only public extension points are used:
 
 - `optimizers=(xft's optimizer, None)` and `XftTrainer.create_scheduler`: a
-  LambdaLR over xft.engine.schedule.lr_factor on whatever optimizer Trainer
+  LambdaLR over xft.engine.schedule.lr_lambda on whatever optimizer Trainer
   ends up with (its own wrapper after DeepSpeed set-up), so both engines update
   the same parameter groups on the same lr curve;
 - `XftTrainer.get_train_dataloader`: a DataLoader over RunBatchSampler (the
@@ -39,6 +39,7 @@ from xft.engine.monitor import TrainingMonitor
 from xft.engine.safe_load import check_pickles, make_trainer_rng_file_plain
 from xft.engine.schedule import lr_lambda
 from xft.engine.step_loss import StepMetrics, loss_scale, window_count
+from xft.engine.model_card import RunCard
 from xft.engine.validation import Validator, export_final
 from xft.inference.chat_eval import ChatEvaluator
 from xft.model.optimizer import build_optimizer
@@ -270,4 +271,5 @@ def run(built, resume=None, deepspeed=None):
     with disk_full_as_error(built.work_dir):
         trainer.train(resume_from_checkpoint=checkpoint)
     return export_final(trainer.model, built.tokenizer, built.template,
-                        Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)
+                        Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator,
+                        RunCard(exp, built.work_dir))  # `xft train` prints where
