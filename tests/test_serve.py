@@ -175,23 +175,23 @@ def test_concurrent_streams_are_queued_never_interleaved(client):
     assert len(set(alone)) > 1  # different prompts, different answers: a mix-up would show
 
 
-@pytest.mark.parametrize("style, template", [("qwen", "qwen2_chat"), ("mistral", "mistral_v3"),
-                                             ("mistral_v7", "mistral_v7")])
-def test_tool_calls_read_back_what_the_template_renders(style, template):
+@pytest.mark.parametrize("template", ["qwen2_chat", "mistral_v3", "mistral_v7"])
+def test_tool_calls_read_back_what_the_template_renders(template):
     calls = [{"id": "abcdefghi", "type": "function",
               "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
              {"id": "jklmnopqr", "type": "function",
               "function": {"name": "get_time", "arguments": {"zone": "CET", "n": [1, 2]}}}]
     message = {"role": "assistant", "content": "", "tool_calls": calls}
-    text = TOOL_CALL_STYLES[style].render(template_spec(template), message)
-    content, parsed = openai_tool_calls(style, text)
+    spec = template_spec(template)
+    text = TOOL_CALL_STYLES[spec.tool_calls].render(spec, message)
+    content, parsed = openai_tool_calls(spec, text)
     assert content is None
     assert [(c["type"], c["function"]["name"], json.loads(c["function"]["arguments"]))
             for c in parsed] == [("function", c["function"]["name"], c["function"]["arguments"])
                                  for c in calls]
     assert all(c["id"] for c in parsed)
-    assert openai_tool_calls(style, "no call here") is None
-    assert openai_tool_calls(style, text.replace("}", "", 1)) is None  # broken JSON: plain text
+    assert openai_tool_calls(spec, "no call here") is None
+    assert openai_tool_calls(spec, text.replace("}", "", 1)) is None  # broken JSON: plain text
 
 
 def test_tools_go_to_a_template_that_renders_them_and_are_refused_otherwise(client, loaded):

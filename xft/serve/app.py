@@ -244,7 +244,7 @@ class _ChatReply(_Reply):
 
     def message(self, finished):
         """(assistant message, finish_reason)."""
-        parsed = openai_tool_calls(self.tools_style, finished.raw_text) \
+        parsed = openai_tool_calls(self.served.template, finished.raw_text) \
             if self.tools_style else None
         if parsed is None:
             return {"role": "assistant", "content": finished.text}, finished.finish_reason

@@ -1,8 +1,9 @@
 """Tool calls in a generated answer, as the OpenAI API returns them.
 
-The template's tool-call style (xft.data.templates.tool_calls) parses the answer, the
-same parser `xft chat` uses, so the server reads a reply the way training wrote it; this
-module only shapes the calls as OpenAI's
+The template parses the answer (`parse_reply`: a thinking model's thoughts split off,
+then its tool-call style, xft.data.templates.tool_calls), as `xft chat` does, so the
+server reads a reply the way training wrote it; this module only shapes the calls as
+OpenAI's
 `{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}`.
 An answer whose calls do not parse is plain content.
 """
@@ -10,17 +11,15 @@ An answer whose calls do not parse is plain content.
 import json
 import uuid
 
-from xft.data.templates.tool_calls import parse_tool_calls
 
-
-def openai_tool_calls(style, raw_text):
+def openai_tool_calls(template, raw_text):
     """(content or None, OpenAI tool_calls) of an answer's text (special tokens kept), or
     None when it holds no calls that parse."""
-    parsed = parse_tool_calls(style, raw_text)
-    if parsed is None:
+    reply = template.parse_reply(raw_text)
+    if not reply.get("tool_calls"):
         return None
-    content, calls = parsed
-    return content.strip() or None, [_openai(call, style) for call in calls]
+    return (reply["content"].strip() or None,
+            [_openai(call, template.tool_calls) for call in reply["tool_calls"]])
 
 
 def _openai(call, style):

@@ -143,8 +143,7 @@ def answer_file(session, prompt_file, output=None):
         for record, messages in items:
             if session.system and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": session.system}, *messages]
-            answer = session.answer(messages)
-            reply = session.template.parse_reply(answer)
+            answer, reply = session.reply(messages)
             parsed = {k: reply[k] for k in ("tool_calls", "reasoning_content") if k in reply}
             out.write(json.dumps({**record, "answer": answer, **parsed}, ensure_ascii=False)
                       + "\n")

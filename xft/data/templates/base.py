@@ -210,8 +210,8 @@ class ChatTemplate:
         # A system message without content (apply_chat_template drops a None content) stands
         # for the default system prompt, as in render().
         if self.default_system is not None:
-            out.append("{%- if system is none -%}"
-                       f"{{%- set system = {jinja_literal(self.default_system)} -%}}{{%- endif -%}}")
+            out.append("{%- if system is none -%}{%- set system = "
+                       + jinja_literal(self.default_system) + " -%}{%- endif -%}")
         tools_style = TOOL_DEFINITION_STYLES.get(self.tool_definitions)
         if tools_style:
             out.append(self._tools_jinja(tools_style))
