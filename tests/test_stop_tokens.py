@@ -14,8 +14,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from conftest import DEMO_CONFIG, REPO, run_cli
+from conftest import DEMO_CONFIG, REPO, run_cli, successor_model
 
 from xft.data.templates import TEMPLATES, get_template
 from xft.data.templates.stops import turn_end_ids
@@ -58,27 +57,11 @@ def stock_generate(path, mode="model", adapter=None, max_new_tokens=8):
 def bigram_model(tokenizer):
     """A Llama whose next token depends only on the current one: prompt end → 'Hello' →
     '<|im_end|>' → 'Hello' → ... Its base EOS is '<|endoftext|>'."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                         tie_word_embeddings=False, eos_token_id=0, bos_token_id=None,
-                         pad_token_id=0, use_cache=False)
-    model = LlamaForCausalLM(config)
     prompt = get_template("chatml", tokenizer).render(PROMPT, add_generation_prompt=True).text
     last = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1]
     hello, = tokenizer("Hello", add_special_tokens=False)["input_ids"]
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.model.norm.weight.fill_(1.0)  # residual stream = the current token's embedding
-        for direction, token in enumerate((last, hello, end)):
-            model.model.embed_tokens.weight[token, direction] = 1.0
-        for direction, following in ((0, hello), (1, end), (2, hello)):
-            model.lm_head.weight[following, direction] = 10.0
-    model.generation_config.eos_token_id = 0
-    return model
+    return successor_model(len(tokenizer), {last: hello, hello: end, end: hello}, eos_id=0)
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ one parser `xft chat` and `xft serve` use (xft.data.templates.tool_calls)."""
 import json
 
 import pytest
-from conftest import family_tokenizer
+from conftest import family_tokenizer, successor_model
 from test_templates import (CONVERSATIONS, SYSTEM, TOOLS, _trained_runs, hf_form, jinja_render,
                             reference, tool_chat, tool_defs_chats)
 
@@ -14,6 +14,7 @@ from xft.data.encode import encode_conversations
 from xft.data.templates import get_template
 from xft.data.templates.tool_calls import TOOL_CALL_STYLES, parse_tool_calls
 from xft.errors import RecordError
+from xft.inference.chat import ChatSession
 from xft.serve.tool_calls import openai_tool_calls
 
 # (template, reference jinja, extra apply_chat_template arguments). Llama 3.2's template
@@ -117,7 +118,7 @@ def test_llama3_1_tool_definitions_need_a_first_user_message():
 
 
 # One call per reply for Llama 3.1, several for the others; ids where the style writes them.
-CALLS = [{"id": "abcdefghi", "type": "function",
+CALLS = [{"id": "xyz123456", "type": "function",
           "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
          {"id": "jklmnopqr", "type": "function",
           "function": {"name": "get_time", "arguments": {"zone": "CET", "n": [1, 2]}}}]
@@ -157,3 +158,28 @@ def test_every_style_with_a_parser_is_exercised():
     tested = {get_template(n, family_tokenizer("mistral" if n == "mistral_v3" else n)).tool_calls
               for n in STYLES}
     assert parsable == tested
+
+
+def test_chat_reads_a_call_written_in_control_tokens_back_into_its_history():
+    """Mistral v7 writes calls with control tokens ([TOOL_CALLS], [CALL_ID], [ARGS]) that the
+    shown answer drops: `xft chat` parses the generated text with them kept, and the call
+    goes into the history as the template renders it."""
+    tokenizer = family_tokenizer("mistral_v7")
+    template = get_template("mistral_v7", tokenizer)
+    call = {"id": "xyz123456", "type": "function",
+            "function": {"name": "f", "arguments": {}}}
+    question = [{"role": "user", "content": "Weather?"}]
+    prompt = template.render(question, add_generation_prompt=True).text
+    whole = template.render(question + [{"role": "assistant", "content": "",
+                                         "tool_calls": [call]}]).text
+    reply = tokenizer(whole[len(prompt):], add_special_tokens=False)["input_ids"]
+    chain = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1:] + reply
+    assert len(set(chain)) == len(chain)  # a successor model can script it
+    model = successor_model(len(tokenizer), dict(zip(chain, chain[1:])), tokenizer.eos_token_id)
+    session = ChatSession(model, tokenizer, template, max_new_tokens=len(reply) + 4)
+    answer = session.ask("Weather?")
+    assert "[TOOL_CALLS]" not in answer  # what is shown has no control tokens
+    assert session.messages[-1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    result = {"role": "tool", "tool_call_id": "xyz123456", "content": "sunny"}
+    next_prompt = tokenizer.decode(session.prompt_ids(session.messages + [result])["input_ids"][0])
+    assert "[TOOL_CALLS]f[CALL_ID]xyz123456[ARGS]{}</s>[TOOL_RESULTS]xyz123456" in next_prompt
