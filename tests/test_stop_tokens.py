@@ -142,7 +142,7 @@ def test_a_model_fine_tuned_with_xft_stops_at_its_turn_end_with_stock_generate(t
     tokenizer.save_pretrained(base)
     work = tmp_path / "work"
     run_cli("train", DEMO_CONFIG, "--work-dir", str(work), "--cfg-options",
-            f"model.path={base}")
+            f"model.path={base}", "train.max_steps=60")
     adapter = work / "hf"
     end = "<|im_end|>"
     answer = stock_generate(base, "adapter", adapter, max_new_tokens=48)

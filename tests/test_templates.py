@@ -571,3 +571,17 @@ def test_parse_reply_takes_back_the_thoughts_and_calls_a_template_renders(name):
         assert parsed.get("reasoning_content") == msg.get("reasoning_content")
     # Text that only looks like a call stays text.
     assert "tool_calls" not in template.parse_reply("<tool_call>\nnot json\n</tool_call>")
+
+
+@pytest.mark.parametrize("key", ["single", "multi"])
+def test_gemma_is_gemma_2s_official_template_too(key):
+    # Gemma 2's chat_template (google/gemma-2-2b-it) is Gemma's; `gemma` serves both.
+    tokenizer = family_tokenizer("gemma")
+    template = get_template("gemma", tokenizer)
+    messages = CONVERSATIONS[key]
+    for msgs, gen in [(messages, False), (messages[:-1], True)]:
+        assert template.render(msgs, gen).text == jinja_render(tokenizer, reference("gemma2"),
+                                                               msgs, gen)
+    samples, _ = encode_conversations([messages], template, tokenizer, 4096)
+    assert samples[0]["input_ids"] == jinja_render(tokenizer, reference("gemma2"), messages,
+                                                   tokenize=True)
