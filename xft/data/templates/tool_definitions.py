@@ -22,6 +22,11 @@ class ToolDefinitionStyle:
     jinja: str  # the same as a jinja snippet: sets `tools_text` from `tool_defs`
     joiner: str = ""  # between a system prompt and the definitions (none without one)
 
+    def __post_init__(self):
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"tool definitions placement must be one of {PLACEMENTS}, got "
+                             f"{self.placement!r}")
+
 
 _QWEN_TOOLS_HEAD = ("# Tools\n\nYou may call one or more functions to assist with the user "
                     "query.\n\nYou are provided with function signatures within <tools></tools> "
