@@ -132,6 +132,7 @@ def test_check_finds_a_drifted_template_and_a_missing_stop(tmp_path, capsys):
     assert "TEXT DIFFERS at character 0" in out
 
 
+@pytest.mark.slow
 def test_check_on_qwen3_shows_the_trained_thoughts(shared_data, tmp_path, capsys):
     from reasoning_tokenizers import qwen3_tokenizer
 
