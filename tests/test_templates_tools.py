@@ -160,6 +160,7 @@ def test_every_style_with_a_parser_is_exercised():
     assert parsable == tested
 
 
+@pytest.mark.slow
 def test_chat_reads_a_call_written_in_control_tokens_back_into_its_history():
     """Mistral v7 writes calls with control tokens ([TOOL_CALLS], [CALL_ID], [ARGS]) that the
     shown answer drops: `xft chat` parses the generated text with them kept, and the call
