@@ -42,6 +42,7 @@ class ChatSession:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.system, self.max_new_tokens = system, max_new_tokens
         self.sampling = sampling or Sampling()
+        self.hit_limit = False  # whether the last answer was cut at max_new_tokens
         # Every text that ends a reply: cut from answers and never streamed.
         self.stop_texts = [*self.template.stop_words, *getattr(self.template, "stop_strings", ())]
         self.stop_ids, self.stop_strings = self._stops()
@@ -78,8 +79,8 @@ class ChatSession:
         self.messages.append({"role": "user", "content": question})
         try:
             answer, message = self.reply(self.messages, streamer)
-        except Exception:
-            self.messages.pop()  # a failed turn leaves no trace in the history
+        except BaseException:  # KeyboardInterrupt too: `xft chat`'s Ctrl-C stops one answer
+            self.messages.pop()  # a failed or stopped turn leaves no trace in the history
             raise
         # Thoughts and tool calls go back into the history as the template renders them.
         self.messages.append(message)
@@ -99,12 +100,14 @@ class ChatSession:
             **extra)
 
     def _decode(self, new_tokens, keep_special=False):
-        """The answer text of generated ids: up to the first stop token, stop texts cut;
-        with keep_special, special tokens stay in it (tool-call markers may be special)."""
+        """(the answer text of generated ids: up to the first stop token, stop texts cut;
+        whether generation ran into max_new_tokens without reaching a stop). With
+        keep_special, special tokens stay in the text (tool-call markers may be special)."""
         ids = new_tokens.tolist()
-        end = next((i for i, token in enumerate(ids) if token in self.stop_ids), len(ids))
+        end = next((i for i, token in enumerate(ids) if token in self.stop_ids), None)
         answer = self.tokenizer.decode(ids[:end], skip_special_tokens=not keep_special)
-        return cut_at_stop(answer, self.stop_texts)[0]
+        answer, stopped = cut_at_stop(answer, self.stop_texts)
+        return answer, end is None and not stopped and len(ids) >= self.max_new_tokens
 
     @torch.no_grad()
     def answer(self, messages, streamer=None):
@@ -118,8 +121,8 @@ class ChatSession:
         the calls from the text with special tokens kept (Mistral's [TOOL_CALLS] is one)."""
         inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
         new_tokens = self._generate(inputs, streamer)[0, inputs["input_ids"].shape[1]:]
-        answer = self._decode(new_tokens)
-        message = self.template.parse_reply(self._decode(new_tokens, keep_special=True))
+        answer, self.hit_limit = self._decode(new_tokens)
+        message = self.template.parse_reply(self._decode(new_tokens, keep_special=True)[0])
         if not message.get("tool_calls"):
             message = self.template.parse_reply(answer)
         return answer, message
@@ -138,7 +141,7 @@ class ChatSession:
                                        for ids in encoded])
         output = self._generate({"input_ids": input_ids.to(self.model.device),
                                  "attention_mask": attention_mask.to(self.model.device)})
-        return [self._decode(row[width:]) for row in output]
+        return [self._decode(row[width:])[0] for row in output]
 
 
 def cut_at_stop(text, stops):
