@@ -2,6 +2,7 @@
 offline store: W&B's offline run file, MLflow's local file store, SwanLab's offline log."""
 
 import glob
+import importlib.util
 import json
 
 import pytest
@@ -11,28 +12,48 @@ from xft.config import load_config
 from xft.engine.train import train
 from xft.errors import ConfigError
 
-OPTIONS = {"train.max_steps": 4, "train.log_interval": 2,
-           "train.report_to": ["tensorboard", "wandb", "mlflow", "swanlab"],
-           "train.project": "xft-test"}
+TRACKERS = ["tensorboard", "wandb", "mlflow"]
+OPTIONS = {"train.max_steps": 4, "train.log_interval": 2, "train.project": "xft-test"}
 
 
 def wandb_history(work_dir):
-    """The history rows of the offline run file: records framed as wandb writes them (read
-    by SwanLab's W&B importer, wandb 0.31 has no reader of its own), decoded with wandb's
-    record protobuf."""
-    from swanlab.converter.wb.wbdatastore import WBDataStoreReader
+    """The history rows of the offline run file, decoded with wandb's record protobuf."""
     from wandb.proto import wandb_internal_pb2
 
     (path,) = glob.glob(str(work_dir / "wandb/offline-run-*/run-*.wandb"))
-    rows = []
-    with WBDataStoreReader() as store:
-        store.open(path)
-        rows = list(history_rows(store, wandb_internal_pb2))
-    return rows
+    return list(history_rows(leveldb_log_records(path), wandb_internal_pb2))
 
 
-def history_rows(store, wandb_internal_pb2):
-    while (data := store.scan()) is not None:
+# wandb 0.31 ships no reader of its run files: they are a 7-byte W&B header, then
+# LevelDB's log format (32 KiB blocks of chunks, each with a 7-byte header: crc32,
+# length, type FULL=1 | FIRST=2 | MIDDLE=3 | LAST=4), read here by hand.
+LOG_BLOCK, CHUNK_HEADER, FULL, FIRST, LAST = 32768, 7, 1, 2, 4
+
+
+def leveldb_log_records(path):
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    at, parts = CHUNK_HEADER, []
+    while at + CHUNK_HEADER <= len(data):
+        left_in_block = LOG_BLOCK - at % LOG_BLOCK
+        if left_in_block < CHUNK_HEADER:  # the block's zero padding
+            at += left_in_block
+            continue
+        length = int.from_bytes(data[at + 4:at + 6], "little")
+        kind = data[at + 6]
+        if kind == 0 and length == 0:  # zeros after the last record
+            break
+        parts.append(data[at + CHUNK_HEADER:at + CHUNK_HEADER + length])
+        at += CHUNK_HEADER + length
+        if kind in (FULL, LAST):
+            yield b"".join(parts)
+            parts = []
+        else:
+            assert kind in (FIRST, 3), f"bad chunk type {kind} in {path}"
+
+
+def history_rows(records, wandb_internal_pb2):
+    for data in records:
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
         if record.WhichOneof("record_type") == "history":
@@ -70,7 +91,9 @@ def swanlab_history(work_dir, key):
 def test_every_tracker_gets_the_metrics_of_metrics_jsonl(engine, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     pytest.importorskip("mlflow")
-    pytest.importorskip("swanlab")
+    # SwanLab needs protobuf<7, which breaks sentencepiece's model proto: it is not in the
+    # test extra, and is checked where it is installed.
+    swanlab = importlib.util.find_spec("swanlab") is not None
     uri = f"file:{tmp_path / 'mlruns'}"
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -78,7 +101,8 @@ def test_every_tracker_gets_the_metrics_of_metrics_jsonl(engine, tmp_path, monke
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: the file store opt-in
     monkeypatch.setenv("SWANLAB_MODE", "offline")
     work_dir = tmp_path / "run"
-    train(DEMO_CONFIG, work_dir=work_dir, cfg_options=OPTIONS, engine=engine)
+    options = dict(OPTIONS, **{"train.report_to": TRACKERS + ["swanlab"] * swanlab})
+    train(DEMO_CONFIG, work_dir=work_dir, cfg_options=options, engine=engine)
     records = read_metrics(work_dir)
     assert [r["step"] for r in records] == [2, 4]
     keys = [k for k in records[0] if k != "step"]
@@ -90,7 +114,8 @@ def test_every_tracker_gets_the_metrics_of_metrics_jsonl(engine, tmp_path, monke
         assert {row["_step"]: row[name] for row in rows if name in row} == pytest.approx(by_step)
     for name in ("train/loss", "train/lr", "train/label_tokens"):
         assert mlflow_history(uri, name) == pytest.approx(expected[name])
-        assert swanlab_history(work_dir, name) == pytest.approx(expected[name])
+        if swanlab:
+            assert swanlab_history(work_dir, name) == pytest.approx(expected[name])
 
 
 def test_a_tracker_without_its_library_fails_before_building(monkeypatch):

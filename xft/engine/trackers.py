@@ -113,7 +113,8 @@ def check_installed(names):
     for kind in names:
         if kind in PACKAGES and importlib.util.find_spec(kind) is None:
             raise ConfigError(f"'train.report_to' lists {kind!r}, which needs its library: "
-                              f"pip install {PACKAGES[kind]} (or xft's 'trackers' extra)")
+                              f"pip install {PACKAGES[kind]} (or xft's "
+                              f"'{'swanlab' if kind == 'swanlab' else 'trackers'}' extra)")
 
 
 def plain(value):
