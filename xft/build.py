@@ -54,6 +54,7 @@ def build(experiment, parts=("data",), log=print):
     tokenizer = build_tokenizer(experiment.tokenizer, experiment.model.path)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     objective = build_objective(experiment.objective, experiment.train)
+    objective.attach(tokenizer, template, experiment.seed)
     built = Built(experiment, tokenizer, template, objective)
     if "data" in parts:
         built.dataset, built.validation, built.report = build_data(

@@ -85,6 +85,9 @@ class XftTrainer(Trainer):
         batches = list(itertools.islice(epoch_iterator, num_batches))
         if not batches:
             return batches, None
+        # RL objectives generate here, with the weights of this step.
+        batches = self.objective.rollouts(self.model, batches, self.state.global_step,
+                                          distributed.rank())
         return batches, window_count([self.objective.count(b) for b in batches], device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

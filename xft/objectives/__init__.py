@@ -2,11 +2,12 @@
 
     base.py  Objective, LossOutput, the registry (register_objective)
     sft.py   'sft': supervised fine-tuning and pretraining documents
+    grpo.py  'grpo': online RL, group-normalised advantages (xft.rl, docs/rl.md)
 """
 
 from xft.objectives.base import (OBJECTIVES, LossOutput, Objective, objective_class,
                                  register_objective)
-from xft.objectives import sft  # noqa: F401  (registers 'sft')
+from xft.objectives import grpo, sft  # noqa: F401  (register 'grpo', 'sft')
 
 __all__ = ["OBJECTIVES", "LossOutput", "Objective", "build_objective", "objective_class",
            "register_objective"]

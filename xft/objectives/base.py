@@ -141,8 +141,19 @@ class Objective:
         return {"eval_loss": loss, **{f"eval_{k}": v for k, v in metrics.items()},
                 "eval_count": count}
 
-    # --- online RL (issue 16): the hook point, not implemented yet -------------------------
-    # An RL objective will also define `rollout(model, batch) -> batch`: the engines will
-    # call it on each micro-batch of prompts before `count` and `loss`, to generate
-    # completions (xft.inference, the template of `xft chat`) and score them. Objectives
-    # without it (every one today) are trained on their batches as they come.
+    # --- online RL (issue 16) ----------------------------------------------------------
+    def attach(self, tokenizer, template, seed):
+        """Called once by xft.build with the run's tokenizer, bound template and seed, for
+        objectives that generate (RL); the others need nothing."""
+
+    def rollouts(self, model, batches, step, rank=0):
+        """The micro-batches of optimizer step `step` (0-based) as the engines train them.
+
+        Engines call this before `count` and `loss`. An objective that defines
+        `rollout(model, batch, step, micro_batch, rank)` (RL: generate completions with
+        the policy as it is and score them) turns each batch of prompts into a batch
+        of completions; the others train their batches as they come."""
+        rollout = getattr(self, "rollout", None)
+        if rollout is None:
+            return batches
+        return [rollout(model, batch, step, i, rank) for i, batch in enumerate(batches)]
