@@ -78,7 +78,8 @@ class GRPOStep:
         seconds = time.perf_counter() - started
         fields = [r for r in records for _ in range(group)]
         questions = [prompt_text(r.get("messages", [])) for r in fields]
-        total, per_function = score(self.rewards, questions, rollout.texts, fields)
+        total, per_function = score(self.rewards, questions, rollout.texts, fields,
+                                    rollout.prompt_ids.device)
         advantages = group_advantages(total, group, self.options.scale_rewards)
         batch = {"prompt_ids": rollout.prompt_ids, "prompt_mask": rollout.prompt_mask,
                  "completion_ids": rollout.completion_ids,

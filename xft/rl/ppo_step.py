@@ -76,7 +76,8 @@ class PPOStep:
         rollout = self.generator.generate(model, prompts, seed)
         seconds = time.perf_counter() - started
         questions = [prompt_text(r.get("messages", [])) for r in records]
-        total, per_function = score(self.rewards, questions, rollout.texts, records)
+        total, per_function = score(self.rewards, questions, rollout.texts, records,
+                                    rollout.prompt_ids.device)
         scores = torch.nan_to_num(total, nan=0.0).to(rollout.prompt_ids.device)
         batch = {"prompt_ids": rollout.prompt_ids, "prompt_mask": rollout.prompt_mask,
                  "completion_ids": rollout.completion_ids,

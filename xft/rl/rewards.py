@@ -1,4 +1,4 @@
-"""Rewards: what a completion is worth, from Python functions (and, later, reward models).
+"""Rewards: what a completion is worth, from Python functions and trained reward models.
 
 A reward function has this signature (docs/rl.md):
 
@@ -19,8 +19,10 @@ sum of the functions that scored it:
              dict(type='format', pattern=r'^\\d+$', weight=0.5),
              dict(type=my_reward, weight=0.2)]      # defined in the config file
 
-`type` is a shipped name (REWARD_FUNCTIONS: its other keys are its options) or a
-function. Each function gets metrics `reward/NAME/mean` and `reward/NAME/std`.
+`type` is a shipped name (REWARD_FUNCTIONS: its other keys are its options), a
+function, or 'reward_model' (xft.rl.reward_model: `path` of a trained reward model,
+optional `template`, `batch_size`, `dtype`), scored a batch at a time. Each gets
+metrics `reward/NAME/mean` and `reward/NAME/std`.
 """
 
 import math
@@ -31,6 +33,7 @@ from typing import Callable, List
 import torch
 
 from xft.errors import ConfigError, XftError, did_you_mean
+from xft.rl.reward_model import RewardModelScorer
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -96,9 +99,12 @@ class RewardFunction:
     name: str
     weight: float
     fn: Callable
+    batched: bool = False  # fn(completions, records, device) -> a list (reward models)
 
-    def score(self, prompts, completions, records):
+    def score(self, prompts, completions, records, device="cpu"):
         """One float (NaN where the function returned None) per completion."""
+        if self.batched:
+            return self.fn(completions, records, device)
         scores = []
         for i, (prompt, completion, record) in enumerate(zip(prompts, completions, records)):
             try:
@@ -133,7 +139,13 @@ def build_rewards(specs):
         name = options.pop("name", None)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ConfigError(f"'{where}.weight' must be a number, got {weight!r}")
-        if callable(kind):
+        if kind == "reward_model":
+            try:
+                fn = RewardModelScorer(**options)
+            except TypeError as e:
+                raise ConfigError(f"'{where}' (reward_model): {e}") from None
+            name = name or "reward_model"
+        elif callable(kind):
             if options:
                 raise ConfigError(f"'{where}': a reward function takes no options, got "
                                   f"{sorted(options)} (bind them in the function)")
@@ -145,12 +157,14 @@ def build_rewards(specs):
                 raise ConfigError(f"'{where}' ({kind}): {e}") from None
             name = name or kind
         else:
-            raise ConfigError(f"'{where}.type' must be one of {sorted(REWARD_FUNCTIONS)} or a "
-                              f"function, got {kind!r}{did_you_mean(kind, REWARD_FUNCTIONS)}")
+            names = [*REWARD_FUNCTIONS, "reward_model"]
+            raise ConfigError(f"'{where}.type' must be one of {sorted(names)} or a "
+                              f"function, got {kind!r}{did_you_mean(kind, names)}")
         if name in names:
             raise ConfigError(f"'{where}': two rewards are named '{name}'; give one a 'name'")
         names.add(name)
-        rewards.append(RewardFunction(name, float(weight), fn))
+        rewards.append(RewardFunction(name, float(weight), fn,
+                                      batched=isinstance(fn, RewardModelScorer)))
     return rewards
 
 
@@ -159,12 +173,13 @@ def prompt_text(messages):
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def score(rewards: List[RewardFunction], prompts, completions, records):
-    """(total [N], per function [N, K] with NaN where a function did not score).
+def score(rewards: List[RewardFunction], prompts, completions, records, device="cpu"):
+    """(total [N], per function [N, K] with NaN where a function did not score); reward
+    models run on `device`.
 
     The total is the weighted sum of the scores that exist; NaN when none does."""
-    per_function = torch.tensor([r.score(prompts, completions, records) for r in rewards],
-                                dtype=torch.float32).T.reshape(len(completions), len(rewards))
+    per_function = torch.tensor([r.score(prompts, completions, records, device)
+                                 for r in rewards], dtype=torch.float32).T.reshape(len(completions), len(rewards))
     weights = torch.tensor([r.weight for r in rewards])
     total = (per_function * weights).nansum(dim=1)
     total[per_function.isnan().all(dim=1)] = math.nan
