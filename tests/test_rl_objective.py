@@ -1,11 +1,12 @@
-"""The 'grpo' objective through `xft train`: both engines log the same losses and metrics
-step by step (fixed seed: the same rollouts), and a resumed run regenerates the same
-rollouts and continues exactly."""
+"""The 'grpo' and 'ppo' objectives through `xft train`: both engines log the same losses and
+metrics step by step (fixed seed: the same rollouts), and a resumed run regenerates the same
+rollouts and continues exactly (PPO: with its value head, two updates per rollout, rewarded
+by a reward model and a reward function)."""
 
 import json
 
 import pytest
-from conftest import REPO, read_metrics, run_cli, write_config
+from conftest import REPO, make_tiny_reward_model, read_metrics, run_cli, write_config
 
 from xft.objectives import objective_class
 
@@ -22,6 +23,18 @@ optim = dict(lr=1e-2)
 train = dict(batch_size=2, grad_accum=2, max_steps=4, lr_scheduler='constant',
              warmup_ratio=0.0, log_interval=1, save_interval=2, save_total_limit=0)
 """
+PPO_CONFIG = """
+_base_ = ['{configs}/_base_/models/tiny_llama.py']
+method = dict(type='lora', r=8, alpha=16, dropout=0.0, target_modules='all-linear')
+objective = dict(type='ppo', rewards=[dict(type='reward_model', path='{reward_model}'),
+                                      dict(type='length_penalty', max_chars=4, weight=0.5)],
+                 max_new_tokens=6, temperature=1.0, kl_coef=0.05, updates_per_rollout=2)
+datasets = [dict(path='xft://data/arithmetic_prompts.jsonl', format='qa')]
+data = dict(max_length=64)
+optim = dict(lr=1e-2)
+train = dict(batch_size=2, grad_accum=2, max_steps=4, lr_scheduler='constant',
+             warmup_ratio=0.0, log_interval=1, save_interval=2, save_total_limit=0)
+"""
 THROUGHPUT = ("generation_tokens_per_s", "tokens_per_s", "elapsed", "time")
 
 
@@ -29,8 +42,25 @@ def _config(tmp_path, norm="token"):
     return write_config(tmp_path, CONFIG.format(configs=REPO / "configs", norm=norm))
 
 
+def _ppo_config(tmp_path):
+    reward_model = make_tiny_reward_model(tmp_path / "reward_model")
+    return write_config(tmp_path, PPO_CONFIG.format(configs=REPO / "configs",
+                                                    reward_model=reward_model))
+
+
 def _steps(work_dir):
     return [r for r in read_metrics(work_dir) if "loss" in r and "step" in r]
+
+
+def _both_engines(tmp_path, config):
+    """Per-step records of `config` trained on each engine (MMEngine's, HF Trainer's)."""
+    runs = []
+    for engine in ("mmengine", "hf"):
+        work_dir = tmp_path / engine
+        run_cli("train", str(config), "--engine", engine, "--work-dir", str(work_dir))
+        runs.append(_steps(work_dir))
+    assert [r["step"] for r in runs[0]] == [1, 2, 3, 4]
+    return runs
 
 
 def _close(a, b):
@@ -67,24 +97,33 @@ def test_prompts_keep_the_reference_answer_and_render_like_chat():
 @pytest.mark.slow
 @pytest.mark.parametrize("norm", ["token", "sequence"])
 def test_both_engines_log_the_same_losses_and_metrics(tmp_path, norm):
-    config = _config(tmp_path, norm)
-    runs = {}
-    for engine in ("mmengine", "hf"):
-        work_dir = tmp_path / engine
-        run_cli("train", str(config), "--engine", engine, "--work-dir", str(work_dir))
-        runs[engine] = _steps(work_dir)
-    assert [r["step"] for r in runs["mmengine"]] == [1, 2, 3, 4]
-    for a, b in zip(runs["mmengine"], runs["hf"]):
+    mmengine, hf = _both_engines(tmp_path, _config(tmp_path, norm))
+    for a, b in zip(mmengine, hf):
         _close(a, b)
-    rewards = [r["reward/total/mean"] for r in runs["mmengine"]]
+    rewards = [r["reward/total/mean"] for r in mmengine]
     assert len(set(rewards)) > 1  # the rollouts change as the policy does
-    assert all(r["kl"] >= 0 for r in runs["mmengine"]) and runs["mmengine"][-1]["kl"] > 0
+    assert all(r["kl"] >= 0 for r in mmengine) and mmengine[-1]["kl"] > 0
+
+
+@pytest.mark.slow
+def test_ppo_on_both_engines_logs_the_same_losses_and_metrics(tmp_path):
+    steps, hf = _both_engines(tmp_path, _ppo_config(tmp_path))
+    for a, b in zip(steps, hf):
+        _close(a, b)
+    # Two updates per rollout: steps 1-2 and 3-4 train on the same completions; the second
+    # update of each has moved away from the sampling policy.
+    assert steps[0]["reward/total/mean"] == steps[1]["reward/total/mean"]
+    assert steps[1]["reward/total/mean"] != steps[2]["reward/total/mean"]
+    assert steps[0]["clip/policy"] == 0 and steps[1]["clip/policy"] > 0
+    assert all(r["value_loss"] > 0 and r["completion_tokens"] > 0 for r in steps)
+    assert steps[2]["kl"] > 0  # the policy has left the reference (the adapter disabled)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["mmengine", "hf"])
-def test_resume_regenerates_the_same_rollouts(tmp_path, engine):
-    config = _config(tmp_path)
+@pytest.mark.parametrize("objective", ["grpo", "ppo"])
+def test_resume_regenerates_the_same_rollouts(tmp_path, engine, objective):
+    config = _config(tmp_path) if objective == "grpo" else _ppo_config(tmp_path)
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     run_cli("train", str(config), "--engine", engine, "--work-dir", str(full))
     checkpoint = full / ("iter_2.pth" if engine == "mmengine" else "checkpoint-2")
@@ -94,3 +133,18 @@ def test_resume_regenerates_the_same_rollouts(tmp_path, engine):
     assert [r["step"] for r in after] == [3, 4]
     for a, b in zip(after, _steps(full)[2:]):
         _close(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.parametrize("objective", ["grpo", "ppo"])
+def test_qlora_bf16_on_a_gpu_trains_alike_on_both_engines(tmp_path, objective):
+    """On CUDA: a 4-bit policy (its disabled adapter the reference), bf16 autocast, the
+    reward model on the GPU: both engines log close losses and metrics."""
+    config = _config(tmp_path) if objective == "grpo" else _ppo_config(tmp_path)
+    text = config.read_text().replace("train = dict(", "train = dict(mixed_precision='bf16', ")
+    config.write_text(text + "\nmodel = dict(quantization=dict(bits=4))\n")
+    for a, b in zip(*_both_engines(tmp_path, config)):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-2, abs=1e-3)
+        assert a["reward/total/mean"] == pytest.approx(b["reward/total/mean"], abs=1e-2)
+        assert a["kl"] >= 0

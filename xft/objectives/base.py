@@ -122,6 +122,13 @@ class Objective:
         raise NotImplementedError
 
     # --- training --------------------------------------------------------------------------
+    def prepare_model(self, model, method_cfg):
+        """Called once by the build step on the model it built (before any engine wraps
+        it or a checkpoint is loaded): what the objective keeps of the starting weights,
+        e.g. a reference policy, or what it adds (PPO's value head). Returns the model
+        to train."""
+        return model
+
     def count(self, batch):
         """Normaliser units in a collated micro-batch (a 0-d long tensor on its device)."""
         raise NotImplementedError

@@ -10,8 +10,10 @@ The reference policy for the KL term (β > 0) is the policy with its LoRA
 adapter disabled, or a separate frozen model (`ref_model`) for full
 fine-tuning. Old log-probs: with one update per rollout (the default), the
 ratio is taken against the current log-probs detached (ρ = 1, its gradient is
-the policy gradient), as TRL does; generate's own log-probs are kept for the
-metrics only, since the training forward may differ from generation (dropout).
+the policy gradient), as TRL does; with several (`updates_per_rollout`), against
+a no-grad forward of the policy at rollout time (TRL's old_per_token_logps).
+Generate's own log-probs are not used for the ratio, since the training forward
+may differ from generation (dropout).
 """
 
 import time
@@ -43,6 +45,7 @@ class GRPOOptions:
     scale_rewards: str = "group"  # 'group' | 'batch' | 'none' (Dr. GRPO)
     loss_normalization: str = "sequence"  # 'sequence' | 'token' (DAPO) | 'constant' (Dr. GRPO)
     generator: str = "transformers"
+    updates_per_rollout: int = 1  # optimizer steps on each rollout (TRL num_iterations)
 
     def check(self):
         def fail(key, value, allowed):
@@ -85,6 +88,12 @@ class GRPOStep:
                  "completion_ids": rollout.completion_ids,
                  "completion_mask": rollout.completion_mask,
                  "advantages": advantages.to(rollout.prompt_ids.device)}
+        if self.options.updates_per_rollout > 1:  # later updates compare with these
+            with torch.no_grad():
+                batch["old_logps"], _ = completion_logprobs(
+                    model, *(batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids",
+                                                "completion_mask")),
+                    self.generator.temperature)
         if self.options.beta:
             batch["ref_logps"] = reference_logprobs(model, self.ref_model, batch,
                                                     self.generator.temperature)

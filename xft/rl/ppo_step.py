@@ -38,6 +38,7 @@ class PPOOptions:
     vf_coef: float = 0.1
     whiten_advantages: bool = True
     generator: str = "transformers"
+    updates_per_rollout: int = 1  # PPO epochs: optimizer steps on each rollout batch
 
     def check(self):
         def fail(key, value, allowed):
