@@ -11,7 +11,7 @@ import pytest
 from test_templates import FAMILY_TOKENS, NO_FIXTURE, family_tokenizer, reference
 
 from xft.data.encode import IGNORE_INDEX
-from xft.data.encode_pairs import PairError, encode_labeled, encode_pairs
+from xft.data.encode_pairs import encode_labeled, encode_pairs
 from xft.data.formats.preference import to_labeled, to_pair
 from xft.data.preference import LabeledReply, PreferencePair
 from xft.data.templates import get_template
@@ -161,7 +161,7 @@ def check_pair_encoding(template, tokenizer, prompt, chat_template=None, replies
         text = tokenizer.decode(trained)
         assert reply.strip() in text and not any(
             m["content"] in text for m in prompt if m["content"].strip())
-    assert stats.pairs == 1 and stats.label_tokens > 0
+    assert stats.samples == 1 and stats.label_tokens > 0
     return sample
 
 
@@ -249,7 +249,7 @@ def test_kto_items_encode_one_side(qwen2):
     template = get_template("qwen2_chat", qwen2)
     item = LabeledReply(PROMPTS["system"], assistant("Tuna."), False)
     (sample,), stats = encode_labeled([item], template, qwen2, 4096)
-    assert sample["label"] is False and stats.pairs == 1
+    assert sample["label"] is False and stats.samples == 1
     assert sample["prompt_ids"] + sample["completion_ids"] == official_ids(
         qwen2, PROMPTS["system"] + [assistant("Tuna.")], reference("qwen2_chat"))
 
@@ -265,12 +265,12 @@ def test_replies_that_merge_differently_at_the_boundary_share_the_prompt():
     assert sample["rejected_labels"][0] == IGNORE_INDEX  # the template's space, untrained
 
 
-def test_a_reply_with_nothing_before_it_is_refused():
+def test_a_reply_with_nothing_before_it_is_dropped_and_counted():
     from xft.data.templates import ChatTemplate
 
     tokenizer = family_tokenizer("alpaca")
     bare = ChatTemplate(name="bare", user="{content}", assistant_prefix="", assistant_suffix="")
-    pairs = [PreferencePair([user("")], assistant("A"), assistant("B"))]
-    with pytest.raises(PairError, match="prompt is empty") as info:
-        encode_pairs(pairs, bare, tokenizer, 4096)
-    assert info.value.index == 0 and info.value.field == "prompt"
+    pairs = [PreferencePair([user("")], assistant("A"), assistant("B")),
+             PreferencePair([user("Q")], assistant("A"), assistant("B"))]
+    samples, stats = encode_pairs(pairs, bare, tokenizer, 4096)
+    assert len(samples) == stats.samples == 1 and stats.dropped_no_label == 1

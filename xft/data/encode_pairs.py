@@ -22,30 +22,16 @@ official tokenization, and the loss covers exactly the reply.
 Over-long pairs have one policy for the pair: `drop`, or `truncate` the prompt
 from the left (both sides keep the same prompt) so that the longer side fits.
 Replies are never cut: a pair whose longer reply alone does not fit is dropped,
-so no pair ever reaches training without reply tokens. Both are counted.
+so no pair ever reaches training without reply tokens. Both are counted in the
+same EncodeStats as SFT samples (a sample is a pair).
 """
 
-from dataclasses import dataclass, field
-
-from xft.data.encode import IGNORE_INDEX, labels_from_spans
-from xft.errors import ConfigError, RecordError
+from xft.data.encode import IGNORE_INDEX, EncodeStats, labels_from_spans
+from xft.errors import ConfigError
 
 TRUNCATION = ("drop", "truncate")
-
-
-@dataclass
-class PairStats:
-    pairs: int = 0  # samples kept (pairs, or labelled replies for KTO)
-    dropped_too_long: int = 0
-    truncated: int = 0  # prompts cut from the left to fit max_length
-    tokens: int = 0  # tokens of the kept samples, the shared prompt counted once
-    label_tokens: int = 0  # trained reply tokens, both sides
-    lengths: list = field(default_factory=list)  # longest side of each kept sample
-
-    def merge(self, other):
-        for name in ("pairs", "dropped_too_long", "truncated", "tokens", "label_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.lengths += other.lengths
+PAIR_SIDES = ("chosen", "rejected")
+LABELED_SIDES = ("completion",)
 
 
 def reply_messages(prompt, reply):
@@ -54,79 +40,82 @@ def reply_messages(prompt, reply):
     return context + [dict(reply, loss=True)]
 
 
-def encode_pairs(pairs, template, tokenizer, max_length, truncation="drop", batch_size=500):
-    """Encode PreferencePairs. Returns (samples, PairStats); see the module docstring.
+def render_sides(item, template):
+    """{side: Rendered} of a PreferencePair (chosen, rejected) or a LabeledReply (completion).
 
-    A pair that cannot be encoded raises PairError, a RecordError naming the
-    pair's position in `pairs` (the caller maps it to its record).
+    RecordError when the template cannot render the record (the caller names it).
     """
-    return _encode(pairs, ("chosen", "rejected"), template, tokenizer, max_length, truncation,
-                   batch_size)
+    if hasattr(item, "desirable"):
+        return {"completion": template.render(reply_messages(item.prompt, item.reply)),
+                "label": item.desirable}
+    return {side: template.render(reply_messages(item.prompt, getattr(item, side)))
+            for side in PAIR_SIDES}
 
 
-def encode_labeled(items, template, tokenizer, max_length, truncation="drop", batch_size=500):
-    """Encode LabeledReplies (KTO): {"prompt_ids", "completion_ids", "completion_labels",
-    "label"} per item. Returns (samples, PairStats)."""
-    return _encode(items, ("completion",), template, tokenizer, max_length, truncation,
-                   batch_size)
+def encode_pairs(pairs, template, tokenizer, max_length, truncation="drop"):
+    """Render and encode PreferencePairs. Returns (samples, EncodeStats); see the module doc."""
+    return encode_rendered_sides([render_sides(p, template) for p in pairs], tokenizer,
+                                 max_length, truncation)
 
 
-def _encode(items, sides, template, tokenizer, max_length, truncation, batch_size):
+def encode_labeled(items, template, tokenizer, max_length, truncation="drop"):
+    """Render and encode LabeledReplies (KTO): {"prompt_ids", "completion_ids",
+    "completion_labels", "label"} per item. Returns (samples, EncodeStats)."""
+    return encode_rendered_sides([render_sides(i, template) for i in items], tokenizer,
+                                 max_length, truncation)
+
+
+def encode_rendered_sides(rendered, tokenizer, max_length, truncation="drop", batch_size=500):
+    """Encode render_sides() outputs in batches. Returns (samples, EncodeStats).
+
+    EncodeStats.samples counts pairs (or labelled replies); `truncated`: prompts cut
+    from the left; `dropped_no_label`: records whose rendered prompt is empty, so that
+    nothing predicts the reply's first token; `lengths`: each sample's longer side.
+    """
     if truncation not in TRUNCATION:
         raise ConfigError(f"truncation of preference data must be one of {list(TRUNCATION)}, "
                           f"got {truncation!r}")
-    samples, stats = [], PairStats()
-    for begin in range(0, len(items), batch_size):
-        chunk = items[begin:begin + batch_size]
-        encoded = {side: _tokenize_sides(template, tokenizer, chunk, side) for side in sides}
+    samples, stats = [], EncodeStats()
+    for begin in range(0, len(rendered), batch_size):
+        chunk = rendered[begin:begin + batch_size]
+        sides = [side for side in chunk[0] if side != "label"] if chunk else []
+        encoded = {side: _tokenize(tokenizer, [r[side] for r in chunk]) for side in sides}
         for n, item in enumerate(chunk):
-            try:
-                sample = _split(item, {side: encoded[side][n] for side in sides})
-            except RecordError as e:
-                raise PairError(begin + n, e) from None
+            sample = _split({side: encoded[side][n] for side in sides})
+            if sample is None:
+                stats.dropped_no_label += 1
+                continue
+            if "label" in item:
+                sample["label"] = item["label"]
             _fit(sample, sides, max_length, truncation, stats, samples)
     return samples, stats
 
 
-class PairError(RecordError):
-    """A RecordError of the item at `index` of the encoded list."""
-
-    def __init__(self, index, error):
-        self.index = index
-        super().__init__(error.reason, error.field)
-
-
-def _tokenize_sides(template, tokenizer, items, side):
-    attr = "reply" if side == "completion" else side
-    rendered = [template.render(reply_messages(item.prompt, getattr(item, attr)))
-                for item in items]
+def _tokenize(tokenizer, rendered):
     batch = tokenizer([r.text for r in rendered], add_special_tokens=False,
                       return_offsets_mapping=True, verbose=False)
     return [(ids, labels_from_spans(ids, offsets, r.loss_spans))
             for r, ids, offsets in zip(rendered, batch["input_ids"], batch["offset_mapping"])]
 
 
-def _split(item, encoded):
+def _split(encoded):
     """{prompt_ids, <side>_ids, <side>_labels...}: the sides' common ids before any trained
-    token are the prompt, the rest of each side follows it."""
-    starts = {}
-    for side, (ids, labels) in encoded.items():
-        starts[side] = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), None)
-        if starts[side] is None:
-            raise RecordError("the reply renders to no trained token", field=side)
+    token are the prompt, the rest of each side follows it. None when there is no prompt
+    (or, which a checked record never has, a side without a trained token)."""
+    starts = [next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), None)
+              for _, labels in encoded.values()]
+    if None in starts:
+        return None
     first = next(iter(encoded.values()))[0]
-    prompt_length = min(starts.values())
+    prompt_length = min(starts)
     for ids, _ in encoded.values():
         prompt_length = next((i for i in range(prompt_length) if ids[i] != first[i]),
                              prompt_length)
     if prompt_length == 0:
-        raise RecordError("the rendered prompt is empty: nothing predicts the reply's first "
-                          "token", field="prompt")
+        return None
     sample = {"prompt_ids": first[:prompt_length]}
     for side, (ids, labels) in encoded.items():
         sample[f"{side}_ids"], sample[f"{side}_labels"] = ids[prompt_length:], labels[prompt_length:]
-    if hasattr(item, "desirable"):
-        sample["label"] = item.desirable
     return sample
 
 
@@ -141,7 +130,7 @@ def _fit(sample, sides, max_length, truncation, stats, samples):
         sample["prompt_ids"] = prompt = prompt[len(prompt) - room:]
         stats.truncated += 1
     samples.append(sample)
-    stats.pairs += 1
+    stats.samples += 1
     stats.tokens += len(prompt) + sum(len(sample[f"{side}_ids"]) for side in sides)
     stats.label_tokens += sum(sum(1 for x in sample[f"{side}_labels"] if x != IGNORE_INDEX)
                               for side in sides)
