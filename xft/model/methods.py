@@ -55,11 +55,16 @@ def add_lora(model, method):
         use_rslora=method.use_rslora, modules_to_save=method.modules_to_save or None,
         # With tied embeddings, a trained copy of embed_tokens/lm_head stays tied to the other.
         ensure_weight_tying=tied and bool(method.modules_to_save),
-        task_type="CAUSAL_LM")
+        # SEQ_CLS: peft also trains (and saves) the new score head of a reward model.
+        task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM")
     try:
         return get_peft_model(model, config)
     except ValueError as e:  # e.g. target modules not found in the model
         raise ConfigError(f"cannot apply LoRA (method): {e}") from None
+
+
+def is_sequence_classifier(model):
+    return type(model).__name__.endswith("ForSequenceClassification")
 
 
 def decoder_layers(model):

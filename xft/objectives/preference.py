@@ -11,10 +11,11 @@ xft.model.preference_loss; the normaliser of a step is its number of pairs
 (KTO: replies), so every loss and metric is a mean over the step's pairs,
 whatever the gradient accumulation and number of processes.
 
-The reference policy (xft.model.reference) is chosen from the model on the
-first loss call: LoRA/QLoRA → the same model with its adapter disabled, or the
-frozen starting adapter when LoRA continues from one (method.init_adapter);
-full fine-tuning → a frozen copy of the starting weights.
+The reference policy (xft.model.reference) is chosen from the starting model
+by `prepare_model`, which the build step calls before any engine wraps the
+model: LoRA/QLoRA → the same model with its adapter disabled, or the frozen
+starting adapter when LoRA continues from one (method.init_adapter); full
+fine-tuning → a frozen copy of the starting weights.
 
 docs/preference.md describes each objective, its options and its metrics.
 """
@@ -28,16 +29,17 @@ from xft.data.collate_pairs import LabeledCollator, PairCollator
 from xft.data.conversation import with_system
 from xft.data.encode_pairs import (LABELED_SIDES, PAIR_SIDES, encode_rendered_sides,
                                    render_sides)
-from xft.data.formats.preference import to_labeled, to_pair
+from xft.data.formats.preference import get_preference_format, to_labeled, to_pair
 from xft.errors import ConfigError
 from xft.model.logprobs import sequence_logprobs
 from xft.model.preference_loss import (DPO_LOSS_TYPES, bradley_terry_losses, dpo_losses,
                                        kto_losses, orpo_losses, pair_metrics, sft_nll,
                                        simpo_losses)
-from xft.model.reference import (REFERENCE_ADAPTER, Reference, frozen_copy, peft_model_of,
-                                 reference_scores)
+from xft.model.reference import (Reference, add_reference_adapter, frozen_copy,
+                                 peft_model_of, reference_scores)
 from xft.objectives.base import LossOutput, Objective, register_objective
 from xft.objectives.sft import masked_text
+from xft.paths import resolve_path
 
 PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                 "logps/chosen", "logps/rejected")
@@ -62,6 +64,9 @@ class PairObjective(Objective):
         super().__init__(options, train)
         self.at_labels_only = train.loss_at_labels_only if train is not None else True
         self.chunk_size = train.loss_chunk_size if train is not None else 1024
+
+    def map_function(self, fmt):
+        return get_preference_format(fmt)
 
     def map_record(self, fmt, record):
         return to_pair(fmt, record)
@@ -102,24 +107,21 @@ class ReferencedObjective(PairObjective):
         super().__init__(options, train)
         self.reference = None
 
-    def reference_for(self, model):
-        """The reference policy of this run, decided once, before the first update."""
-        if self.reference is None:
-            peft = peft_model_of(model)
-            if peft is None:
-                inner = model
-                while hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):
-                    inner = inner.module
-                self.reference = frozen_copy(inner)
-            elif REFERENCE_ADAPTER in peft.peft_config:
-                self.reference = Reference("adapter")
-            else:
-                self.reference = Reference("disabled_adapter")
-        return self.reference
+    def prepare_model(self, model, method_cfg):
+        """Decide the reference policy from the starting model (xft.model.reference)."""
+        if peft_model_of(model) is None:  # full fine-tuning, or freeze
+            self.reference = frozen_copy(model)
+        elif method_cfg.init_adapter is not None:
+            self.reference = add_reference_adapter(model, resolve_path(method_cfg.init_adapter))
+        else:
+            self.reference = Reference("disabled_adapter")
+        return model
 
     def reference_logps(self, model, batch):
         """Reference sums per row [2B], without gradients."""
-        return reference_scores(model, batch, self.reference_for(model), lambda m, b:
+        if self.reference is None:
+            raise RuntimeError(f"objective '{self.name}': prepare_model was not called")
+        return reference_scores(model, batch, self.reference, lambda m, b:
                                 sequence_logprobs(m, b, self.at_labels_only,
                                                   self.chunk_size)[0])
 
@@ -241,6 +243,9 @@ class KTO(ReferencedObjective):
         super().__init__(options, train)
         for name in ("beta", "desirable_weight", "undesirable_weight"):
             _check_positive(name, getattr(self.options, name))
+
+    def map_function(self, fmt):
+        return get_preference_format(fmt, unpaired=True)
 
     def map_record(self, fmt, record):
         return to_labeled(fmt, record)
