@@ -61,8 +61,9 @@ def build(experiment, parts=("data",), log=print):
     if "model" in parts:
         from xft.model.build import build_model
 
-        built.model = build_model(experiment.model, experiment.method, tokenizer,
-                                  objective.model_kind, log)
+        model = build_model(experiment.model, experiment.method, tokenizer,
+                            objective.model_kind, log)
+        built.model = objective.prepare_model(model, experiment.method)
     return built
 
 

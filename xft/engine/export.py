@@ -30,6 +30,8 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
     """
     shard = {} if max_shard_size is None or is_peft_model(model) else {
         "max_shard_size": max_shard_size}
+    if is_peft_model(model):  # the trained adapter only, not a frozen reference beside it
+        shard["selected_adapters"] = [model.active_adapter]
 
     def write(tmp):
         model.save_pretrained(str(tmp), safe_serialization=True, **shard)

@@ -6,7 +6,7 @@
 
 from xft.objectives.base import (OBJECTIVES, LossOutput, Objective, objective_class,
                                  register_objective)
-from xft.objectives import sft  # noqa: F401  (registers 'sft')
+from xft.objectives import preference, sft  # noqa: F401  (registers them)
 
 __all__ = ["OBJECTIVES", "LossOutput", "Objective", "build_objective", "objective_class",
            "register_objective"]
