@@ -14,6 +14,7 @@ from pathlib import Path
 
 from xft.data.templates.stops import turn_end_ids
 from xft.engine.distributed import barrier, is_main_process
+from xft.model.methods import is_sequence_classifier
 from xft.outputs import write_output
 
 HF_DIR_NAME = "hf"  # the artifact's folder inside the work dir
@@ -28,6 +29,13 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
     `max_shard_size` (e.g. '2GB') splits a full model's safetensors into shards with
     an index; PEFT saves an adapter as one file whatever the size.
     """
+    if is_peft_model(model) and is_sequence_classifier(model.get_base_model()):
+        # A reward model is exported whole: stock AutoModelForSequenceClassification cannot
+        # load a PEFT adapter of one (it does not know the one-label score head). The merge
+        # runs on a copy, so training (or a best-weights export mid-run) goes on unchanged.
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
     shard = {} if max_shard_size is None or is_peft_model(model) else {
         "max_shard_size": max_shard_size}
     if is_peft_model(model):  # the trained adapter only, not a frozen reference beside it
