@@ -269,7 +269,8 @@ def test_a_reply_with_nothing_before_it_is_dropped_and_counted():
     from xft.data.templates import ChatTemplate
 
     tokenizer = family_tokenizer("alpaca")
-    bare = ChatTemplate(name="bare", user="{content}", assistant_prefix="", assistant_suffix="")
+    bare = ChatTemplate(name="bare", user="{content}", assistant_prefix="",
+                        assistant_suffix="").bind(tokenizer)
     pairs = [PreferencePair([user("")], assistant("A"), assistant("B")),
              PreferencePair([user("Q")], assistant("A"), assistant("B"))]
     samples, stats = encode_pairs(pairs, bare, tokenizer, 4096)
