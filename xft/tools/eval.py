@@ -39,14 +39,21 @@ COMPARE_MD, COMPARE_HTML = "compare.md", "compare.html"
 def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048,
                  batch_size=4, system=None, placeholders=None, log=print):
     """(EvalResult (xft.engine.evaluate), its record) of the model on one dataset file."""
+    from xft.objectives.sft import SFT
+
+    return evaluate_file(model, SFT(), tokenizer, template, path, fmt, max_length,
+                         batch_size, system, placeholders, log)
+
+
+def evaluate_file(model, objective, tokenizer, template, path, fmt, max_length=2048,
+                  batch_size=4, system=None, placeholders=None, log=print):
+    """(EvalResult, its record): `objective`'s loss and metrics of the model on one file."""
     from xft.config.schema import DataCfg, DatasetCfg
     from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
     from xft.engine.evaluate import evaluate
-    from xft.objectives.sft import SFT
 
     # The config sections training reads, so the file is read, mapped, rendered and
     # encoded by the same code (over-long samples dropped, counted).
-    objective = SFT()
     source = DatasetCfg(path=str(path), format=fmt, placeholders=placeholders or {})
     build = SourceBuild(DataCfg(max_length=max_length), tokenizer, template, objective, system)
     samples, report = load_source(source, build)
@@ -71,10 +78,7 @@ def reward_accuracy(model_dir, path, fmt, template_name=None, max_length=2048, b
     are encoded with the model's chat template as training encodes them."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from xft.config.schema import DataCfg, DatasetCfg
-    from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
     from xft.data.templates import get_template
-    from xft.engine.evaluate import evaluate
     from xft.engine.export import read_meta
     from xft.objectives.preference import RewardModel
 
@@ -86,17 +90,9 @@ def reward_accuracy(model_dir, path, fmt, template_name=None, max_length=2048, b
         raise XftError(f"cannot load a reward model from '{model_dir}': {e}") from None
     template = get_template(template_name or read_meta(model_dir).get("template") or "auto",
                             tokenizer)
-    objective = RewardModel()
-    source = DatasetCfg(path=str(path), format=fmt, placeholders=placeholders or {})
-    build = SourceBuild(DataCfg(max_length=max_length), tokenizer, template, objective, system)
-    samples, report = load_source(source, build)
-    for line in report.lines():
-        log(line)
-    if not samples:
-        raise DataError("no pair left to evaluate; see the report above", file=path)
-    collator = objective.collator(tokenizer.pad_token_id, packed=False)
-    result = evaluate(model, EncodedDataset(samples), collator, objective, batch_size)
-    return result.record(objective)
+    _, record = evaluate_file(model, RewardModel(), tokenizer, template, path, fmt, max_length,
+                              batch_size, system, placeholders, log)
+    return record
 
 
 # --- labelled tasks ----------------------------------------------------------------------------
