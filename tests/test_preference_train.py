@@ -9,7 +9,9 @@
   export loads with stock AutoModelForSequenceClassification and scores as in training.
 """
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from conftest import read_metrics
 from safetensors.torch import load_file
 
 from xft.engine.train import train
+from xft.paths import resolve_path
 
 DPO_CONFIG = "tiny_llama_lora_dpo_self_cognition"
 ENGINES = ["mmengine", "hf"]
@@ -88,8 +91,6 @@ def test_continuing_from_an_sft_adapter_uses_it_as_the_reference(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from xft.paths import resolve_path
-
     base = AutoModelForCausalLM.from_pretrained(resolve_path("xft://tiny-llama"))
     sft = get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "v_proj"],
                                           init_lora_weights=False))  # far from the base
@@ -116,4 +117,26 @@ def test_other_pair_objectives_train(tmp_path, objective, metrics):
     records = read_metrics(tmp_path)
     assert len(records) == 4 and all(set(metrics) <= set(r) for r in records)
     assert all(math.isfinite(r["loss"]) for r in records)
+    assert records[-1]["loss"] < records[0]["loss"]
+
+
+@pytest.mark.slow
+def test_kto_trains_on_unpaired_replies(tmp_path):
+    pairs = json.loads(Path(resolve_path("xft://data/self_cognition_pairs.json")).read_text(
+        encoding="utf-8"))
+    items = [{"prompt": p["instruction"], "completion": p[side], "label": side == "chosen"}
+             for p in pairs for side in ("chosen", "rejected")]
+    data = tmp_path / "kto.json"
+    data.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    train(DPO_CONFIG, work_dir=tmp_path / "run", cfg_options={
+        **SHORT, "objective": dict(type="kto", desirable_weight=1.0, undesirable_weight=1.5),
+        "datasets": [dict(path=str(data), format="kto",
+                          placeholders=dict(name="Tuna", author="the xft team"))],
+        "train.max_steps": 6})
+    records = read_metrics(tmp_path / "run")
+    assert len(records) == 6 and records[0]["replies"] == 4
+    assert {"kl", "rewards/desirable", "rewards/undesirable", "desirable"} <= set(records[0])
+    # At step 1 the policy is the reference: every KTO term is w·(1 - σ(0)) = w / 2.
+    fraction = records[0]["desirable"]
+    assert records[0]["loss"] == pytest.approx(0.5 * fraction + 0.75 * (1 - fraction), abs=1e-6)
     assert records[-1]["loss"] < records[0]["loss"]

@@ -3,6 +3,7 @@ by stock AutoModelForSequenceClassification, scored on apply_chat_template's ids
 by `xft eval --reward` with the same numbers."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from conftest import read_metrics, run_cli
 from xft.engine.train import train
 from xft.paths import resolve_path
 
-PAIRS = resolve_path("xft://data/self_cognition_pairs.json")
+PAIRS = Path(resolve_path("xft://data/self_cognition_pairs.json"))
 NAMES = {"{{name}}": "Tuna", "{{author}}": "the xft team"}
 
 
