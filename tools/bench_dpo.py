@@ -41,24 +41,29 @@ from bench_train import cpu_seconds, make_model, peak_rss_mib  # noqa: E402
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
-def trl_records(args, tokenizer):
-    """The first --pairs records of the demo file as TRL conversational pairs, keeping
-    those whose longer side fits --max-length (the same filter decides for both sides)."""
-    records = json.loads(Path(args.data).read_text(encoding="utf-8"))
+def selected_records(args, tokenizer):
+    """The first --pairs records of the demo file whose longer side fits --max-length
+    (measured with the official template), as LLaMA-Factory records: both sides train on
+    exactly these."""
     out = []
-    for record in records:
-        prompt = [{"role": ROLES[t["from"]], "content": t["value"]}
-                  for t in record["conversations"]]
-        pair = {"prompt": prompt,
-                "chosen": [{"role": "assistant", "content": record["chosen"]["value"]}],
-                "rejected": [{"role": "assistant", "content": record["rejected"]["value"]}]}
-        longest = max(len(tokenizer.apply_chat_template(prompt + pair[side], tokenize=True)
-                          ["input_ids"]) for side in ("chosen", "rejected"))
+    for record in json.loads(Path(args.data).read_text(encoding="utf-8")):
+        pair = trl_pair(record)
+        longest = max(len(tokenizer.apply_chat_template(pair["prompt"] + pair[side],
+                                                        tokenize=True)["input_ids"])
+                      for side in ("chosen", "rejected"))
         if longest <= args.max_length:
-            out.append(pair)
+            out.append(record)
         if len(out) == args.pairs:
-            break
+            return out
     return out
+
+
+def trl_pair(record):
+    """A LLaMA-Factory record as TRL's conversational prompt / chosen / rejected."""
+    return {"prompt": [{"role": ROLES[t["from"]], "content": t["value"]}
+                       for t in record["conversations"]],
+            "chosen": [{"role": "assistant", "content": record["chosen"]["value"]}],
+            "rejected": [{"role": "assistant", "content": record["rejected"]["value"]}]}
 
 
 def load_tokenizer(args):
@@ -92,7 +97,7 @@ def run_trl(args):
     from trl import DPOConfig, DPOTrainer
 
     tokenizer = load_tokenizer(args)
-    dataset = Dataset.from_list(trl_records(args, tokenizer))
+    dataset = Dataset.from_list([trl_pair(r) for r in selected_records(args, tokenizer)])
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32)
     config = DPOConfig(
         output_dir=args.work_dir, per_device_train_batch_size=args.batch_size,
@@ -127,33 +132,33 @@ def run_trl(args):
 
 def run_xft(args):
     from xft.config.schema import (DataCfg, DatasetCfg, Experiment, MethodCfg, ModelCfg,
-                                   OptimCfg, TokenizerCfg, TrainCfg)
-    from xft.config.schema import ObjectiveCfg
+                                   ObjectiveCfg, OptimCfg, TokenizerCfg, TrainCfg)
     from xft.engine.builder import build_experiment
     from xft.engine.monitor import read_metrics
     from xft.objectives.preference import DPOOptions
 
-    tokenizer = load_tokenizer(args)
-    keep = len(trl_records(args, tokenizer))  # the same first pairs as TRL's
+    pairs = Path(args.work_dir) / "pairs.json"  # the same pairs as TRL's
+    pairs.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_text(json.dumps(selected_records(args, load_tokenizer(args))), encoding="utf-8")
     experiment = Experiment(
         model=ModelCfg(path=args.model_dir, dtype="float32"),
         tokenizer=TokenizerCfg(path=args.tokenizer), template="qwen2_chat",
         objective=ObjectiveCfg("dpo", DPOOptions(beta=0.1)),
-        datasets=[DatasetCfg(path=args.data, format="sharegpt_pairs", max_samples=keep)],
+        datasets=[DatasetCfg(path=str(pairs), format="sharegpt_pairs")],
         data=DataCfg(max_length=args.max_length, truncation="drop", cache=False),
         method=MethodCfg(type="lora", r=args.lora_r, alpha=args.lora_alpha, dropout=0.0,
                          target_modules="all-linear"),
         optim=OptimCfg(lr=args.lr, max_grad_norm=1.0),
-        train=TrainCfg(backend=args.engine, batch_size=args.batch_size, epochs=1,
+        train=TrainCfg(engine=args.engine, batch_size=args.batch_size, epochs=1,
                        lr_scheduler="cosine", warmup_ratio=0.0, log_interval=1,
                        save_interval=10**9),
         seed=args.seed)
     built = build_experiment(experiment, config_text="", work_dir=args.work_dir)
     built.collator = counter = TokenCounter(built.collator)
     if args.engine == "hf":
-        from xft.engine.hf_backend import run_hf as run
+        from xft.engine.hf_trainer import run
     else:
-        from xft.engine.mmengine_backend import run_mmengine as run
+        from xft.engine.mmengine_run import run
     cpu = cpu_seconds()
     run(built)
     records = read_metrics(args.work_dir)
