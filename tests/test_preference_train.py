@@ -140,3 +140,15 @@ def test_kto_trains_on_unpaired_replies(tmp_path):
     fraction = records[0]["desirable"]
     assert records[0]["loss"] == pytest.approx(0.5 * fraction + 0.75 * (1 - fraction), abs=1e-6)
     assert records[-1]["loss"] < records[0]["loss"]
+
+
+def test_check_dataset_shows_both_sides_of_each_pair(tmp_path):
+    from conftest import run_cli
+
+    out = run_cli("check-dataset", DPO_CONFIG, "--samples", "1", "--color", "never",
+                  "--plot", str(tmp_path / "h.png"), cwd=tmp_path).stdout
+    chosen, rejected = out.split("--- chosen:\n")[1].split("--- rejected:\n")
+    # The prompt is untrained, the reply and its end-of-turn token trained.
+    assert chosen.startswith("<|im_start|>user\n") and "<|im_end|>]]" in chosen
+    assert "Tuna" in chosen.split("[[")[1] and "Marlin" in rejected.split("[[")[1]
+    assert "packing: objective 'dpo' does not support data.pack" in out
