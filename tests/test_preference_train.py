@@ -113,7 +113,7 @@ def test_continuing_from_an_sft_adapter_uses_it_as_the_reference(tmp_path):
 ])
 def test_other_pair_objectives_train(tmp_path, objective, metrics):
     train(DPO_CONFIG, work_dir=tmp_path, cfg_options={
-        **SHORT, "objective": objective, "train.max_steps": 4})
+        **SHORT, "objective": dict(_delete_=True, **objective), "train.max_steps": 4})
     records = read_metrics(tmp_path)
     assert len(records) == 4 and all(set(metrics) <= set(r) for r in records)
     assert all(math.isfinite(r["loss"]) for r in records)
@@ -129,7 +129,8 @@ def test_kto_trains_on_unpaired_replies(tmp_path):
     data = tmp_path / "kto.json"
     data.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     train(DPO_CONFIG, work_dir=tmp_path / "run", cfg_options={
-        **SHORT, "objective": dict(type="kto", desirable_weight=1.0, undesirable_weight=1.5),
+        **SHORT, "objective": dict(_delete_=True, type="kto", desirable_weight=1.0,
+                                   undesirable_weight=1.5),
         "datasets": [dict(path=str(data), format="kto",
                           placeholders=dict(name="Tuna", author="the xft team"))],
         "train.max_steps": 6})
