@@ -27,8 +27,8 @@ def reward_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("reward")
     train("tiny_llama_lora_dpo_self_cognition", work_dir=work, cfg_options={
         "objective": dict(_delete_=True, type="reward"), "data.test_size": None,
-        "train.save_best": None, "train.export_best": False, "train.eval_interval": None, "train.log_interval": 1,
-        "train.max_steps": 12})
+        "train.save_best": None, "train.export_best": False, "train.eval_interval": None,
+        "train.log_interval": 1, "train.max_steps": 12})
     return work
 
 
