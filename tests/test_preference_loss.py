@@ -29,8 +29,11 @@ ACCELERATOR = SimpleNamespace(device=torch.device("cpu"), gather=lambda x: x,
 def random_pairs(n=6, seed=0):
     """Per-token log-probs of n chosen and rejected replies of varied lengths, and references."""
     g = torch.Generator().manual_seed(seed)
-    chosen = [-torch.rand(int(k), generator=g) * 3 for k in torch.randint(1, 9, (n,), generator=g)]
-    rejected = [-torch.rand(int(k), generator=g) * 3 for k in torch.randint(1, 9, (n,), generator=g)]
+    def replies():
+        return [-torch.rand(int(k), generator=g) * 3
+                for k in torch.randint(1, 9, (n,), generator=g)]
+
+    chosen, rejected = replies(), replies()
     ref_c = torch.stack([t.sum() for t in chosen]) + torch.randn(n, generator=g)
     ref_r = torch.stack([t.sum() for t in rejected]) + torch.randn(n, generator=g)
     return chosen, rejected, ref_c, ref_r
@@ -58,8 +61,8 @@ class FusedOutputs(torch.nn.Module):
                                is_top1=zeros.bool())
 
     def inputs(self):
-        return {"input_ids": torch.ones_like(self.mask), "attention_mask": torch.ones_like(self.mask),
-                "completion_mask": self.mask}
+        ones = torch.ones_like(self.mask)
+        return {"input_ids": ones, "attention_mask": ones, "completion_mask": self.mask}
 
 
 def trainer_namespace(model, **attrs):

@@ -115,7 +115,8 @@ def _split(encoded):
         return None
     sample = {"prompt_ids": first[:prompt_length]}
     for side, (ids, labels) in encoded.items():
-        sample[f"{side}_ids"], sample[f"{side}_labels"] = ids[prompt_length:], labels[prompt_length:]
+        sample[f"{side}_ids"] = ids[prompt_length:]
+        sample[f"{side}_labels"] = labels[prompt_length:]
     return sample
 
 
