@@ -23,7 +23,6 @@ LoRA adapter is zero, so policy = reference and both losses must be ln 2.
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ sys.path.insert(0, str(TOOLS))
 SHARED = REPO.parent / "shared" / "data"
 QWEN2_JINJA = REPO / "tests" / "fixtures" / "chat_templates" / "qwen2_chat.jinja"
 
-from bench_train import cpu_seconds, make_model, peak_rss_mib  # noqa: E402
+from bench_train import cpu_seconds, make_model, peak_rss_mib, run_side  # noqa: E402
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
@@ -167,16 +166,6 @@ def run_xft(args):
             "steps": built.plan.total_steps}
 
 
-def run_side(side, args, model_dir, work_dir):
-    command = [sys.executable, __file__, "--side", side, "--model-dir", str(model_dir),
-               "--work-dir", str(work_dir)] + args.forward
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{side} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
-                         f"{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "datasets/preference/dpo_en_demo.json"))
@@ -225,7 +214,8 @@ def main():
         make_model(args, Path(tmp) / "model")
         for round_ in range(args.rounds):
             for side in ("trl", "xft"):
-                r = run_side(side, args, Path(tmp) / "model", Path(tmp) / f"{side}{round_}")
+                r = run_side(side, args, Path(tmp) / "model", Path(tmp) / f"{side}{round_}",
+                             __file__)
                 r["pairs_rate"] = r["pairs"] / r["loop_seconds"]
                 r["token_rate"] = r["real"] / r["loop_seconds"]
                 runs[side].append(r)

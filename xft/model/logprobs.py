@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from xft.data.encode import IGNORE_INDEX
-from xft.model.loss import (causal_lm_logits, has_plain_head, is_plain_linear,
+from xft.model.loss import (add_head_grads, causal_lm_logits, has_plain_head, is_plain_linear,
                             last_hidden_states, unwrap_causal_lm)
 
 
@@ -98,7 +98,7 @@ class TokenLogProbs(torch.autograd.Function):
                 # d logp_i / d logits_i = one_hot(t_i) - softmax_i, built in place.
                 grad_logits = logits.sub_(chunk_lse[:, None]).exp_().neg_()
                 grad_logits[torch.arange(t.size(0), device=t.device), t] += 1
-                torch.mm(grad_logits.to(weight.dtype), weight, out=grad_h[s:s + step])
+                add_head_grads(grad_logits, h, weight, grad_h[s:s + step], None, None)
         ctx.chunk_size, ctx.head_trains = step, head_trains
         ctx.want = (want_h, ctx.needs_input_grad[1],
                     bias is not None and ctx.needs_input_grad[2])
@@ -126,11 +126,6 @@ class TokenLogProbs(torch.autograd.Function):
             # d loss / d logits = g * (one_hot - softmax), from the saved log-sum-exp.
             grad_logits = logits.sub_(lse[s:s + step, None]).exp_().mul_(-g[:, None])
             grad_logits[torch.arange(t.size(0), device=t.device), t] += g
-            grad_logits = grad_logits.to(weight.dtype)
-            if want_h:
-                torch.mm(grad_logits, weight, out=grad_h[s:s + step])
-            if want_w:
-                grad_w.addmm_(grad_logits.t(), h)
-            if want_b:
-                grad_b += grad_logits.sum(0)
+            add_head_grads(grad_logits, h, weight, grad_h[s:s + step] if want_h else None,
+                           grad_w, grad_b)
         return grad_h, grad_w, grad_b, None, None
