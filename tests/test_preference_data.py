@@ -249,7 +249,7 @@ def test_kto_items_encode_one_side(qwen2):
     template = get_template("qwen2_chat", qwen2)
     item = LabeledReply(PROMPTS["system"], assistant("Tuna."), False)
     (sample,), stats = encode_labeled([item], template, qwen2, 4096)
-    assert sample["label"] is False and stats.samples == 1
+    assert sample["label"] == [0] and stats.samples == 1
     assert sample["prompt_ids"] + sample["completion_ids"] == official_ids(
         qwen2, PROMPTS["system"] + [assistant("Tuna.")], reference("qwen2_chat"))
 

@@ -44,7 +44,7 @@ class LabeledCollator:
     def __call__(self, samples):
         batch = self.pad([side_row(s["prompt_ids"], s["completion_ids"], s["completion_labels"])
                           for s in samples])
-        batch["desirable"] = torch.tensor([s["label"] for s in samples], dtype=torch.bool)
+        batch["desirable"] = torch.tensor([s["label"][0] for s in samples], dtype=torch.bool)
         shifted = samples[1:] + samples[:1]
         kl = self.pad([side_row(s["prompt_ids"], other["completion_ids"],
                                 other["completion_labels"])

@@ -60,7 +60,8 @@ def encode_pairs(pairs, template, tokenizer, max_length, truncation="drop"):
 
 def encode_labeled(items, template, tokenizer, max_length, truncation="drop"):
     """Render and encode LabeledReplies (KTO): {"prompt_ids", "completion_ids",
-    "completion_labels", "label"} per item. Returns (samples, EncodeStats)."""
+    "completion_labels", "label": [1 desirable / 0 not]} per item. Returns (samples,
+    EncodeStats)."""
     return encode_rendered_sides([render_sides(i, template) for i in items], tokenizer,
                                  max_length, truncation)
 
@@ -85,8 +86,8 @@ def encode_rendered_sides(rendered, tokenizer, max_length, truncation="drop", ba
             if sample is None:
                 stats.dropped_no_label += 1
                 continue
-            if "label" in item:
-                sample["label"] = item["label"]
+            if "label" in item:  # a list like every field (the dataset cache stores arrays)
+                sample["label"] = [int(item["label"])]
             _fit(sample, sides, max_length, truncation, stats, samples)
     return samples, stats
 

@@ -250,12 +250,6 @@ class KTO(ReferencedObjective):
     def map_record(self, fmt, record):
         return to_labeled(fmt, record)
 
-    def encode(self, prepared, tokenizer, max_length, truncation):
-        samples, stats = super().encode(prepared, tokenizer, max_length, truncation)
-        for sample in samples:  # dataset fields are lists (the cache stores arrays)
-            sample["label"] = [int(sample["label"])]
-        return samples, stats
-
     def collator(self, pad_token_id, packed):
         if packed:
             raise ConfigError("objective 'kto' does not support data.pack")
