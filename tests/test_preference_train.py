@@ -44,7 +44,7 @@ def test_dpo_engines_log_the_same_losses_and_metrics(parity_runs):
     assert [r["step"] for r in mm] == [r["step"] for r in hf] == list(range(1, 21))
     assert mm[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy == reference
     for a, b in zip(mm, hf):
-        assert a["pairs"] == b["pairs"] == 4
+        assert a["pairs"] == b["pairs"] > 0  # 4, or fewer where an epoch's pairs run out
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7), a["step"]
         for name in PAIR_METRICS:
             assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-6), (a["step"], name)
