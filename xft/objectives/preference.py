@@ -68,8 +68,8 @@ class PairObjective(Objective):
     def map_function(self, fmt):
         return get_preference_format(fmt)
 
-    def map_record(self, fmt, record):
-        return to_pair(fmt, record)
+    def map_record(self, fmt, record, mapping=None):
+        return to_pair(fmt, mapping.apply(record) if mapping else record)
 
     def prepare(self, mapped, template, system):
         return render_sides(replace(mapped, prompt=with_system(mapped.prompt, system)), template)
@@ -247,8 +247,8 @@ class KTO(ReferencedObjective):
     def map_function(self, fmt):
         return get_preference_format(fmt, unpaired=True)
 
-    def map_record(self, fmt, record):
-        return to_labeled(fmt, record)
+    def map_record(self, fmt, record, mapping=None):
+        return to_labeled(fmt, mapping.apply(record) if mapping else record)
 
     def collator(self, pad_token_id, packed):
         if packed:
