@@ -8,7 +8,8 @@ registered family's reference jinja on the tiny tokenizer with that family's spe
 import json
 
 import pytest
-from test_templates import FAMILY_TOKENS, NO_FIXTURE, family_tokenizer, reference
+from test_templates import (APPENDS_EOS, FAMILY_TOKENS, FINAL_THINK, NO_FIXTURE, family_tokenizer,
+                            reference, with_final_think)
 
 from xft.data.encode import IGNORE_INDEX
 from xft.data.encode_pairs import encode_labeled, encode_pairs
@@ -138,20 +139,26 @@ def test_unknown_format_suggests():
 # --------------------------------------------------------------------------- encoding
 
 
-def official_ids(tokenizer, messages, chat_template=None):
+def official_ids(tokenizer, messages, chat_template=None, family=None):
+    """apply_chat_template's ids, with xft's documented differences from a family's jinja
+    (test_templates: ChatGLM3's closing EOS, DeepSeek-R1's kept final think block)."""
     plain = [{k: v for k, v in m.items() if k != "loss"} for m in messages]
+    if family in FINAL_THINK:
+        text = tokenizer.apply_chat_template(plain, chat_template=chat_template, tokenize=False)
+        return tokenizer(with_final_think(family, text), add_special_tokens=False)["input_ids"]
     out = tokenizer.apply_chat_template(plain, chat_template=chat_template, tokenize=True)
-    return list(out["input_ids"])
+    return list(out["input_ids"]) + ([tokenizer.eos_token_id] if family in APPENDS_EOS else [])
 
 
-def check_pair_encoding(template, tokenizer, prompt, chat_template=None, replies=REPLIES):
+def check_pair_encoding(template, tokenizer, prompt, chat_template=None, replies=REPLIES,
+                        family=None):
     """Both sides equal apply_chat_template up to the reply's end; only the reply is trained."""
     pair = PreferencePair(prompt, assistant(replies[0]), assistant(replies[1]))
     samples, stats = encode_pairs([pair], template, tokenizer, 4096)
     (sample,) = samples
     for side, reply in zip(("chosen", "rejected"), replies):
         ids = sample["prompt_ids"] + sample[f"{side}_ids"]
-        assert ids == official_ids(tokenizer, prompt + [assistant(reply)], chat_template)
+        assert ids == official_ids(tokenizer, prompt + [assistant(reply)], chat_template, family)
         labels = sample[f"{side}_labels"]
         assert len(labels) == len(sample[f"{side}_ids"])
         trained = [t for t, label in zip(sample[f"{side}_ids"], labels) if label != IGNORE_INDEX]
@@ -203,14 +210,12 @@ FAMILIES = sorted(set(FAMILY_TOKENS) - NO_FIXTURE)
 def test_every_family_pairs_equal_its_reference_template(family):
     tokenizer = family_tokenizer(family)
     template = get_template(family, tokenizer)
-    if family == "chatglm3":
-        pytest.skip("xft closes a ChatGLM3 conversation with EOS where its jinja has nothing")
     for prompt in PROMPTS.values():
         try:
             template.render(prompt + [assistant("x")])
         except RecordError:
             continue  # a family without a system role
-        sample = check_pair_encoding(template, tokenizer, prompt, reference(family))
+        sample = check_pair_encoding(template, tokenizer, prompt, reference(family), family=family)
         bos = tokenizer.bos_token_id
         assert bos is None or sample["prompt_ids"][:2] != [bos, bos]  # axolotl#1616
 
@@ -256,13 +261,20 @@ def test_kto_items_encode_one_side(qwen2):
 
 def test_replies_that_merge_differently_at_the_boundary_share_the_prompt():
     # deepseek_chat's "Assistant: " + " No": the template's space and the reply's space
-    # tokenize differently from "Assistant: " + "I". Each side stays the official ids.
+    # tokenize differently from "Assistant: " + "I". Each side stays the official ids, and
+    # the shared prompt ends where the generation prompt ("Assistant:") ends, so the
+    # template's space is the reply's first trained token, as the model generates it.
     tokenizer = family_tokenizer("deepseek_chat")
-    sample = check_pair_encoding(get_template("deepseek_chat", tokenizer), tokenizer,
-                                 PROMPTS["single"], reference("deepseek_chat"),
-                                 replies=("I am.", " No."))
-    assert sample["chosen_labels"][0] != IGNORE_INDEX
-    assert sample["rejected_labels"][0] == IGNORE_INDEX  # the template's space, untrained
+    template = get_template("deepseek_chat", tokenizer)
+    sample = check_pair_encoding(template, tokenizer, PROMPTS["single"],
+                                 reference("deepseek_chat"), replies=("I am.", " No."))
+    assert sample["prompt_ids"] == tokenizer(
+        template.render(PROMPTS["single"], add_generation_prompt=True).text,
+        add_special_tokens=False)["input_ids"]
+    for side, text in (("chosen", " I am."), ("rejected", "  No.")):
+        assert sample[f"{side}_labels"][0] != IGNORE_INDEX
+        trained = [t for t in sample[f"{side}_labels"] if t != IGNORE_INDEX]
+        assert tokenizer.decode(trained) == text + tokenizer.eos_token
 
 
 def test_a_reply_with_nothing_before_it_is_dropped_and_counted():
