@@ -57,18 +57,22 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
 def write_generation_files(out_dir, model, stop_ids):
     """Rewrite the saved generation_config.json (written for adapters too, where peft
     writes none) with `stop_ids` added to its eos list, and config.json with use_cache
-    back on (training turns it off for gradient checkpointing; inference wants it)."""
+    back on (training turns it off for gradient checkpointing; inference wants it).
+    A model that does not generate (a reward model's sequence classifier) gets no
+    generation_config.json."""
     import copy
 
     out_dir = Path(out_dir)
-    generation = copy.deepcopy(model.generation_config)
-    eos = generation.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
-    if not eos and getattr(model.config, "eos_token_id", None) is not None:
-        eos = [model.config.eos_token_id]
-    eos = list(dict.fromkeys(eos + list(stop_ids)))
-    generation.eos_token_id = eos[0] if len(eos) == 1 else eos
-    generation.save_pretrained(str(out_dir))
+    eos = []
+    if getattr(model, "generation_config", None) is not None:
+        generation = copy.deepcopy(model.generation_config)
+        eos = generation.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+        if not eos and getattr(model.config, "eos_token_id", None) is not None:
+            eos = [model.config.eos_token_id]
+        eos = list(dict.fromkeys(eos + list(stop_ids)))
+        generation.eos_token_id = eos[0] if len(eos) == 1 else eos
+        generation.save_pretrained(str(out_dir))
     config_file = out_dir / "config.json"
     if config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -77,7 +81,6 @@ def write_generation_files(out_dir, model, stop_ids):
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
     return eos
-
 
 
 def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None):
