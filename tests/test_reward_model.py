@@ -10,6 +10,7 @@ import torch
 from conftest import read_metrics, run_cli
 
 from xft.engine.train import train
+from xft.errors import XftError
 from xft.paths import resolve_path
 
 PAIRS = Path(resolve_path("xft://data/self_cognition_pairs.json"))
@@ -70,3 +71,35 @@ def test_export_is_a_stock_sequence_classifier_scoring_the_chat_template(reward_
     result = json.loads((tmp_path / "results.json").read_text())["reward"]
     assert result["eval_count"] == len(records)
     assert result["eval_accuracy"] == pytest.approx(stock_accuracy, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_load_reward_model_scores_as_stock_transformers(reward_run):
+    """The RL side's entry point: scores equal the stock model's on apply_chat_template ids,
+    for str and message-list prompts, batched with padding."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from xft.inference.reward import load_reward_model
+
+    export = reward_run / "hf"
+    scorer = load_reward_model(export)
+    stock = AutoModelForSequenceClassification.from_pretrained(export).eval()
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    records = json.loads(PAIRS.read_text(encoding="utf-8"))[:3]
+    prompts = [r["instruction"] for r in records] + [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]]
+    completions = [filled(r["chosen"]) for r in records] + ["Hello there, how can I help?"]
+    scores = scorer.score(prompts, completions, batch_size=2)
+    assert scores.shape == (4,) and scores.dtype == torch.float32
+    with torch.no_grad():
+        for prompt, completion, score in zip(prompts, completions, scores):
+            messages = ([{"role": "user", "content": prompt}] if isinstance(prompt, str)
+                        else prompt) + [{"role": "assistant", "content": completion}]
+            ids = tokenizer.apply_chat_template(messages, tokenize=True,
+                                                return_tensors="pt")["input_ids"]
+            assert float(score) == pytest.approx(float(stock(input_ids=ids).logits[0, 0]),
+                                                 abs=1e-5)
+    adapter_dir = reward_run / "not_a_reward_model"
+    adapter_dir.mkdir(exist_ok=True)
+    with pytest.raises(XftError):
+        load_reward_model(adapter_dir)

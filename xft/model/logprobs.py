@@ -17,7 +17,8 @@ cross-entropy total. They get it here, the way xft.model.loss gets SFT's loss:
   the head's output (not in PLAIN_HEAD_MODEL_TYPES) take the full-logits path.
 
 Rows may be chosen and rejected replies of the same pairs stacked in one batch:
-one forward computes both.
+one forward computes both. A reward model (a sequence classifier) has one score
+per row instead: `sequence_scores`.
 """
 
 import torch
@@ -129,3 +130,10 @@ class TokenLogProbs(torch.autograd.Function):
             add_head_grads(grad_logits, h, weight, grad_h[s:s + step] if want_h else None,
                            grad_w, grad_b)
         return grad_h, grad_w, grad_b, None, None
+
+
+def sequence_scores(model, batch):
+    """A sequence-classification model's score of each row [rows] (float32). transformers
+    reads it at each row's last non-padding token, as it does for any user of the model."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    return model(**inputs, use_cache=False).logits[:, 0].float()

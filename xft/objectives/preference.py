@@ -31,7 +31,7 @@ from xft.data.encode_pairs import (LABELED_SIDES, PAIR_SIDES, encode_rendered_si
                                    render_sides)
 from xft.data.formats.preference import get_preference_format, to_labeled, to_pair
 from xft.errors import ConfigError
-from xft.model.logprobs import sequence_logprobs
+from xft.model.logprobs import sequence_logprobs, sequence_scores
 from xft.model.preference_loss import (DPO_LOSS_TYPES, bradley_terry_losses, dpo_losses,
                                        kto_losses, orpo_losses, pair_metrics, sft_nll,
                                        simpo_losses)
@@ -306,11 +306,3 @@ class RewardModel(PairObjective):
                    "margin": (chosen - rejected).sum(),
                    "scores/chosen": chosen.sum(), "scores/rejected": rejected.sum()}
         return LossOutput(losses.sum(), self.count(batch), metrics)
-
-
-def sequence_scores(model, batch):
-    """A sequence-classification model's score of each row [rows] (float32). transformers
-    reads it at each row's last non-padding token, as it does for any user of the model."""
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-    return model(**inputs, use_cache=False).logits[:, 0].float()
-

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from xft.errors import DataError, XftError
-from xft.paths import MODEL_FILES, check_local, check_local_data, resolve_path
+from xft.paths import MODEL_FILES, check_local, check_local_data
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -76,20 +76,11 @@ def reward_accuracy(model_dir, path, fmt, template_name=None, max_length=2048, b
     `objective='reward'` exports it) on a file of preference pairs: eval_accuracy (pairs
     whose chosen reply scores higher), eval_margin, eval_loss (Bradley-Terry)... The pairs
     are encoded with the model's chat template as training encodes them."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from xft.data.templates import get_template
-    from xft.engine.export import read_meta
+    from xft.inference.reward import load_reward_model
     from xft.objectives.preference import RewardModel
 
-    model_dir = resolve_path(model_dir)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    except (OSError, ValueError) as e:
-        raise XftError(f"cannot load a reward model from '{model_dir}': {e}") from None
-    template = get_template(template_name or read_meta(model_dir).get("template") or "auto",
-                            tokenizer)
+    scorer = load_reward_model(model_dir, template_name)
+    model, tokenizer, template = scorer.model, scorer.tokenizer, scorer.template
     _, record = evaluate_file(model, RewardModel(), tokenizer, template, path, fmt, max_length,
                               batch_size, system, placeholders, log)
     return record
