@@ -4,7 +4,10 @@
 - continuing from an SFT adapter, that adapter (loaded frozen beside the trained one) is the
   reference: the first DPO loss is ln 2 and every margin 0, while the disabled adapter (the
   base) would not be;
-- a frozen copy and precomputed log-probs give the live reference's losses.
+- a frozen copy and precomputed log-probs give the live reference's losses;
+- pairs packed into rows (both sides of a pair in one row, position_ids restarting per
+  sequence) score, lose and backpropagate exactly as the same pairs padded: no token sees
+  another sequence.
 """
 
 import math
@@ -13,9 +16,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from xft.data.collate_pairs import LabeledCollator, PairCollator
+from xft.data.collate_pairs import LabeledCollator, PackedPairCollator, PairCollator
 from xft.data.encode import IGNORE_INDEX
 from xft.data.encode_pairs import encode_labeled, encode_pairs
+from xft.data.pack import pack_pairs
 from xft.data.preference import LabeledReply, PreferencePair
 from xft.data.templates import get_template
 from xft.model.logprobs import sequence_logprobs
@@ -131,3 +135,45 @@ def test_labeled_collator_builds_mismatched_kl_rows(tokenizer):
     assert batch["desirable"].tolist() == [True, False]
     kl_text = tokenizer.decode(batch["kl_input_ids"][0][batch["kl_attention_mask"][0] == 1])
     assert "Who are you?" in kl_text and "The xft team." in kl_text
+
+
+def test_packed_pairs_equal_padded_pairs(tokenizer):
+    from xft.config.schema import MethodCfg
+    from xft.objectives.preference import DPO
+
+    pairs = PAIRS + [PreferencePair([msg("user", f"Count to {n}.")],
+                                    msg("assistant", " ".join(map(str, range(1, n + 1)))),
+                                    msg("assistant", "No."))
+                     for n in (2, 5, 9)]
+    samples, _ = encode_pairs(pairs, get_template("chatml", tokenizer), tokenizer, 256)
+    rows, stats = pack_pairs(samples, 64, seed=0)
+    assert stats.samples == len(pairs) and 1 < stats.rows < len(pairs)  # rows share pairs
+    packed = PackedPairCollator(tokenizer.pad_token_id)(rows)
+    padded = PairCollator(tokenizer.pad_token_id)(samples)
+    assert "attention_mask" not in packed  # the position_ids restarts separate sequences
+    results = {}
+    for name, batch in (("packed", packed), ("padded", padded)):
+        torch.manual_seed(0)
+        model = lora(base_model(), init=False)
+        objective = DPO()
+        objective.prepare_model(model, MethodCfg(type="lora"))
+        sums, tokens = sequence_logprobs(model, batch)
+        out = objective.loss(model, batch)
+        out.sum.backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        # Pairs come in another order when packed: compare them sorted.
+        chosen, rejected = sums.detach().chunk(2)
+        order = chosen.argsort()
+        results[name] = (chosen[order], rejected[order], tokens.chunk(2)[0][order],
+                         objective.count(batch), out.sum.detach(),
+                         {k: v.detach() for k, v in out.metrics.items()}, grads)
+    (c1, r1, t1, n1, l1, m1, g1), (c2, r2, t2, n2, l2, m2, g2) = results.values()
+    torch.testing.assert_close(c1, c2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(r1, r2, rtol=1e-5, atol=1e-5)
+    assert t1.tolist() == t2.tolist() and int(n1) == int(n2) == len(pairs)
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
+    for key in m1:
+        torch.testing.assert_close(m1[key], m2[key], rtol=1e-5, atol=1e-5)
+    assert g1.keys() == g2.keys() and g1
+    for key in g1:
+        torch.testing.assert_close(g1[key], g2[key], rtol=1e-4, atol=1e-6)

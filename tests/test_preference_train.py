@@ -60,12 +60,18 @@ def test_dpo_engines_end_with_the_same_adapter(parity_runs):
 
 
 @pytest.mark.slow
-def test_dpo_loss_is_normalised_per_pair(tmp_path):
+@pytest.mark.parametrize("objective", [
+    dict(type="dpo"),
+    # SimPO's log-probs are means over each reply's own trained tokens: padding and the
+    # other side's length must not enter them, whatever the micro-batch holds.
+    dict(type="simpo", beta=2.0, gamma=0.5)], ids=["dpo", "simpo"])
+def test_pair_loss_is_normalised_per_pair(tmp_path, objective):
     runs = {}
     for batch, accum in ((4, 1), (1, 4)):
         work = tmp_path / f"{batch}x{accum}"
         train(DPO_CONFIG, work_dir=work, cfg_options={
-            **SHORT, "train.max_steps": 3, "train.batch_size": batch, "train.grad_accum": accum})
+            **SHORT, "objective": dict(_delete_=True, **objective), "train.max_steps": 3,
+            "train.batch_size": batch, "train.grad_accum": accum})
         runs[batch] = read_metrics(work)
     for a, b in zip(runs[4], runs[1]):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
@@ -143,6 +149,24 @@ def test_kto_trains_on_unpaired_replies(tmp_path):
     assert records[-1]["loss"] < records[0]["loss"]
 
 
+@pytest.mark.slow
+def test_packed_dpo_trains_alike_on_both_engines(tmp_path):
+    options = {**SHORT, "data.pack": True, "train.max_steps": 3, "train.batch_size": 2}
+    runs = {}
+    for engine in ENGINES:
+        train(DPO_CONFIG, work_dir=tmp_path / engine, cfg_options={**options,
+                                                                   "train.engine": engine})
+        runs[engine] = read_metrics(tmp_path / engine)
+    mm, hf = runs["mmengine"], runs["hf"]
+    assert mm[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert all(r["pairs"] > 2 for r in mm)  # two rows per micro-batch hold more pairs
+    for a, b in zip(mm, hf):
+        assert a["pairs"] == b["pairs"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7), a["step"]
+        assert b["rewards/margins"] == pytest.approx(a["rewards/margins"], rel=1e-4, abs=1e-6)
+    assert mm[-1]["rewards/margins"] > 0
+
+
 def test_check_dataset_shows_both_sides_of_each_pair(tmp_path):
     from conftest import run_cli
 
@@ -152,4 +176,5 @@ def test_check_dataset_shows_both_sides_of_each_pair(tmp_path):
     # The prompt is untrained, the reply and its end-of-turn token trained.
     assert chosen.startswith("<|im_start|>user\n") and "<|im_end|>]]" in chosen
     assert "Tuna" in chosen.split("[[")[1] and "Marlin" in rejected.split("[[")[1]
-    assert "packing: objective 'dpo' does not support data.pack" in out
+    # Pairs pack whole, both sides in one row of up to 2 × data.max_length (256) tokens.
+    assert "packing off (data.pack=False); if on, " in out and "rows of 512 tokens" in out

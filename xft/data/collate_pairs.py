@@ -6,6 +6,13 @@ policy and the reference each score both sides in one forward. Precomputed
 reference log-probs, when the samples carry them, become `ref_logps` [2B] in
 the same row order.
 
+PackedPairCollator: rows of whole pairs (xft.data.pack.pack_pairs) → the rows
+as packed SFT rows are batched (position_ids restart per sequence, no attention
+across sequences) plus `sequence_index` [rows, seq]: for each token, its
+sequence's place in the unpacked order (the batch's chosen sides 0..P-1, then its
+rejected sides P..2P-1; -1 on padding), so per-sequence sums come out in the
+PairCollator's order.
+
 LabeledCollator (KTO): B labelled replies → B rows plus `desirable` [B], and the
 mismatched rows KTO's KL reference point is estimated from: prompt i followed by
 the reply of item i + 1 (mod B) of the same micro-batch, as `kl_input_ids`,
@@ -14,8 +21,9 @@ the reply of item i + 1 (mod B) of the same micro-batch, as `kl_input_ids`,
 
 import torch
 
-from xft.data.collate import PadCollator
+from xft.data.collate import PackedCollator, PadCollator
 from xft.data.encode import IGNORE_INDEX
+from xft.data.encode_pairs import PAIR_SIDES
 
 
 def side_row(prompt_ids, ids, labels):
@@ -29,11 +37,29 @@ class PairCollator:
 
     def __call__(self, samples):
         rows = [side_row(s["prompt_ids"], s[f"{side}_ids"], s[f"{side}_labels"])
-                for side in ("chosen", "rejected") for s in samples]
+                for side in PAIR_SIDES for s in samples]
         batch = self.pad(rows)
         if "ref_chosen_logps" in samples[0]:
-            batch["ref_logps"] = torch.tensor([s[f"ref_{side}_logps"] for side in
-                                               ("chosen", "rejected") for s in samples])
+            batch["ref_logps"] = torch.tensor([s[f"ref_{side}_logps"] for side in PAIR_SIDES
+                                               for s in samples])
+        return batch
+
+
+class PackedPairCollator:
+    def __init__(self, pad_token_id):
+        self.pack = PackedCollator(pad_token_id)
+
+    def __call__(self, rows):
+        batch = self.pack(rows)
+        pairs = [max(row["sequence_ids"]) // 2 + 1 for row in rows]
+        total = sum(pairs)
+        index = torch.full(batch["input_ids"].shape, -1)
+        first = 0  # the batch's number of the row's first pair
+        for i, (row, count) in enumerate(zip(rows, pairs)):
+            numbers = torch.tensor(row["sequence_ids"])
+            index[i, :len(numbers)] = first + numbers // 2 + (numbers % 2) * total
+            first += count
+        batch["sequence_index"] = index
         return batch
 
 

@@ -49,9 +49,23 @@ def token_logprobs(model, batch, at_labels_only=True, chunk_size=1024):
 
 
 def sequence_logprobs(model, batch, at_labels_only=True, chunk_size=1024):
-    """(sum of label log-probs per row [rows], labelled tokens per row [rows])."""
+    """(sum of label log-probs per sequence, labelled tokens per sequence).
+
+    A sequence is a row, or, in packed rows, each span the batch's `sequence_index`
+    [rows, seq] names (sequence number per token, -1 on padding): the sums are then in
+    the order of those numbers.
+    """
     per_token = token_logprobs(model, batch, at_labels_only, chunk_size)
-    return per_token.sum(-1), (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1)
+    labelled = batch["labels"][:, 1:] != IGNORE_INDEX
+    if "sequence_index" not in batch:
+        return per_token.sum(-1), labelled.sum(-1)
+    # Column t scores the label of token t + 1: the sequence of that token.
+    index = batch["sequence_index"][:, 1:][labelled]
+    sequences = int(batch["sequence_index"].max()) + 1
+    sums = per_token.new_zeros(sequences).index_add(0, index, per_token[labelled])
+    counts = torch.zeros(sequences, dtype=torch.long, device=index.device).index_add(
+        0, index, torch.ones_like(index))
+    return sums, counts
 
 
 def head_token_logprobs(head, hidden, targets, chunk_size):

@@ -49,14 +49,19 @@ def token_loss_sum(logits, labels):
     return loss_sum, count_label_tokens(labels)
 
 
+# What a batch gives the model; objectives may add their own keys (e.g. a packed pair
+# batch's sequence_index, precomputed reference log-probs) that the model must not get.
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
 def _model_inputs(batch):
-    return {k: v for k, v in batch.items() if k != "labels"}
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
 def causal_lm_logits(model, batch):
     """Logits of a training batch from either collator (padded or packed rows).
 
-    Every key but `labels` goes to the model (attention_mask, position_ids...).
+    The MODEL_INPUTS keys go to the model (attention_mask or position_ids).
     use_cache=False matters for packed rows: when the model creates a KV cache
     (config.use_cache is True by default), transformers ignores the position_ids
     restarts and builds one causal mask over the whole row, letting samples

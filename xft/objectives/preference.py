@@ -25,11 +25,12 @@ from typing import Optional
 
 import torch
 
-from xft.data.collate_pairs import LabeledCollator, PairCollator
+from xft.data.collate_pairs import LabeledCollator, PackedPairCollator, PairCollator
 from xft.data.conversation import with_system
 from xft.data.encode_pairs import (LABELED_SIDES, PAIR_SIDES, encode_rendered_sides,
                                    render_sides)
 from xft.data.formats.preference import get_preference_format, to_labeled, to_pair
+from xft.data.pack import pack_pairs
 from xft.errors import ConfigError
 from xft.model.logprobs import sequence_logprobs, sequence_scores
 from xft.model.preference_loss import (DPO_LOSS_TYPES, bradley_terry_losses, dpo_losses,
@@ -80,10 +81,11 @@ class PairObjective(Objective):
     def sample_length(self, sample):
         return len(sample["prompt_ids"]) + max(len(sample[f"{s}_ids"]) for s in self.sides)
 
+    def pack(self, samples, max_length, seed):
+        return pack_pairs(samples, max_length, seed)
+
     def collator(self, pad_token_id, packed):
-        if packed:
-            raise ConfigError(f"objective '{self.name}' does not support data.pack yet")
-        return PairCollator(pad_token_id)
+        return (PackedPairCollator if packed else PairCollator)(pad_token_id)
 
     def show(self, sample, tokenizer, color=False):
         return "\n".join(f"--- {side}:\n" + masked_text(
@@ -92,6 +94,8 @@ class PairObjective(Objective):
             for side in self.sides)
 
     def count(self, batch):
+        if "sequence_index" in batch:  # packed rows: two sequences per pair
+            return (batch["sequence_index"].max() + 1) // 2
         return torch.tensor(batch["input_ids"].size(0) // 2, device=batch["input_ids"].device)
 
     def policy_logps(self, model, batch):
@@ -250,6 +254,10 @@ class KTO(ReferencedObjective):
     def map_record(self, fmt, record, mapping=None):
         return to_labeled(fmt, mapping.apply(record) if mapping else record)
 
+    def pack(self, samples, max_length, seed):
+        raise ConfigError("objective 'kto' does not support data.pack: its KL rows pair each "
+                          "prompt with another reply of the same padded micro-batch")
+
     def collator(self, pad_token_id, packed):
         if packed:
             raise ConfigError("objective 'kto' does not support data.pack")
@@ -297,6 +305,15 @@ class RewardModel(PairObjective):
     model_kind = "sequence_classification"
     metric_names = ("accuracy", "margin", "scores/chosen", "scores/rejected")
     validation_key = "eval_accuracy"
+
+    def pack(self, samples, max_length, seed):
+        raise ConfigError("objective 'reward' does not support data.pack: a sequence "
+                          "classifier scores each row at its last token")
+
+    def collator(self, pad_token_id, packed):
+        if packed:
+            raise ConfigError("objective 'reward' does not support data.pack")
+        return PairCollator(pad_token_id)
 
     def loss(self, model, batch):
         chosen, rejected = sequence_scores(model, batch).chunk(2)
