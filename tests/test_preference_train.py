@@ -90,6 +90,19 @@ def test_shipped_tiny_dpo_config_moves_held_out_reward_accuracy(tmp_path):
     assert evals and evals[-1]["eval_rewards/accuracies"] >= 0.9
     assert evals[-1]["eval_rewards/margins"] > 0
     assert (tmp_path / "hf" / "adapter_model.safetensors").is_file()
+    # The result is an ordinary adapter for the tools.
+    from conftest import run_cli
+
+    merged = tmp_path / "merged"
+    run_cli("convert", "merge", "xft://tiny-llama", str(tmp_path / "hf"), str(merged))
+    assert (merged / "config.json").is_file()
+    answer = run_cli("chat", str(merged), "--prompt", "Who are you?",
+                     "--max-new-tokens", "8").stdout
+    assert answer.strip()
+    run_cli("eval", str(tmp_path / "hf"), "--data", "xft://data/self_cognition.json",
+            "--placeholders", "name=Tuna", "author=the xft team", "--out", str(tmp_path / "ev"))
+    loss = json.loads((tmp_path / "ev" / "results.json").read_text())["loss"]
+    assert math.isfinite(loss["eval_loss"]) and loss["samples"] > 0
 
 
 @pytest.mark.slow
