@@ -10,6 +10,7 @@ import json
 import pytest
 from test_templates import (APPENDS_EOS, FAMILY_TOKENS, FINAL_THINK, NO_FIXTURE, family_tokenizer,
                             reference, with_final_think)
+from test_templates_real import internlm2_chat  # noqa: F401  (a fixture)
 
 from xft.data.encode import IGNORE_INDEX
 from xft.data.encode_pairs import encode_labeled, encode_pairs
@@ -201,6 +202,14 @@ def test_mistral_v3_pairs_equal_its_own_template(mistral, key):
     assert sample["prompt_ids"].count(mistral.bos_token_id) == 1  # no double BOS (axolotl#1616)
     for side in ("chosen", "rejected"):
         assert sample[f"{side}_labels"][-1] == mistral.eos_token_id
+
+
+@pytest.mark.parametrize("key", PROMPTS)
+def test_internlm2_pairs_equal_internlm2_chat_template(internlm2_chat, key):  # noqa: F811
+    tokenizer = internlm2_chat
+    sample = check_pair_encoding(get_template("internlm2_chat", tokenizer), tokenizer,
+                                 PROMPTS[key], reference("internlm2_chat"))
+    assert sample["prompt_ids"].count(tokenizer.bos_token_id) == 1  # no double BOS
 
 
 FAMILIES = sorted(set(FAMILY_TOKENS) - NO_FIXTURE)
