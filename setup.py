@@ -44,7 +44,8 @@ setup(
         # mistral-common: Mistral's reference tokenization and the v1 tokenizer file it ships
         # (1.8.5: later releases require numpy<2.4). The serve tests use the official openai
         # client; the web UI test drives Debian's chromium through selenium (it skips without
-        # /usr/bin/chromium). trl and torchrl: independent references for the RL loss math.
+        # /usr/bin/chromium). trl and torchrl: independent references for the preference and
+        # RL losses in tests; xft never imports them.
         "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "galore-torch==1.0",
                  "mistral-common==1.8.5", "fastapi>=0.115", "uvicorn>=0.30", "gradio>=5.0,<7",
                  "openai>=1.40", "httpx>=0.27", "selenium>=4.20", "trl==1.16.0",

@@ -184,6 +184,9 @@ def test_estimate_matches_cuda_max_memory_allocated(method, length, tmp_path_fac
     steps()
     torch.cuda.synchronize()
     measured = torch.cuda.max_memory_allocated()
+    # Printed for docs/benchmarks.md (pytest -s): the figure, not only the verdict.
+    print(f"\nplan vs measured, {method} {length}: plan {estimate.peak / 2**30:.3f} GiB, "
+          f"measured {measured / 2**30:.3f} GiB, ratio {estimate.peak / measured:.3f}")
     assert abs(estimate.peak - measured) <= 0.10 * measured, (
         f"{method} {length}: estimate {estimate.peak / 2**30:.3f} GiB, "
         f"measured {measured / 2**30:.3f} GiB")

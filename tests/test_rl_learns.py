@@ -3,8 +3,6 @@ whose answers usually end with a wrong number (tools/make_arithmetic_data.py), t
 PPO with the exact-answer reward on 28 prompts raises the greedy exact-answer reward on 8
 held-out prompts."""
 
-import copy
-
 import pytest
 import torch
 from conftest import run_cli
@@ -12,6 +10,7 @@ from conftest import run_cli
 from xft.data.formats import to_conversation
 from xft.data.pipeline import read_records
 from xft.data.templates import get_template
+from xft.model.reference import frozen_copy
 from xft.rl.grpo_step import GRPOOptions, GRPOStep
 from xft.rl.ppo_step import PPOOptions, PPOStep, value_head_for
 from xft.rl.rewards import build_rewards, score
@@ -103,12 +102,11 @@ def _train_ppo(step, model, prompts, records, steps):
 def test_ppo_raises_the_held_out_exact_answer_reward(sft):
     path, tokenizer, template, (train_prompts, train_records), held_out = sft
     model = _policy(path)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)  # full fine-tuning
     before = _greedy_reward(model, tokenizer, template, *held_out)
 
     step = PPOStep(PPOOptions(rewards=[dict(type="exact_answer")], max_new_tokens=6,
                               kl_coef=0.02, vf_coef=0.5), tokenizer, template,
-                   ref_model=reference)
+                   reference=frozen_copy(model))
     metrics = _train_ppo(step, model, train_prompts, train_records, steps=40)
     after = _greedy_reward(model, tokenizer, template, *held_out)
     assert before <= 0.25 and after >= before + 0.4, (before, after)
@@ -142,10 +140,9 @@ def test_ppo_raises_a_reward_models_score(tmp_path):
 
     model = _policy(tiny)
     before = reward_model_score(model)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
     step = PPOStep(PPOOptions(rewards=[dict(type="reward_model", path=str(tmp_path / "rm"))],
                               max_new_tokens=6, kl_coef=0.001, vf_coef=0.5), tokenizer,
-                   template, ref_model=reference)
+                   template, reference=frozen_copy(model))
     _train_ppo(step, model, train_prompts, train_records, steps=30)
     after = reward_model_score(model)
     print("reward model score before", before.tolist(), "after", after.tolist())

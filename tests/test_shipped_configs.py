@@ -30,6 +30,7 @@ from xft.config import list_configs, load_config
 from xft.config.loader import config_text, load_raw_config
 from xft.config.schema import validate
 from xft.data.formats import FORMATS
+from xft.data.formats.preference import PAIR_FORMATS, UNPAIRED_FORMATS
 from conftest import build_dataset, make_tiny_reward_model
 from xft.data.templates import TEMPLATES, get_template
 from xft.engine.builder import build_experiment
@@ -95,6 +96,20 @@ RECORDS = {
                   "MOSS": "<|MOSS|>: Hello! How can I help?<eom>\n"}}}],
     "pretrain": [{"text": "Once upon a time a tuna swam across the sea."},
                  {"text": "The sea was wide, and the tuna was small."}],
+    # Preference pairs, implicit prompt (as trl-lib/ultrafeedback_binarized).
+    "trl_pairs": [{"chosen": [{"role": "user", "content": "Name a fish."},
+                              {"role": "assistant", "content": "Tuna."}],
+                   "rejected": [{"role": "user", "content": "Name a fish."},
+                                {"role": "assistant", "content": "A cat."}]},
+                  {"chosen": [{"role": "user", "content": "2 + 3?"},
+                              {"role": "assistant", "content": "5"}],
+                   "rejected": [{"role": "user", "content": "2 + 3?"},
+                                {"role": "assistant", "content": "23"}]}],
+    # Unpaired labelled replies (as trl-lib/kto-mix-14k); KTO's batches mix both labels.
+    "kto": [{"prompt": [{"role": "user", "content": "Name a fish."}],
+             "completion": [{"role": "assistant", "content": "Tuna."}], "label": True},
+            {"prompt": [{"role": "user", "content": "2 + 3?"}],
+             "completion": [{"role": "assistant", "content": "23"}], "label": False}],
 }
 
 
@@ -203,19 +218,21 @@ def test_config_trains_two_steps_on_a_tiny_model_of_its_architecture(name, asset
     hf_dir = run_mmengine(built)
 
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).open()]
+    objective = built.objective
     if experiment.val_datasets or experiment.data.test_size is not None:
         # A config with a validation set evaluates after the last step.
-        evals = [r for r in records if "eval_loss" in r]
-        assert [r["step"] for r in evals] == [2] and math.isfinite(evals[0]["eval_loss"])
+        evals = [r for r in records if objective.validation_key in r]
+        assert [r["step"] for r in evals] == [2]
+        assert math.isfinite(evals[0][objective.validation_key])
     records = [r for r in records if "loss" in r]  # the training records
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
-        assert math.isfinite(r["loss"]) and r[built.objective.count_key] > 0
-        if config_class is not None and built.objective.name == "sft":
+        assert math.isfinite(r["loss"]) and r[objective.count_key] > 0
+        if config_class is not None and objective.name == "sft":
             # A random tiny model predicts close to uniformly: loss ≈ ln(vocabulary size).
             assert abs(r["loss"] - math.log(assets.vocab_size)) < 1.0, r
-    artifact = ("model.safetensors" if shipped.method.type == "full"
-                else "adapter_model.safetensors")
+    whole = shipped.method.type == "full" or objective.model_kind != "causal_lm"
+    artifact = "model.safetensors" if whole else "adapter_model.safetensors"
     assert (hf_dir / artifact).is_file() and (hf_dir / "tokenizer.json").is_file()
 
 
@@ -244,7 +261,8 @@ def test_every_chat_family_has_lora_and_qlora_configs():
 
 def test_every_dataset_format_of_the_matrix_is_used():
     used = {ds["format"] for name in CONFIGS for ds in load_raw_config(name).datasets}
-    assert set(RECORDS) <= used <= set(FORMATS), used
+    known = set(FORMATS) | set(PAIR_FORMATS) | set(UNPAIRED_FORMATS)
+    assert set(RECORDS) <= used <= known, used
 
 
 # Real public files in each dataset format (shared/data; see its MANIFEST.md), and the

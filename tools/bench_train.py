@@ -282,9 +282,10 @@ def make_model(args, directory):
     return parameters, matmul
 
 
-def run_side(side, args, model_dir, work_dir):
-    """Run one side in a child process; its result dict (with peak RSS)."""
-    command = [sys.executable, __file__, "--side", side, "--model-dir", str(model_dir),
+def run_side(side, args, model_dir, work_dir, script=__file__):
+    """Run one side (`script --side SIDE`) in a child process; its result dict (with peak
+    RSS)."""
+    command = [sys.executable, script, "--side", side, "--model-dir", str(model_dir),
                "--work-dir", str(work_dir)] + args.forward
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

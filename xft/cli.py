@@ -338,7 +338,10 @@ def build_parser():
     p.add_argument("--out", default="xft_eval", help="folder for results.json, predictions.jsonl "
                    "and the comparison tables (default: xft_eval)")
     p.add_argument("--data", help="dataset file for eval loss and perplexity")
-    p.add_argument("--format", default="alpaca", help="format of --data (as in a config)")
+    p.add_argument("--format", default="alpaca", help="format of --data or --reward (as in a "
+                   "config)")
+    p.add_argument("--reward", metavar="PAIRS", help="MODEL is a reward model: its pairwise "
+                   "accuracy on this file of preference pairs (--format e.g. sharegpt_pairs)")
     p.add_argument("--placeholders", nargs="+", metavar="KEY=VALUE",
                    help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
     p.add_argument("--max-length", type=ranged(int, 2), default=2048,

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from xft.data import cache, questionable
 from xft.data.encode import EncodeStats
-from xft.data.formats import FieldMapping, format_name, get_format, to_conversation
+from xft.data.formats import FieldMapping, format_name
 from xft.data.mix import check_ratios, mix
 from xft.errors import DataError, RecordError, doing
 from xft.paths import resolve_path
@@ -193,8 +193,8 @@ def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
             findings = questionable.check_strings(record)
-            mapped = to_conversation(ds_cfg.format, record, mapping)
-            if not isinstance(mapped, str):
+            mapped = objective.map_record(ds_cfg.format, record, mapping)
+            if isinstance(mapped, list):  # a conversation (SFT)
                 findings += questionable.check_turns(mapped)
             item = objective.prepare(mapped, template, system)
         except RecordError as e:
@@ -246,7 +246,7 @@ def source_cache_key(ds_cfg, build, truncation):
     if content is None:
         return None
     try:
-        map_fn = cache.code_fingerprint(get_format(ds_cfg.format))
+        map_fn = cache.code_fingerprint(build.objective.map_function(ds_cfg.format))
         objective_code = cache.code_fingerprint(inspect.getmodule(type(build.objective)))
     except (OSError, TypeError):
         return None
@@ -388,7 +388,7 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     data = build.data
     # Config problems fail before any file is read.
     for ds_cfg in [*datasets, *val_datasets]:
-        get_format(ds_cfg.format)
+        build.objective.map_function(ds_cfg.format)
         FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     mixing = check_ratios(datasets, data.mix_size)
     sources = []

@@ -9,7 +9,7 @@
 
 from xft.objectives.base import (OBJECTIVES, LossOutput, Objective, objective_class,
                                  register_objective)
-from xft.objectives import grpo, ppo, sft  # noqa: F401  (register 'grpo', 'ppo', 'sft')
+from xft.objectives import grpo, ppo, preference, sft  # noqa: F401  (registers them)
 
 __all__ = ["OBJECTIVES", "LossOutput", "Objective", "build_objective", "objective_class",
            "register_objective"]

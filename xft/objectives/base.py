@@ -26,6 +26,7 @@ from typing import Dict
 
 import torch
 
+from xft.data.formats import get_format, to_conversation
 from xft.errors import ConfigError, did_you_mean
 
 OBJECTIVES = {}
@@ -96,6 +97,16 @@ class Objective:
         self.train = train
 
     # --- data ----------------------------------------------------------------------------
+    def map_function(self, fmt):
+        """The map function of a dataset's `format` (a name or a callable); ConfigError for
+        an unknown name. SFT formats map a record to a conversation or a document."""
+        return get_format(fmt)
+
+    def map_record(self, fmt, record, mapping=None):
+        """One raw record mapped and checked; RecordError (with the field) when unusable.
+        `mapping`: the dataset's FieldMapping (its 'columns' / 'tags')."""
+        return to_conversation(fmt, record, mapping)
+
     def prepare(self, mapped, template, system):
         """A format map function's output (one record) → what `encode` takes; RecordError
         (with the field) for a record this objective cannot use."""

@@ -23,7 +23,6 @@ by the step's count): per-completion values (rewards, lengths, advantages) are
 weighted by the micro-batch's count.
 """
 
-import copy
 import json
 
 import torch
@@ -31,6 +30,7 @@ import torch
 from xft.data.conversation import with_system
 from xft.data.encode import EncodeStats
 from xft.errors import ConfigError, XftError
+from xft.model.reference import starting_reference
 from xft.objectives.base import LossOutput, Objective
 from xft.rl.rewards import build_rewards
 from xft.rl.rollout import left_pad, prompt_messages
@@ -109,10 +109,10 @@ class PromptObjective(Objective):
 
     # --- training --------------------------------------------------------------------
     def prepare_model(self, model, method_cfg):
-        """The KL reference: the policy with its adapter disabled under LoRA (nothing to
-        keep), else a frozen copy of the starting policy (full fine-tuning)."""
-        if getattr(self.options, self.kl_option) and not hasattr(model, "disable_adapter"):
-            self.step.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        """The KL reference (xft.model.reference.starting_reference: the disabled adapter,
+        the starting adapter, or a frozen copy), when the KL term is on."""
+        if getattr(self.options, self.kl_option):
+            self.step.reference = starting_reference(model, method_cfg)
         return model
 
     def rollouts(self, model, batches, step, rank=0):

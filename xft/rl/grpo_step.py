@@ -6,9 +6,8 @@ what it returned, exactly as it does for a supervised batch. Each prompt is
 answered `group_size` times; the group's rewards give its advantages
 (xft.rl.grpo), so groups never span micro-batches or ranks.
 
-The reference policy for the KL term (β > 0) is the policy with its LoRA
-adapter disabled, or a separate frozen model (`ref_model`) for full
-fine-tuning. Old log-probs: with one update per rollout (the default), the
+The reference policy for the KL term (β > 0) is an xft.model.reference.Reference
+(the disabled or starting adapter, or a frozen copy for full fine-tuning). Old log-probs: with one update per rollout (the default), the
 ratio is taken against the current log-probs detached (ρ = 1, its gradient is
 the policy gradient), as TRL does; with several (`updates_per_rollout`), against
 a no-grad forward of the policy at rollout time (TRL's old_per_token_logps).
@@ -65,9 +64,9 @@ class GRPOOptions:
 
 
 class GRPOStep:
-    def __init__(self, options, tokenizer, template, ref_model=None):
+    def __init__(self, options, tokenizer, template, reference=None):
         options.check()
-        self.options, self.ref_model = options, ref_model
+        self.options, self.reference = options, reference
         self.rewards = build_rewards(options.rewards)
         self.generator = generator_for(options, tokenizer, template)
 
@@ -95,7 +94,7 @@ class GRPOStep:
                                                 "completion_mask")),
                     self.generator.temperature)
         if self.options.beta:
-            batch["ref_logps"] = reference_logprobs(model, self.ref_model, batch,
+            batch["ref_logps"] = reference_logprobs(model, self.reference, batch,
                                                     self.generator.temperature)
         lengths = rollout.lengths.float()
         metrics = {**reward_metrics(self.rewards, total, per_function),

@@ -10,11 +10,10 @@ Log-probs are taken from logits / temperature: the distribution completions
 were sampled from (top-p/top-k truncation aside), as TRL's GRPOTrainer does.
 """
 
-from contextlib import nullcontext
-
 import torch
 
 from xft.errors import ConfigError
+from xft.model.reference import reference_scores
 
 
 def positions(attention_mask):
@@ -57,19 +56,12 @@ def completion_logprobs(model, prompt_ids, prompt_mask, completion_ids, completi
     return logps, entropy, value_head(hidden.to(value_head.weight.dtype)).squeeze(-1)
 
 
-@torch.no_grad()
-def reference_logprobs(model, ref_model, batch, temperature):
-    """Log-probs of the batch's completions under the reference policy: `ref_model` when
-    given (full fine-tuning), else `model` with its LoRA adapter disabled."""
-    if ref_model is not None:
-        reference, context = ref_model, nullcontext()
-    elif hasattr(model, "disable_adapter"):  # peft: the base model is the reference
-        reference, context = model, model.disable_adapter()
-    else:
-        raise ConfigError("a KL penalty needs a reference model: train with LoRA (the base "
-                          "model is the reference) or set the KL weight to 0")
-    with context:
-        logps, _ = completion_logprobs(reference, batch["prompt_ids"], batch["prompt_mask"],
-                                       batch["completion_ids"], batch["completion_mask"],
-                                       temperature)
-    return logps
+def reference_logprobs(model, reference, batch, temperature):
+    """Log-probs of the batch's completions under the reference policy (an
+    xft.model.reference.Reference: the disabled or starting adapter, or a frozen copy)."""
+    if reference is None:
+        raise ConfigError("a KL penalty needs a reference policy (the objective's "
+                          "prepare_model decides it), or set the KL weight to 0")
+    return reference_scores(model, batch, reference, lambda scorer, b: completion_logprobs(
+        scorer, b["prompt_ids"], b["prompt_mask"], b["completion_ids"], b["completion_mask"],
+        temperature)[0])

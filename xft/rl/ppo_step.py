@@ -4,7 +4,8 @@ The value model is a value head (one linear layer) on the policy's last hidden
 states, trained with it. The rollout generates one completion per prompt,
 scores it with the reward functions, and freezes what the PPO epochs compare
 against: the old log-probs and values (a no-grad forward of the policy as it is),
-the reference log-probs (the adapter disabled, or `ref_model`), the KL-penalised
+the reference log-probs (an xft.model.reference.Reference; none needed when
+kl_coef is 0), the KL-penalised
 token rewards, GAE advantages (whitened) and returns (xft.rl.ppo).
 """
 
@@ -65,9 +66,9 @@ def value_head_for(model):
 
 
 class PPOStep:
-    def __init__(self, options, tokenizer, template, ref_model=None):
+    def __init__(self, options, tokenizer, template, reference=None):
         options.check()
-        self.options, self.ref_model = options, ref_model
+        self.options, self.reference = options, reference
         self.rewards = build_rewards(options.rewards)
         self.generator = generator_for(options, tokenizer, template)
 
@@ -87,8 +88,8 @@ class PPOStep:
         with torch.no_grad():
             old_logps, _, old_values = completion_logprobs(
                 model, *batch.values(), self.generator.temperature, value_head=value_head)
-            ref_logps = reference_logprobs(model, self.ref_model, batch,
-                                           self.generator.temperature)
+            ref_logps = old_logps if not o.kl_coef else reference_logprobs(
+                model, self.reference, batch, self.generator.temperature)
         rewards, kl = token_rewards(scores, old_logps, ref_logps, mask, o.kl_coef,
                                     o.kl_estimator)
         advantages, returns = gae(rewards, old_values, mask, o.gamma, o.lam)

@@ -14,6 +14,8 @@ Three measurements, any of them in one call:
   than one, is unmatched and counts as wrong.
 - `--compare BASE`: the same prompts answered by BASE and by MODEL, written
   side by side to compare.md and compare.html (text HTML-escaped).
+- `--reward PAIRS --format FMT`: MODEL is a reward model (objective 'reward'):
+  its pairwise accuracy on a file of preference pairs (docs/preference.md).
 
 Everything goes to --out: results.json, predictions.jsonl, compare.md/.html.
 """
@@ -37,14 +39,21 @@ COMPARE_MD, COMPARE_HTML = "compare.md", "compare.html"
 def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048,
                  batch_size=4, system=None, placeholders=None, log=print):
     """(EvalResult (xft.engine.evaluate), its record) of the model on one dataset file."""
+    from xft.objectives.sft import SFT
+
+    return evaluate_file(model, SFT(), tokenizer, template, path, fmt, max_length,
+                         batch_size, system, placeholders, log)
+
+
+def evaluate_file(model, objective, tokenizer, template, path, fmt, max_length=2048,
+                  batch_size=4, system=None, placeholders=None, log=print):
+    """(EvalResult, its record): `objective`'s loss and metrics of the model on one file."""
     from xft.config.schema import DataCfg, DatasetCfg
     from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
     from xft.engine.evaluate import evaluate
-    from xft.objectives.sft import SFT
 
     # The config sections training reads, so the file is read, mapped, rendered and
     # encoded by the same code (over-long samples dropped, counted).
-    objective = SFT()
     source = DatasetCfg(path=str(path), format=fmt, placeholders=placeholders or {})
     build = SourceBuild(DataCfg(max_length=max_length), tokenizer, template, objective, system)
     samples, report = load_source(source, build)
@@ -57,6 +66,24 @@ def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048
     result = evaluate(model, EncodedDataset(samples), objective.collator(pad_id, packed=False),
                       objective, batch_size)
     return result, result.record(objective)
+
+
+# --- reward models -----------------------------------------------------------------------------
+
+def reward_accuracy(model_dir, path, fmt, template_name=None, max_length=2048, batch_size=4,
+                    system=None, placeholders=None, log=print):
+    """The validation record of a reward model (a sequence-classification directory, as
+    `objective='reward'` exports it) on a file of preference pairs: eval_accuracy (pairs
+    whose chosen reply scores higher), eval_margin, eval_loss (Bradley-Terry)... The pairs
+    are encoded with the model's chat template as training encodes them."""
+    from xft.inference.reward import load_reward_model
+    from xft.objectives.preference import RewardModel
+
+    scorer = load_reward_model(model_dir, template_name)
+    model, tokenizer, template = scorer.model, scorer.tokenizer, scorer.template
+    _, record = evaluate_file(model, RewardModel(), tokenizer, template, path, fmt, max_length,
+                              batch_size, system, placeholders, log)
+    return record
 
 
 # --- labelled tasks ----------------------------------------------------------------------------
@@ -301,12 +328,34 @@ def _answer(model, tokenizer, template, prompts, args, what):
                               args.max_new_tokens, args.batch_size, progress=bar)
 
 
+def run_reward_eval(args, log=print):
+    """`xft eval REWARD_MODEL --reward PAIRS --format FMT`: pairwise accuracy → results.json."""
+    if args.data or args.task or args.compare or args.adapter:
+        raise XftError("--reward scores a reward model alone: no --data, --task, --compare "
+                       "or --adapter with it")
+    check_local(args.model, "reward model directory", "MODEL", need=("config.json",))
+    check_local_data(args.reward, "--reward")
+    record = reward_accuracy(args.model, args.reward, args.format, args.template,
+                             args.max_length, args.batch_size, args.system,
+                             parse_pairs(args.placeholders, "--placeholders"), log)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"model": args.model, "reward": {"data": args.reward, **record}}
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    log(f"eval_accuracy {record['eval_accuracy']:.4f}  eval_margin {record['eval_margin']:.4g}  "
+        f"({record['eval_count']} pairs of {args.reward}); {out / RESULTS_FILE}")
+    return results
+
+
 def run_eval(args, log=print):
     """Run the measurements `args` asks for; returns the results dict written to results.json."""
     from xft.tools.chat import load_chat_model
 
+    if args.reward:
+        return run_reward_eval(args, log)
     if not (args.data or args.task or args.compare):
-        raise XftError("nothing to evaluate: give --data, --task and/or --compare")
+        raise XftError("nothing to evaluate: give --data, --task, --compare and/or --reward")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
     # Paths fail here, before any file is read or a model is loaded.
