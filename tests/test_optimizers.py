@@ -30,7 +30,7 @@ def tiny_model():
 
 def train_steps(model, optimizer, steps=4):
     torch.manual_seed(1)
-    ids = torch.randint(0, 64, (2, 16))
+    ids = torch.randint(0, 64, (2, 16)).to(model.device)
     for _ in range(steps):
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -62,16 +62,16 @@ def test_each_optimizer_updates_like_the_trainers_own(kind, tmp_path):
     # there with the settings both read alike.
     cfg = OptimCfg(type=kind, lr=1e-2, weight_decay=0.0 if galore else 0.01,
                    eps=1e-6 if galore else 1e-8, galore=GaloreCfg(**GALORE) if galore else None)
-    ours = tiny_model()
     expected_model = tiny_model()
     reference = trainer_optimizer(expected_model, TRAINER_NAMES[kind], cfg, tmp_path)
+    ours = tiny_model().to(expected_model.device)  # where Trainer put its model (CUDA if any)
     got = train_steps(ours, build_optimizer(ours, cfg, MethodCfg(type="full")))
     expected = train_steps(expected_model, reference)
     assert got.keys() == expected.keys()
     for name in got:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
     start = {n: p for n, p in tiny_model().named_parameters()}
-    assert any(not torch.equal(got[n], start[n]) for n in got)  # it moved
+    assert any(not torch.equal(got[n].cpu(), start[n]) for n in got)  # it moved
 
 
 def experiment(**optim):
