@@ -148,3 +148,50 @@ def test_qlora_bf16_on_a_gpu_trains_alike_on_both_engines(tmp_path, objective):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-2, abs=1e-3)
         assert a["reward/total/mean"] == pytest.approx(b["reward/total/mean"], abs=1e-2)
         assert a["kl"] >= 0
+
+
+def test_several_updates_per_rollout_compare_with_the_rollouts_log_probs():
+    """GRPO with updates_per_rollout=2 freezes the log-probs of the policy that sampled
+    (a fresh no-grad forward), so the first update has ratio 1 and the second, after an
+    optimizer step, does not; a save_interval between rollouts is refused."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xft.config.schema import TrainCfg
+    from xft.data.templates import get_template
+    from xft.errors import ConfigError
+    from xft.rl.grpo_step import GRPOOptions, GRPOStep
+    from xft.rl.logprobs import completion_logprobs
+    from xft.rl.rollout import render_prompt
+
+    tiny = REPO / "xft" / "assets" / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    template = get_template("chatml", tokenizer)
+    options = GRPOOptions(rewards=[dict(type="length_penalty", max_chars=3)], group_size=4,
+                          max_new_tokens=6, updates_per_rollout=2)
+    step = GRPOStep(options, tokenizer, template)
+    prompts = [render_prompt(template, tokenizer, [{"role": "user", "content": q}])
+               for q in ("2+3=", "hi")]
+    batch, _, _ = step.rollout(model, prompts, [{}, {}], seed=0)
+    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    with torch.no_grad():
+        fresh, _ = completion_logprobs(model, *(batch[k] for k in keys))
+    torch.testing.assert_close(batch["old_logps"], fresh)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    ratios = []
+    for _ in range(2):
+        loss_sum, count, _ = step.loss(model, batch)
+        with torch.no_grad():
+            logps, _ = completion_logprobs(model, *(batch[k] for k in keys))
+        mask = batch["completion_mask"].bool()
+        ratios.append((logps - batch["old_logps"]).exp()[mask])
+        (loss_sum / count).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    torch.testing.assert_close(ratios[0], torch.ones_like(ratios[0]))
+    assert (ratios[1] - 1).abs().max() > 1e-3
+    grpo = objective_class("grpo")
+    with pytest.raises(ConfigError, match="save_interval.*multiple.*updates_per_rollout"):
+        grpo(grpo.Options(rewards=[dict(type="exact_answer")], updates_per_rollout=2),
+             TrainCfg(save_interval=3))
