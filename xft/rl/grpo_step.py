@@ -7,9 +7,10 @@ answered `group_size` times; the group's rewards give its advantages
 (xft.rl.grpo), so groups never span micro-batches or ranks.
 
 The reference policy for the KL term (β > 0) is an xft.model.reference.Reference
-(the disabled or starting adapter, or a frozen copy for full fine-tuning). Old log-probs: with one update per rollout (the default), the
-ratio is taken against the current log-probs detached (ρ = 1, its gradient is
-the policy gradient), as TRL does; with several (`updates_per_rollout`), against
+(the disabled or starting adapter, or a frozen copy for full fine-tuning).
+Old log-probs: with one update per rollout (the default), the ratio is taken
+against the current log-probs detached (ρ = 1, its gradient is the policy
+gradient), as TRL does; with several (`updates_per_rollout`), against
 a no-grad forward of the policy at rollout time (TRL's old_per_token_logps).
 Generate's own log-probs are not used for the ratio, since the training forward
 may differ from generation (dropout).

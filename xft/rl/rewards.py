@@ -179,7 +179,8 @@ def score(rewards: List[RewardFunction], prompts, completions, records, device="
 
     The total is the weighted sum of the scores that exist; NaN when none does."""
     per_function = torch.tensor([r.score(prompts, completions, records, device)
-                                 for r in rewards], dtype=torch.float32).T.reshape(len(completions), len(rewards))
+                                 for r in rewards], dtype=torch.float32)
+    per_function = per_function.T.reshape(len(completions), len(rewards))
     weights = torch.tensor([r.weight for r in rewards])
     total = (per_function * weights).nansum(dim=1)
     total[per_function.isnan().all(dim=1)] = math.nan

@@ -136,7 +136,8 @@ class TransformersGenerator:
         lengths, stopped = zip(*(self._end(row) for row in completion_ids.tolist()))
         width = max(lengths)
         completion_ids = completion_ids[:, :width].clone()
-        mask = torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+        mask = (torch.arange(width, device=device)[None, :]
+                < torch.tensor(lengths, device=device)[:, None])
         completion_ids[~mask] = self.pad_id
         # generate's logits are the model's raw scores, before any logits processor.
         logits = torch.stack(out.logits, dim=1)[:, :width]
