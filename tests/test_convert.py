@@ -248,6 +248,7 @@ def test_merge_refuses_a_base_that_does_not_match(tmp_path, qlora_trainer):
 
 # --------------------------------------------------------------------------------- split
 
+@pytest.mark.slow
 def test_split_reshards_and_the_weights_come_back_equal(tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -230,6 +230,7 @@ def bytelevel(tiny):
     return out, merge_tokenizer("xft://tiny-llama", tiny["add"], out)
 
 
+@pytest.mark.slow
 def test_merge_into_a_byte_level_bpe_base(bytelevel):
     out, report = bytelevel
     base = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
@@ -253,6 +254,7 @@ def test_merge_into_a_byte_level_bpe_base(bytelevel):
         assert boundaries(merged, after) <= boundaries(base, before)
 
 
+@pytest.mark.slow
 def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, tmp_path):
     """The real recipe: chinese_sp (20000 unigram pieces) into Mistral v0.3 (32768, BPE)."""
     from xft.tools.vocab import merge_tokenizer
@@ -295,6 +297,7 @@ def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, 
     assert reductions[False] >= 0.38  # keeping Mistral's split digits costs ~1.5 points
 
 
+@pytest.mark.slow
 def test_han_only_merge_into_mistral_changes_no_english_text(shared_data, tmp_path):
     """chinese_sp holds a few English pieces that re-split 5 of the 2410 English Alpaca
     texts (test above); with --scripts Han none changes and Chinese still shrinks."""
@@ -474,6 +477,7 @@ def mixed_add(tiny):
 
 
 @pytest.mark.parametrize("base", ["spm", "bytelevel"])
+@pytest.mark.slow
 def test_merge_restricted_to_han_leaves_english_tokenization_alone(tiny, mixed_add, base,
                                                                    tmp_path):
     from xft.tools.vocab import merge_tokenizer

@@ -276,6 +276,12 @@ def validate(raw: dict) -> Experiment:
     return experiment
 
 
+def dataset_cfg(entry, key):
+    """A DatasetCfg from one dataset entry (a dict as in `datasets`), or ConfigError naming
+    `key` (for tools that take a dataset without a config)."""
+    return _build(DatasetCfg, entry, key)
+
+
 @dataclass(frozen=True)
 class Range:
     """Allowed values of a numeric key: low/high bounds, each inclusive or not."""
