@@ -35,7 +35,8 @@ sys.path.insert(0, str(TOOLS))
 SHARED = REPO.parent / "shared" / "data"
 QWEN2_JINJA = REPO / "tests" / "fixtures" / "chat_templates" / "qwen2_chat.jinja"
 
-from bench_train import cpu_seconds, make_model, peak_rss_mib, run_side  # noqa: E402
+from bench_train import (add_model_shape_args, cpu_seconds, make_model,  # noqa: E402
+                         peak_rss_mib, run_side)
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
@@ -174,12 +175,7 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=4, help="pairs per optimizer step")
     parser.add_argument("--max-length", type=int, default=512,
                         help="pairs with a longer side are left out of both")
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--intermediate", type=int, default=1376)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--lora-alpha", type=int, default=32)
+    add_model_shape_args(parser)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--engine", choices=["mmengine", "hf"], default="mmengine")
     parser.add_argument("--rounds", type=int, default=1)
