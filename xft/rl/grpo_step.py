@@ -26,8 +26,8 @@ from xft.errors import ConfigError
 from xft.rl.grpo import (ADVANTAGE_SCALES, NORMALIZATIONS, clipped_token_loss,
                          group_advantages, masked_mean, reduce_loss)
 from xft.rl.logprobs import completion_logprobs, reference_logprobs
-from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
-from xft.rl.rollout import generator_for
+from xft.rl.rewards import prompt_text, reward_metrics, score
+from xft.rl.rollout import RolloutStep
 
 
 @dataclass
@@ -64,12 +64,7 @@ class GRPOOptions:
             fail("loss_normalization", self.loss_normalization, f"one of {list(NORMALIZATIONS)}")
 
 
-class GRPOStep:
-    def __init__(self, options, tokenizer, template, reference=None):
-        options.check()
-        self.options, self.reference = options, reference
-        self.rewards = build_rewards(options.rewards)
-        self.generator = generator_for(options, tokenizer, template)
+class GRPOStep(RolloutStep):
 
     def rollout(self, model, prompts: List[List[int]], records: List[dict], seed: int):
         """The batch `loss` trains on: each prompt answered group_size times, scored, with

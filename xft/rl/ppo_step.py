@@ -19,8 +19,8 @@ from xft.errors import ConfigError
 from xft.rl.grpo import clipped_token_loss, masked_mean
 from xft.rl.logprobs import completion_logprobs, reference_logprobs
 from xft.rl.ppo import KL_ESTIMATORS, clipped_value_loss, gae, masked_whiten, token_rewards
-from xft.rl.rewards import build_rewards, prompt_text, reward_metrics, score
-from xft.rl.rollout import generator_for
+from xft.rl.rewards import prompt_text, reward_metrics, score
+from xft.rl.rollout import RolloutStep
 
 
 @dataclass
@@ -65,12 +65,7 @@ def value_head_for(model):
     return head.to(next(model.parameters()).device)
 
 
-class PPOStep:
-    def __init__(self, options, tokenizer, template, reference=None):
-        options.check()
-        self.options, self.reference = options, reference
-        self.rewards = build_rewards(options.rewards)
-        self.generator = generator_for(options, tokenizer, template)
+class PPOStep(RolloutStep):
 
     def rollout(self, model, value_head, prompts, records, seed):
         o = self.options

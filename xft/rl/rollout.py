@@ -21,8 +21,9 @@ from typing import List
 import torch
 
 from xft.errors import ConfigError, RecordError
-from xft.rl.logprobs import token_logprobs
 from xft.inference.chat import Sampling, cut_at_stop, template_stops
+from xft.rl.logprobs import token_logprobs
+from xft.rl.rewards import build_rewards
 
 
 @dataclass
@@ -174,6 +175,18 @@ def generator_for(options, tokenizer, template):
     sampling = Sampling(options.temperature, options.top_p, options.top_k)
     return build_generator(options.generator, tokenizer, template, sampling,
                            options.max_new_tokens)
+
+
+class RolloutStep:
+    """What a GRPO or PPO step (xft.rl.grpo_step, xft.rl.ppo_step) holds: its checked
+    options, the KL reference (xft.model.reference.Reference or None), its rewards and
+    its generator."""
+
+    def __init__(self, options, tokenizer, template, reference=None):
+        options.check()
+        self.options, self.reference = options, reference
+        self.rewards = build_rewards(options.rewards)
+        self.generator = generator_for(options, tokenizer, template)
 
 
 def build_generator(name, tokenizer, template, sampling, max_new_tokens):
