@@ -1,9 +1,11 @@
+import pytest
 from conftest import run_cli
 
 from xft import __version__
 from xft.cli import main
 
 
+@pytest.mark.slow
 def test_version_and_help():
     assert run_cli("--version").stdout.strip() == f"xft {__version__}"
     help_text = run_cli("-h").stdout
@@ -26,6 +28,7 @@ def test_error_is_one_line_with_nonzero_exit():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_debug_shows_traceback_before_or_after_subcommand():
     for args in (["--debug", "train", "no_such_config"], ["train", "no_such_config", "--debug"]):
         result = run_cli(*args, check=False)

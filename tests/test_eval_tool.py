@@ -144,6 +144,7 @@ def test_accuracy_with_a_label_map(tmp_path, random_model, answers):
     assert results["task"]["accuracy"] == pytest.approx((1 + row2) / 3)
 
 
+@pytest.mark.slow
 def test_batched_answers_equal_one_prompt_at_a_time(random_model, tokenizer):
     """Prompts of different lengths, left-padded into batches (the last one partial),
     with a system prompt: the same greedy answers as generating each alone, and as
@@ -282,6 +283,7 @@ def test_prompts_beyond_the_model_context_are_counted_not_generated(random_model
     assert answers[1] is None and answers[0] is not None and answers[2] is not None
 
 
+@pytest.mark.slow
 def test_compare_shows_reference_answers(tmp_path, random_model):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "Who are you?", "reference": "I am Tuna."}) + "\n"

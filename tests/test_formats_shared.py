@@ -83,6 +83,7 @@ def test_sharegpt_glaive_toolcall_file(shared_data):
     assert calls == sum(bool(m.get("tool_calls")) for ms in mapped.values() for m in ms) > 100
 
 
+@pytest.mark.slow
 def test_glaive_toolcall_file_trains_on_calls_and_replies_with_qwen2_chat(shared_data):
     """Every record builds with its tool definitions; only replies and calls are trained."""
     from transformers import AutoTokenizer

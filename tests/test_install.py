@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import DEMO_CONFIG, REPO
 
 
+@pytest.mark.slow
 def test_wheel_install_lists_configs_and_ships_assets(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",

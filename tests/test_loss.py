@@ -121,6 +121,7 @@ def test_labels_only_loss_with_gradient_checkpointing():
     (transformers.Gemma2Config, dict(final_logit_softcapping=3.0, head_dim=8)),
     (transformers.CohereConfig, dict(logit_scale=0.5)),
 ])
+@pytest.mark.slow
 def test_models_that_rescale_logits_take_the_plain_path(config_cls, post_processing):
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(

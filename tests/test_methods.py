@@ -493,6 +493,7 @@ def test_qlora_with_loraplus_on_mmengine_steps_b_at_the_ratio_lr(tmp_path):
         torch.testing.assert_close(dict(built.model.named_parameters())[name], value)
 
 
+@pytest.mark.slow
 def test_bitsandbytes_import_is_quiet_through_xft():
     """Plain `import bitsandbytes` warns about an optional hub kernel on CPUs with
     AVX512-BF16; xft's import (done before peft's) must not."""

@@ -125,6 +125,7 @@ def test_pth_to_hf_refuses_its_checkpoint_and_work_dir(tmp_path):
     assert [p.name for p in work_dir.iterdir()] == ["iter_2.pth"]
 
 
+@pytest.mark.slow
 def test_the_cli_says_it_in_one_line(tmp_path):
     out = user_files(tmp_path / "out")
     result = run_cli("convert", "split", str(TINY), str(out), "--max-shard-size", "1MB",

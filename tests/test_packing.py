@@ -165,6 +165,7 @@ def test_self_cognition_packs_with_at_most_2_percent_waste():
     assert any(line.startswith("packing: 45 samples → ") for line in lines)
 
 
+@pytest.mark.slow
 def test_alpaca_demo_packs_with_at_most_2_percent_waste(shared_data):
     path = shared_data / "datasets/alpaca/alpaca_en_demo.json"
     tokenizer = AutoTokenizer.from_pretrained(shared_data / "tokenizers/qwen2")
@@ -174,6 +175,7 @@ def test_alpaca_demo_packs_with_at_most_2_percent_waste(shared_data):
     assert stats.efficiency >= 0.98
 
 
+@pytest.mark.slow
 def test_alpaca_demo_packs_into_rows_of_512_with_at_most_2_percent_waste(shared_data):
     """Issue 7's setting: ChatML, rows of 512; also the first 120 records alone (one run)."""
     path = shared_data / "datasets/alpaca/alpaca_en_demo.json"

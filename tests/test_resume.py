@@ -42,6 +42,7 @@ def complete_checkpoints(engine, work_dir):
                   for p in work_dir.glob(f"checkpoint-*/{COMPLETE_MARKER}"))
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_keeps_the_previous_checkpoint_loadable(tmp_path):
     """SIGKILL in the middle of XftCheckpointHook's write, with max_keep=1.
 

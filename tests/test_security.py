@@ -93,6 +93,7 @@ def test_convert_refuses_every_hostile_mmengine_checkpoint(tmp_path, sentinel, n
         assert_refused_naming(error, path)
 
 
+@pytest.mark.slow
 def test_cli_convert_and_resume_refuse_a_hostile_checkpoint_in_one_line(tmp_path, sentinel):
     work_dir = tmp_path / "w"
     work_dir.mkdir()

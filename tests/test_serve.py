@@ -162,6 +162,7 @@ def test_text_completion_equals_generate_on_the_tokenized_prompt(client, loaded)
     assert "".join(chunk.choices[0].text for chunk in stream) == expected
 
 
+@pytest.mark.slow
 def test_concurrent_streams_are_queued_never_interleaved(client):
     questions = [f"Question number {word}?" for word in
                  ("one", "two", "three", "four", "five", "six")]

@@ -237,6 +237,7 @@ def _families():
     return families
 
 
+@pytest.mark.slow
 def test_every_chat_family_has_lora_and_qlora_configs():
     families = _families()
     # moss is MOSS-003's data format; no config ships MOSS's own (remote-code) models yet.
@@ -248,6 +249,7 @@ def test_every_chat_family_has_lora_and_qlora_configs():
         assert methods.get("lora") and methods.get("qlora"), (template, methods)
 
 
+@pytest.mark.slow
 def test_every_dataset_format_of_the_matrix_is_used():
     used = {ds["format"] for name in CONFIGS for ds in load_raw_config(name).datasets}
     known = set(FORMATS) | set(PAIR_FORMATS) | set(UNPAIRED_FORMATS)
@@ -264,6 +266,7 @@ REAL_DATA = {"alpaca": ("datasets/alpaca/alpaca_en_demo.json", 0),
 
 
 @pytest.mark.parametrize("fmt", sorted(REAL_DATA))
+@pytest.mark.slow
 def test_configs_of_each_dataset_format_read_real_data(fmt, shared_data, assets):
     """The first config using each format builds its data from a real file of that format
     with its own template, refusing none of the first 60 records but the known bad ones."""

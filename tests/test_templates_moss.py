@@ -144,6 +144,7 @@ def test_moss_commands_take_one_string_argument(arguments):
 # ------------------------------------------------------------------- the real MOSS files
 
 @pytest.mark.parametrize("name", FILES)
+@pytest.mark.slow
 def test_every_moss_record_builds_with_the_moss_template(shared_data, name):
     from xft.config.schema import DataCfg, DatasetCfg, Experiment, ModelCfg
     from conftest import build_dataset

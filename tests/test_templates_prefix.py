@@ -70,6 +70,7 @@ def test_prompt_is_a_token_prefix_with_the_family_tokenizer(name):
 
 
 @pytest.mark.parametrize("real", REAL)
+@pytest.mark.slow
 def test_prompt_is_a_token_prefix_with_real_tokenizers(real, shared_data, tmp_path_factory):
     tokenizer = real_tokenizer(real, shared_data, tmp_path_factory)
     bound = 0

@@ -173,6 +173,7 @@ def internlm2_chat(shared_data, tmp_path_factory):
 
 
 @pytest.mark.parametrize("key", CONVERSATIONS)
+@pytest.mark.slow
 def test_internlm2_tokens_equal_internlm2_chat_template(internlm2_chat, key):
     assert internlm2_chat.convert_tokens_to_ids("<|im_start|>") == 92543
     sample = assert_matches(get_template("internlm2_chat", internlm2_chat), internlm2_chat,
@@ -181,6 +182,7 @@ def test_internlm2_tokens_equal_internlm2_chat_template(internlm2_chat, key):
     assert sample["labels"][-2] == 92542  # <|im_end|> ends the reply and is trained
 
 
+@pytest.mark.slow
 def test_internlm2_model_file_alone_is_refused(shared_data):
     from transformers import AutoTokenizer
 

@@ -95,6 +95,7 @@ def official_ids(tokenizer, messages):
 
 
 @pytest.mark.parametrize("key", CHATS)
+@pytest.mark.slow
 def test_auto_trains_each_qwen3_reply_as_the_official_template_renders_it(qwen3, key):
     messages = CHATS[key]
     auto = get_template("auto", qwen3)
@@ -104,6 +105,7 @@ def test_auto_trains_each_qwen3_reply_as_the_official_template_renders_it(qwen3,
 
 
 @pytest.mark.parametrize("key", sorted(set(CHATS) - {"tools_after_query"}))
+@pytest.mark.slow
 def test_auto_trains_each_deepseek_r1_reply_as_the_official_template_renders_it(r1, key):
     # R1's template joins tool-call arguments as strings; xft keeps them as objects.
     messages = CHATS[key]

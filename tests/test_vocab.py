@@ -230,6 +230,7 @@ def bytelevel(tiny):
     return out, merge_tokenizer("xft://tiny-llama", tiny["add"], out)
 
 
+@pytest.mark.slow
 def test_merge_into_a_byte_level_bpe_base(bytelevel):
     out, report = bytelevel
     base = AutoTokenizer.from_pretrained(resolve_path("xft://tiny-llama"))
@@ -253,6 +254,7 @@ def test_merge_into_a_byte_level_bpe_base(bytelevel):
         assert boundaries(merged, after) <= boundaries(base, before)
 
 
+@pytest.mark.slow
 def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, tmp_path):
     """The real recipe: chinese_sp (20000 unigram pieces) into Mistral v0.3 (32768, BPE)."""
     from xft.tools.vocab import merge_tokenizer
@@ -295,6 +297,7 @@ def test_merging_chinese_sp_into_mistral_cuts_tokens_per_character(shared_data, 
     assert reductions[False] >= 0.38  # keeping Mistral's split digits costs ~1.5 points
 
 
+@pytest.mark.slow
 def test_han_only_merge_into_mistral_changes_no_english_text(shared_data, tmp_path):
     """chinese_sp holds a few English pieces that re-split 5 of the 2410 English Alpaca
     texts (test above); with --scripts Han none changes and Chinese still shrinks."""
@@ -414,6 +417,9 @@ train = dict(batch_size=4, max_steps=12, log_interval=1, warmup_ratio=0.0,
     merged_size = len(AutoTokenizer.from_pretrained(tiny["merged"]))
     rows = {k: v.shape[0] for k, v in weights.items() if "embed_tokens" in k or "lm_head" in k}
     assert rows and set(rows.values()) == {merged_size}, rows
+    # Each once: the trained copies only, not peft's default frozen original and base layer.
+    assert sorted(rows) == ["base_model.model.lm_head.weight",
+                            "base_model.model.model.embed_tokens.weight"], rows
 
 
 @pytest.mark.slow
@@ -474,6 +480,7 @@ def mixed_add(tiny):
 
 
 @pytest.mark.parametrize("base", ["spm", "bytelevel"])
+@pytest.mark.slow
 def test_merge_restricted_to_han_leaves_english_tokenization_alone(tiny, mixed_add, base,
                                                                    tmp_path):
     from xft.tools.vocab import merge_tokenizer

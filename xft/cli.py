@@ -127,7 +127,8 @@ def cmd_check_dataset(args):
 
     color = {"auto": None, "always": True, "never": False}[args.color]
     check_dataset(args.config, cfg_options=args.cfg_options, num_samples=args.samples,
-                  plot=args.plot, color=color)
+                  plot=args.plot, color=color,
+                  data=(args.data, args) if args.data else None)
 
 
 def cmd_chat(args):
@@ -181,8 +182,7 @@ def cmd_template(args):
         if problems:
             raise XftError(f"template check: {problems} problem(s) in {args.model} (see above)")
         return
-    count = template_cli.render_file(args.template, args.tokenizer, args.input, args.output,
-                                     args.train_on)
+    count = template_cli.render_args(args)
     if args.output:
         print(f"xft: wrote {count} samples to {args.output}")
 
@@ -205,6 +205,8 @@ def cmd_vocab(args):
 
 
 def build_parser():
+    from xft.tools.data_args import add_data_arguments
+
     DictAction = cfg_options_action()
     parser = Parser(prog="xft", description="Fine-tune large language models.")
     parser.add_argument("--version", action="version", version=f"xft {__version__}")
@@ -276,6 +278,9 @@ def build_parser():
                    "(default: <config name>_lengths.png)")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto",
                    help="mark trained text in colour (auto: when printing to a terminal)")
+    p.add_argument("--data", help="check this dataset (a file, a run's heldout.jsonl, or a "
+                   "registry name) instead of the config's, as the config would train it")
+    add_data_arguments(p, "alpaca")
     p.set_defaults(func=cmd_check_dataset)
 
     p = sub.add_parser("chat", parents=[common], help="chat with a model or adapter directory")
@@ -288,6 +293,10 @@ def build_parser():
                    help='answer each line of a JSONL file ({"prompt": ...} or {"messages": '
                         '[...]}) and write JSONL lines with an "answer"')
     p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
+    p.add_argument("--multiline", action="store_true",
+                   help="interactive: a message ends at an empty line (press Enter twice), "
+                        "as in XTuner; without it Enter sends, and a pasted block is one "
+                        "message")
     p.add_argument("--bits", type=int, choices=[4, 8],
                    help="load the model quantized by bitsandbytes")
     p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)
@@ -337,13 +346,11 @@ def build_parser():
     p.add_argument("--system", help="system prompt")
     p.add_argument("--out", default="xft_eval", help="folder for results.json, predictions.jsonl "
                    "and the comparison tables (default: xft_eval)")
-    p.add_argument("--data", help="dataset file for eval loss and perplexity")
-    p.add_argument("--format", default="alpaca", help="format of --data or --reward (as in a "
-                   "config)")
+    p.add_argument("--data", help="dataset for eval loss and perplexity: a file (a run's "
+                   "heldout.jsonl too) or a registry name")
+    add_data_arguments(p, "alpaca")
     p.add_argument("--reward", metavar="PAIRS", help="MODEL is a reward model: its pairwise "
                    "accuracy on this file of preference pairs (--format e.g. sharegpt_pairs)")
-    p.add_argument("--placeholders", nargs="+", metavar="KEY=VALUE",
-                   help="{{KEY}} → VALUE in --data records, e.g. name=Tuna")
     p.add_argument("--max-length", type=ranged(int, 2), default=2048,
                    help="--data samples longer than this are dropped (and counted)")
     p.add_argument("--batch-size", type=AT_LEAST_1, default=4,
@@ -360,14 +367,16 @@ def build_parser():
     p.add_argument("--compare", metavar="BASE", help="also answer the prompts with BASE and "
                    "write compare.md / compare.html")
     p.add_argument("--base-template", help="template for BASE (default: MODEL's)")
-    p.add_argument("--prompts", help="prompts for --compare: a text file (one a line) or JSON/JSONL "
-                   "(default: the --task prompts)")
+    p.add_argument("--prompts", help="prompts for --compare: a text file (one a line), JSON/JSONL "
+                   "of strings or {prompt, reference}, or any dataset as for --data (a run's "
+                   "heldout.jsonl: the last answer is the reference) (default: the --task "
+                   "prompts)")
     p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=32)
     p.add_argument("--limit", type=AT_LEAST_1, metavar="N",
                    help="evaluate only the first N rows of --task / prompts of --prompts")
     p.add_argument("--on-bad-record", choices=["error", "skip"], default="error",
-                   help="a --task row with an empty cell: stop with its index (default) or "
-                        "skip it and count it")
+                   help="a bad --task row or --data/--prompts record: stop with its index "
+                        "(default) or skip it and count it")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("convert", parents=[common], help="checkpoint to Hugging Face format, "
@@ -379,7 +388,8 @@ def build_parser():
     c.add_argument("config", help="the config that trained it (name or file)")
     c.add_argument("checkpoint", help="iter_N.pth, checkpoint-N folder or DeepSpeed folder")
     c.add_argument("out", help="output directory")
-    c.add_argument("--max-shard-size", help="full models: largest safetensors file, e.g. 2GB")
+    c.add_argument("--max-shard-size",
+                   help="full models: largest safetensors file, e.g. 2GB (default 5GB)")
     c.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it already holds files")
     c.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
@@ -389,11 +399,12 @@ def build_parser():
     c.add_argument("base", help="base model directory or hub id")
     c.add_argument("adapter", help="PEFT adapter directory")
     c.add_argument("out", help="output directory")
-    c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
-                   help="dtype of the merged weights (the base is loaded unquantized in it)")
+    c.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="dtype of the merged weights (the base is loaded unquantized in it); "
+                        "auto, the default: the base's own dtype")
     c.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it already holds files")
-    c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB")
+    c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB (default 5GB)")
     c = actions.add_parser("split", parents=[common],
                            help="re-shard a model directory's safetensors")
     c.add_argument("src", help="model directory")
@@ -408,11 +419,14 @@ def build_parser():
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", parents=[common], help="template names with a description")
     r = actions.add_parser("render", parents=[common],
-                           help="JSONL of {messages} → JSONL of {text, input_ids, labels}")
+                           help="a dataset → JSONL of {text, input_ids, labels}")
     r.add_argument("--template", required=True, help="template name (see `xft template list`)")
     r.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
     r.add_argument("--input", required=True,
-                   help='JSON Lines file, one {"messages": [...]} a line')
+                   help='dataset file (default format openai: one {"messages": [...]} a line) '
+                        'or registry name')
+    add_data_arguments(r, "openai")
+    r.add_argument("--system", help="system prompt for records without one")
     r.add_argument("--output", help="write here instead of stdout")
     r.add_argument("--train-on", choices=["all", "last"], default="all",
                    help="train every assistant turn (all) or only the final one (last)")

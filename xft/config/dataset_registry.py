@@ -118,20 +118,31 @@ def resolve_names(datasets, registries, key):
     if not isinstance(datasets, list) or not any(isinstance(d, dict) and "name" in d
                                                  for d in datasets):
         return datasets
-    known = {}
-    for path in [SHIPPED_REGISTRY, *reversed(registries or [])]:
-        known.update(read_registry(path))  # the config's own registries win
+    known = known_datasets(registries)
     out = []
     for i, entry in enumerate(datasets):
         if not (isinstance(entry, dict) and "name" in entry):
             out.append(entry)
             continue
-        name = entry["name"]
-        if name not in known:
-            close = difflib.get_close_matches(str(name), list(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"'{key}[{i}].name': no dataset '{name}' in the registries "
-                              f"({', '.join(registries or [])}{', ' if registries else ''}"
-                              f"{SHIPPED_REGISTRY}){hint}")
-        out.append({**known[name], **{k: v for k, v in entry.items() if k != "name"}})
+        named = registry_entry(entry["name"], registries, f"'{key}[{i}].name'", known)
+        out.append({**named, **{k: v for k, v in entry.items() if k != "name"}})
     return out
+
+
+def known_datasets(registries):
+    """{name: entry} of the registry files, then xft's own (the given files win)."""
+    known = {}
+    for path in [SHIPPED_REGISTRY, *reversed(registries or [])]:
+        known.update(read_registry(path))
+    return known
+
+
+def registry_entry(name, registries, where, known=None):
+    """The entry registered as `name`, or ConfigError (`where` names the setting)."""
+    known = known_datasets(registries) if known is None else known
+    if name not in known:
+        close = difflib.get_close_matches(str(name), list(known), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where}: no dataset '{name}' in the registries "
+                          f"({', '.join([*(registries or []), SHIPPED_REGISTRY])}){hint}")
+    return known[name]

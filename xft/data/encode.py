@@ -25,12 +25,17 @@ class EncodeStats:
     tokens: int = 0
     label_tokens: int = 0
     lengths: list = field(default_factory=list)
+    # Per sample, the index (in the list given to encode) of the item it came from, so
+    # held-out samples can be traced back to their records (xft.data.heldout).
+    origins: list = field(default_factory=list)
 
-    def merge(self, other):
+    def merge(self, other, offset=0):
+        """Add `other`'s counts; its origins index items `offset` places further on."""
         for name in ("samples", "dropped_too_long", "truncated", "dropped_no_label",
                      "split_documents", "tokens", "label_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.lengths += other.lengths
+        self.origins += [offset + i for i in other.origins]
 
 
 def labels_from_spans(input_ids, offsets, spans):
@@ -68,7 +73,8 @@ def encode_rendered(rendered, tokenizer, max_length, truncation="drop", batch_si
         # verbose=False: no warning about the model's max length; max_length is handled below.
         batch = tokenizer([r.text for r in chunk], add_special_tokens=False,
                           return_offsets_mapping=True, verbose=False)
-        for r, ids, offsets in zip(chunk, batch["input_ids"], batch["offset_mapping"]):
+        for at, (r, ids, offsets) in enumerate(zip(chunk, batch["input_ids"],
+                                                   batch["offset_mapping"]), start=begin):
             labels = labels_from_spans(ids, offsets, r.loss_spans)
             if len(ids) > max_length:
                 if truncation == "drop":
@@ -80,12 +86,13 @@ def encode_rendered(rendered, tokenizer, max_length, truncation="drop", batch_si
             if n_labels == 0:
                 stats.dropped_no_label += 1
                 continue
-            _add_sample(samples, stats, ids, labels, n_labels)
+            _add_sample(samples, stats, ids, labels, n_labels, at)
     return samples, stats
 
 
-def _add_sample(samples, stats, ids, labels, n_labels):
+def _add_sample(samples, stats, ids, labels, n_labels, origin):
     samples.append({"input_ids": ids, "labels": labels})
+    stats.origins.append(origin)
     stats.samples += 1
     stats.tokens += len(ids)
     stats.label_tokens += n_labels
@@ -116,14 +123,15 @@ def encode_documents(documents, tokenizer, max_length, batch_size=1000):
     samples, stats = [], EncodeStats()
     for begin in range(0, len(documents), batch_size):
         batch = tokenizer(documents[begin:begin + batch_size], add_special_tokens=False)
-        for body in batch["input_ids"]:
+        for at, body in enumerate(batch["input_ids"], start=begin):
             ids = bos + body + [tokenizer.eos_token_id]
             starts = range(0, max(len(ids) - 1, 1), max_length - 1)
             if len(starts) > 1:
                 stats.split_documents += 1
             for start in starts:
                 piece = ids[start:start + max_length]
-                _add_sample(samples, stats, piece, [IGNORE_INDEX] + piece[1:], len(piece) - 1)
+                _add_sample(samples, stats, piece, [IGNORE_INDEX] + piece[1:], len(piece) - 1,
+                            at)
     return samples, stats
 
 

@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 
 from xft.data import cache, questionable
 from xft.data.encode import EncodeStats
-from xft.data.formats import FieldMapping, format_name
+from xft.data.formats import FieldMapping, format_name, to_conversation
+from xft.data.heldout import held_out_sources
 from xft.data.mix import check_ratios, mix
 from xft.errors import DataError, RecordError, doing
 from xft.paths import resolve_path
@@ -62,6 +63,9 @@ class SourceReport:
     truncation: str = "drop"  # the policy applied to over-long samples
     cache: str = "off"  # 'hit' (loaded), 'built' (encoded and stored), 'off' or 'uncacheable'
     cache_entry: str = ""
+    # Per sample, the index of the file's record it came from (None: the objective's
+    # encode did not say; then held-out records cannot be named).
+    sample_records: Optional[list] = None
 
     def lines(self):
         s = self.stats
@@ -181,22 +185,25 @@ def fill_placeholders(value, placeholders):
     return value
 
 
-def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
-    """Records → the objective's prepared items, through the dataset's format map fn.
+def map_records(records, ds_cfg, data_cfg, prepare, report, map_record=to_conversation):
+    """Records → (prepared items, the index of each one's record), through the dataset's
+    format map fn and `prepare` (mapped conversation or document → item; training: the
+    objective's). `map_record(format, record, mapping)` maps and checks one record
+    (training: the objective's, e.g. a preference pair's).
 
     A bad record raises DataError naming file, record index and field, or (with
     data.on_bad_record='skip') is counted in `report` with its reason.
     """
-    prepared = []
+    prepared, kept = [], []
     mapping = FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     for index, record in enumerate(records):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
             findings = questionable.check_strings(record)
-            mapped = objective.map_record(ds_cfg.format, record, mapping)
+            mapped = map_record(ds_cfg.format, record, mapping)
             if isinstance(mapped, list):  # a conversation (SFT)
                 findings += questionable.check_turns(mapped)
-            item = objective.prepare(mapped, template, system)
+            item = prepare(mapped)
         except RecordError as e:
             if data_cfg.on_bad_record == "error":
                 raise DataError(e.reason, file=ds_cfg.path, index=index, field=e.field) from None
@@ -212,7 +219,8 @@ def map_records(records, ds_cfg, data_cfg, template, objective, system, report):
         questionable.apply_policy(findings, index, report.questionable,
                                   data_cfg.on_questionable, ds_cfg.path)
         prepared.append(item)
-    return prepared
+        kept.append(index)
+    return prepared, kept
 
 
 @dataclass
@@ -232,10 +240,16 @@ def _encoded_source(ds_cfg, build, truncation):
     if ds_cfg.max_samples is not None:
         records = records[:ds_cfg.max_samples]
     report = SourceReport(path=ds_cfg.path, records=len(records), truncation=truncation)
-    prepared = map_records(records, ds_cfg, build.data, build.template, build.objective,
-                           build.system, report)
-    samples, report.stats = build.objective.encode(prepared, build.tokenizer,
-                                                   build.data.max_length, truncation)
+    objective = build.objective
+    prepared, kept = map_records(
+        records, ds_cfg, build.data,
+        lambda mapped: objective.prepare(mapped, build.template, build.system), report,
+        objective.map_record)
+    samples, report.stats = objective.encode(prepared, build.tokenizer,
+                                             build.data.max_length, truncation)
+    if len(report.stats.origins) == len(samples):
+        report.sample_records = [kept[i] for i in report.stats.origins]
+    report.stats.origins = []  # kept as sample_records, the file's record indices
     return samples, report
 
 
@@ -243,8 +257,8 @@ def source_cache_key(ds_cfg, build, truncation):
     """(key, key parts) of a dataset's cache entry, or None when it cannot be keyed:
     a path that is not a local file, or a map function whose source is unreadable."""
     content = cache.file_fingerprint(resolve_path(ds_cfg.path))
-    if content is None:
-        return None
+    if content is None or ds_cfg.format == "heldout":
+        return None  # heldout.jsonl lines name other formats, whose code the key cannot see
     try:
         map_fn = cache.code_fingerprint(build.objective.map_function(ds_cfg.format))
         objective_code = cache.code_fingerprint(inspect.getmodule(type(build.objective)))
@@ -285,7 +299,7 @@ def reader_key(path):
 
 def _report_to_dict(report):
     data = dataclasses.asdict(report)
-    del data["stats"]["lengths"], data["cache"], data["cache_entry"]
+    del data["stats"]["lengths"], data["stats"]["origins"], data["cache"], data["cache_entry"]
     return data
 
 
@@ -353,6 +367,9 @@ class DataReport:
     mixture: Optional[list] = None  # [xft.data.mix.MixPart] when datasets have ratios
     packing: Optional[object] = None  # xft.data.pack.PackStats when data.pack is on
     validation: Optional[ValidationReport] = None  # when a validation set is built
+    # The records behind the held-out samples ([xft.data.heldout.HeldOutSource]); None
+    # when the objective does not trace samples to records.
+    held_out: Optional[list] = None
 
     def lines(self):
         for source in self.sources:
@@ -419,6 +436,8 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
             val_report.rows = val_packing.rows
     report = DataReport(reports, len(samples), mixture, packing,
                         val_report if validation is not None else None)
+    if validation is not None:
+        report.held_out = held_out_sources(datasets, reports, val_report.split)
     for line in report.combined_lines():
         log(line)
     return (EncodedDataset(samples),

@@ -25,6 +25,7 @@ class SplitPart:
     path: str
     available: int  # samples the source produced
     held_out: int  # of which go to validation
+    indices: tuple = ()  # which ones (positions in the source's sample list), ascending
 
     def line(self):
         return (f"  {self.path}: {self.held_out} of {self.available} samples held out, "
@@ -70,5 +71,5 @@ def split_sources(sources, dataset_cfgs, default_size, seed):
         chosen = set(rng.sample(range(len(samples)), count))
         training.append((path, [s for i, s in enumerate(samples) if i not in chosen]))
         held_out += [s for i, s in enumerate(samples) if i in chosen]
-        parts.append(SplitPart(path, len(samples), count))
+        parts.append(SplitPart(path, len(samples), count, tuple(sorted(chosen))))
     return training, held_out, parts

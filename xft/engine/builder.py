@@ -27,6 +27,7 @@ class BuiltExperiment:
     work_dir: Path
     config_text: str  # the resolved config, saved beside the exported artifact
     validation: object = None  # held-out EncodedDataset (xft.data.split / val_datasets), or None
+    report: object = None  # xft.data.pipeline.DataReport
 
 
 def build_experiment(experiment, config_text, work_dir, log=print):
@@ -44,4 +45,4 @@ def build_experiment(experiment, config_text, work_dir, log=print):
         f"samples; {plan.line()}")
     return BuiltExperiment(experiment, built.tokenizer, built.template, built.objective,
                            built.dataset, built.collator, built.model, plan, Path(work_dir),
-                           config_text, built.validation)
+                           config_text, built.validation, built.report)

@@ -10,10 +10,9 @@ headers) and compared with the run: the message names the file, the key and why.
 import json
 from pathlib import Path
 
+from xft.engine.checkpoints import ADAPTER_WEIGHTS, MODEL_WEIGHTS
 from xft.errors import XftError, doing
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-MODEL_WEIGHTS = "model.safetensors"
 TRAINER_STATE = "trainer_state.json"
 
 def _key(name):

@@ -48,6 +48,7 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
         warn_before_building(experiment, deepspeed)
     if deepspeed is None:
         built = build_experiment(experiment, config_text(cfg), work_dir)
+        _write_heldout(built, cfg.filename)
         _check_resume(checkpoint, built)
         with doing(_stage(experiment, checkpoint)):
             return runner.run(built, resume=checkpoint)
@@ -57,9 +58,35 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
     ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
     with single_process_env():
         built = build_experiment(experiment, config_text(cfg), work_dir)
+        _write_heldout(built, cfg.filename)
         _check_resume(checkpoint, built)
         with doing(_stage(experiment, checkpoint) + " under DeepSpeed"):
             return runner.run(built, resume=checkpoint, deepspeed=ds_config)
+
+
+def _write_heldout(built, config_file):
+    """work_dir/heldout.jsonl: the records behind the held-out validation samples
+    (xft.data.heldout), for `xft eval --data/--prompts` after training."""
+    from xft.data.heldout import HELDOUT_FILE, write_heldout
+
+    report = built.report
+    if not is_main_process() or report is None or report.validation is None:
+        return
+    path = built.work_dir / HELDOUT_FILE
+    if report.held_out is None:
+        print(f"{path}: not written: objective '{built.objective.name}' does not say which "
+              "record each sample came from")
+        return
+    if not report.held_out:  # validation from val_datasets only
+        return
+    try:
+        with doing(f"writing {path}"):
+            count = write_heldout(path, report.held_out, built.experiment.system, config_file)
+    except ValueError as e:  # a format function that has no name to write (a lambda)
+        print(f"{path}: not written: {e}")
+        return
+    print(f"held-out records: {count} written to {path} (evaluate them with "
+          f"`xft eval MODEL --data {path}`)")
 
 
 def _stage(experiment, checkpoint):

@@ -49,6 +49,14 @@ WEIGHTS, WEIGHT_COPIES, GRADIENTS, OPTIMIZER = ("weights", "weight copies", "gra
                                                 "optimizer states")
 ACTIVATIONS, LOSS, BACKWARD, OPTIMIZER_TEMP = ("activations", "logits/loss buffer",
                                                "backward temporaries", "optimizer temporaries")
+CUBLAS = "cuBLAS workspaces"
+
+# PyTorch gives each thread that runs cuBLAS its own workspace from the caching allocator,
+# alive for the whole run: training has two such threads (the forward's and autograd's
+# backward thread). 32 MiB each was measured on an H200 (docs/benchmarks.md) and is
+# PyTorch's default for Hopper; its default for older GPUs is smaller, so there the
+# plan errs high by less than 50 MiB. A fake-tensor step cannot see these buffers.
+CUBLAS_WORKSPACE_BYTES, CUBLAS_THREADS = 32 * 2**20, 2
 
 
 @dataclass
@@ -132,8 +140,12 @@ def measure_step(experiment, target="cuda"):
     total, trainable = model_weights.counts
     if experiment.model.resize_vocab is not None:
         notes.append("model.resize_vocab: planned with the base vocabulary of config.json")
+    peak, at_peak = tracker.peak, tracker.peak_by_role()
+    if target == "cuda":
+        at_peak[CUBLAS] = CUBLAS_THREADS * CUBLAS_WORKSPACE_BYTES
+        peak += at_peak[CUBLAS]
     return StepMemory(
-        peak=tracker.peak, at_peak=tracker.peak_by_role(), weights=model_weights.by_dtype,
+        peak=peak, at_peak=at_peak, weights=model_weights.by_dtype,
         parameters=total, trainable=trainable, gradients=gradients,
         optimizer_states=_unique_bytes(states), architecture_source=source,
         batch_shape=(rows, length), notes=notes)

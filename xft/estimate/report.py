@@ -74,6 +74,7 @@ def device_memory(step, par):
         "optimizer states": roles.pop(mem.OPTIMIZER, 0),
         "activations": roles.pop(mem.ACTIVATIONS, 0) + roles.pop(mem.WEIGHT_COPIES, 0),
         "logits/loss buffer": roles.pop(mem.LOSS, 0),
+        "cuBLAS workspaces": roles.pop(mem.CUBLAS, 0),
         "temporaries (backward, optimizer)": sum(roles.values()),
     }
     if par.zero_stage == 0 and n > 1:

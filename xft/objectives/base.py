@@ -114,7 +114,9 @@ class Objective:
 
     def encode(self, prepared, tokenizer, max_length, truncation):
         """Prepared records → (samples, xft.data.encode.EncodeStats); each sample a dict
-        of `fields`. Over-long or untrainable samples are dropped or truncated and counted."""
+        of `fields`. Over-long or untrainable samples are dropped or truncated and counted.
+        `stats.origins` lists, per sample, the index in `prepared` it came from (what
+        traces held-out samples back to their records, xft.data.heldout)."""
         raise NotImplementedError
 
     def sample_length(self, sample):

@@ -53,7 +53,11 @@ class SFT(Objective):
         if documents:
             doc_samples, doc_stats = encode_documents(documents, tokenizer, max_length)
             samples += doc_samples
-            stats.merge(doc_stats)
+            stats.merge(doc_stats, offset=len(rendered))
+        # Origins index `prepared`, where documents and conversations may interleave.
+        order = ([i for i, p in enumerate(prepared) if not isinstance(p, str)]
+                 + [i for i, p in enumerate(prepared) if isinstance(p, str)])
+        stats.origins = [order[i] for i in stats.origins]
         return samples, stats
 
     def pack(self, samples, max_length, seed):

@@ -1,5 +1,8 @@
 """`xft check-dataset CFG`: validate a config's data and show what training will see.
 
+`--data FILE|NAME` (with --format/--columns/--tags/--placeholders/--registry, as `xft
+eval` takes them) checks that dataset instead of the config's, as the config would train it.
+
 Builds the datasets with the one build step training uses (xft.build: the
 template bound to the tokenizer with data.train_on, the configured objective;
 every record is validated and data.on_bad_record decides between failing and
@@ -42,12 +45,23 @@ def write_histogram(lengths, max_length, path):
     plt.close(fig)
 
 
-def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None, out=print):
-    """Run the check; returns the DataReport. `plot` defaults to <config stem>_lengths.png."""
+def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None, out=print,
+                  data=None):
+    """Run the check; returns the DataReport. `plot` defaults to <config stem>_lengths.png.
+    `data`: (dataset argument, parsed options) of `--data` (xft.tools.data_args), checked
+    instead of the config's datasets, with the config's tokenizer, template and data keys."""
+    import dataclasses
+
     from xft.build import build, without_packing
     from xft.config import load_config
 
-    cfg, experiment = load_config(config, cfg_options)
+    cfg, experiment = load_config(config, cfg_options, data_paths=data is None)
+    if data is not None:
+        from xft.tools.data_args import dataset_entry
+
+        spec, args = data
+        source = dataset_entry(spec, args, "--data", "alpaca", experiment.data.registry)
+        experiment = dataclasses.replace(experiment, datasets=[source], val_datasets=[])
     if color is None:
         color = sys.stdout.isatty()
     # Samples are shown and measured one by one; packing is measured separately below.

@@ -2,7 +2,8 @@
 
 Three measurements, any of them in one call:
 
-- `--data FILE`: eval loss and perplexity on a dataset of any xft format,
+- `--data FILE|NAME`: eval loss and perplexity on a dataset (any format, a config's
+  map function, a mapping, a registry name, a run's heldout.jsonl: xft.tools.data_args),
   encoded with the model's chat template exactly as training encodes it
   (xft.data.pipeline, the SFT objective) and scored by xft.engine.evaluate, the
   function training's validation uses.
@@ -12,8 +13,9 @@ Three measurements, any of them in one call:
   `--label-map 0=负面 1=正面` the answer is mapped to the one label whose text
   it contains (exact equality first); an answer that names no label, or more
   than one, is unmatched and counts as wrong.
-- `--compare BASE`: the same prompts answered by BASE and by MODEL, written
-  side by side to compare.md and compare.html (text HTML-escaped).
+- `--compare BASE`: the same prompts (a prompt file or any dataset, whose last
+  answers are the references) answered by BASE and by MODEL, written side by side
+  to compare.md and compare.html (text HTML-escaped).
 - `--reward PAIRS --format FMT`: MODEL is a reward model (objective 'reward'):
   its pairwise accuracy on a file of preference pairs (docs/preference.md).
 
@@ -26,8 +28,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from xft.errors import DataError, XftError
-from xft.paths import MODEL_FILES, check_local, check_local_data
+from xft.errors import DataError, RecordError, XftError
+from xft.paths import MODEL_FILES, check_local, resolve_path
+from xft.tools.data_args import dataset_entry, is_registry_name, parse_pairs
 
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -36,31 +39,32 @@ COMPARE_MD, COMPARE_HTML = "compare.md", "compare.html"
 
 # --- loss and perplexity ---------------------------------------------------------------------
 
-def dataset_loss(model, tokenizer, template, path, fmt="alpaca", max_length=2048,
-                 batch_size=4, system=None, placeholders=None, log=print):
-    """(EvalResult (xft.engine.evaluate), its record) of the model on one dataset file."""
+def dataset_loss(model, tokenizer, template, source, max_length=2048, batch_size=4,
+                 system=None, on_bad_record="error", log=print):
+    """(EvalResult (xft.engine.evaluate), its record) of the model on one dataset (a
+    DatasetCfg, see xft.tools.data_args)."""
     from xft.objectives.sft import SFT
 
-    return evaluate_file(model, SFT(), tokenizer, template, path, fmt, max_length,
-                         batch_size, system, placeholders, log)
+    return evaluate_source(model, SFT(), tokenizer, template, source, max_length, batch_size,
+                           system, on_bad_record, log)
 
 
-def evaluate_file(model, objective, tokenizer, template, path, fmt, max_length=2048,
-                  batch_size=4, system=None, placeholders=None, log=print):
-    """(EvalResult, its record): `objective`'s loss and metrics of the model on one file."""
-    from xft.config.schema import DataCfg, DatasetCfg
+def evaluate_source(model, objective, tokenizer, template, source, max_length=2048,
+                    batch_size=4, system=None, on_bad_record="error", log=print):
+    """(EvalResult, its record): `objective`'s loss and metrics of the model on one dataset."""
+    from xft.config.schema import DataCfg
     from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
     from xft.engine.evaluate import evaluate
 
     # The config sections training reads, so the file is read, mapped, rendered and
     # encoded by the same code (over-long samples dropped, counted).
-    source = DatasetCfg(path=str(path), format=fmt, placeholders=placeholders or {})
-    build = SourceBuild(DataCfg(max_length=max_length), tokenizer, template, objective, system)
+    data = DataCfg(max_length=max_length, on_bad_record=on_bad_record)
+    build = SourceBuild(data, tokenizer, template, objective, system)
     samples, report = load_source(source, build)
     for line in report.lines():
         log(line)
     if not samples:
-        raise DataError("no sample left to evaluate; see the report above", file=path)
+        raise DataError("no sample left to evaluate; see the report above", file=source.path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     result = evaluate(model, EncodedDataset(samples), objective.collator(pad_id, packed=False),
@@ -70,19 +74,19 @@ def evaluate_file(model, objective, tokenizer, template, path, fmt, max_length=2
 
 # --- reward models -----------------------------------------------------------------------------
 
-def reward_accuracy(model_dir, path, fmt, template_name=None, max_length=2048, batch_size=4,
-                    system=None, placeholders=None, log=print):
+def reward_accuracy(model_dir, source, template_name=None, max_length=2048, batch_size=4,
+                    system=None, on_bad_record="error", log=print):
     """The validation record of a reward model (a sequence-classification directory, as
-    `objective='reward'` exports it) on a file of preference pairs: eval_accuracy (pairs
-    whose chosen reply scores higher), eval_margin, eval_loss (Bradley-Terry)... The pairs
-    are encoded with the model's chat template as training encodes them."""
+    `objective='reward'` exports it) on a dataset of preference pairs (a DatasetCfg):
+    eval_accuracy (pairs whose chosen reply scores higher), eval_margin, eval_loss
+    (Bradley-Terry)... The pairs are encoded with the model's chat template as training
+    encodes them."""
     from xft.inference.reward import load_reward_model
     from xft.objectives.preference import RewardModel
 
     scorer = load_reward_model(model_dir, template_name)
-    model, tokenizer, template = scorer.model, scorer.tokenizer, scorer.template
-    _, record = evaluate_file(model, RewardModel(), tokenizer, template, path, fmt, max_length,
-                              batch_size, system, placeholders, log)
+    _, record = evaluate_source(scorer.model, RewardModel(), scorer.tokenizer, scorer.template,
+                                source, max_length, batch_size, system, on_bad_record, log)
     return record
 
 
@@ -125,17 +129,6 @@ def read_task(path, prompt_column, label_column, on_bad_record="error", limit=No
     return items, skipped
 
 
-def parse_pairs(pairs, option):
-    """['0=负面', '1=正面'] → {'0': '负面', '1': '正面'}; `option` names the flag in errors."""
-    mapping = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise XftError(f"{option}: expected KEY=VALUE, got {pair!r}")
-        mapping[key.strip()] = value.strip()
-    return mapping
-
-
 def answer_to_label(answer, label_map=None):
     """The label an answer stands for, or None when it names no label or several.
 
@@ -171,7 +164,8 @@ def _occurrences(text, part):
 def answer_prompts(model, tokenizer, template, prompts, system=None, max_new_tokens=32,
                    batch_size=1, progress=None):
     """Greedy answers, each prompt in a fresh conversation (as the training chat does),
-    generated `batch_size` prompts at a time.
+    generated `batch_size` prompts at a time. A prompt is a string (the user's message,
+    after `system`) or a conversation that ends where the answer starts.
 
     Prompts are batched by length (longest first: little padding, and the slowest batch
     shows up in the ETA early) and answered in their given order. A prompt whose tokens
@@ -182,7 +176,8 @@ def answer_prompts(model, tokenizer, template, prompts, system=None, max_new_tok
 
     session = ChatSession(model, tokenizer, template, system, max_new_tokens)
     start = [{"role": "system", "content": system}] if system else []
-    conversations = [start + [{"role": "user", "content": prompt}] for prompt in prompts]
+    conversations = [prompt if isinstance(prompt, list)
+                     else start + [{"role": "user", "content": prompt}] for prompt in prompts]
     lengths = [session.prompt_ids(c)["input_ids"].shape[-1] for c in conversations]
     context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     answers = [None] * len(prompts)
@@ -273,7 +268,7 @@ def compare_tables(prompts, base_answers, tuned_answers, base_name, tuned_name,
                 "|" + "---|" * len(headers)]
     rows = []
     for i, prompt in enumerate(prompts):
-        cells = [prompt, *([references[i] or ""] if references else []),
+        cells = [prompt_text(prompt), *([references[i] or ""] if references else []),
                  _shown(base_answers[i]), _shown(tuned_answers[i])]
         md_lines.append(f"| {i + 1} | " + " | ".join(md(c) for c in cells) + " |")
         rows.append(f"<tr><td>{i + 1}</td>"
@@ -290,19 +285,39 @@ def _shown(answer):
     return "(prompt too long for the model's context)" if answer is None else answer
 
 
-def read_prompts(path):
-    """(prompts, reference answers or None) from a text file (one prompt a line) or a
-    JSON/JSONL file of strings or {"prompt", "reference"?} objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=path)
-    if path.suffix.lower() not in (".json", ".jsonl"):
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        return [p for p in prompts if p], None
+def prompt_text(prompt):
+    """A prompt as the comparison table shows it: the text, or a conversation's turns."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1:
+        return prompt[0]["content"]
+    return "\n\n".join(f"[{m['role']}] {m['content'] or ''}" for m in prompt)
+
+
+def read_prompts(source, system=None, on_bad_record="error", plain=True):
+    """(prompts, reference answers or None) of `source` (a DatasetCfg, see
+    xft.tools.data_args): a text file (one prompt a line), a JSON/JSONL file of strings
+    or {"prompt", "reference"?} objects (unless `plain` is False: a format, mapping or
+    registry name was given), or any dataset (e.g. a run's heldout.jsonl): each
+    conversation up to its last assistant message is a prompt, and that message is the
+    reference."""
     from xft.data.pipeline import read_records
 
+    path = Path(resolve_path(source.path))
+    if path.is_file() and path.suffix.lower() not in (".json", ".jsonl", ".csv", ".parquet"):
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        return [p for p in prompts if p], None
+    records = read_records(source.path)
+    first = records[0]
+    if isinstance(first, str) or (plain and isinstance(first, dict) and "prompt" in first
+                                  and source.format != "heldout"):
+        return _plain_prompts(records, source.path)
+    return dataset_prompts(records, source, system, on_bad_record)
+
+
+def _plain_prompts(records, path):
     prompts, references = [], []
-    for index, record in enumerate(read_records(str(path))):
+    for index, record in enumerate(records):
         value = record.get("prompt") if isinstance(record, dict) else record
         if not isinstance(value, str) or not value.strip():
             raise DataError("expected a string or an object with a 'prompt' string", file=path,
@@ -311,6 +326,34 @@ def read_prompts(path):
         reference = record.get("reference") if isinstance(record, dict) else None
         references.append(reference if isinstance(reference, str) else None)
     return prompts, (references if any(r is not None for r in references) else None)
+
+
+def dataset_prompts(records, source, system=None, on_bad_record="error", log=print):
+    """(prompt conversations, reference answers) of a dataset's records, read by the
+    training pipeline's map step (xft.data.pipeline.map_records)."""
+    from xft.config.schema import DataCfg
+    from xft.data.conversation import with_system
+    from xft.data.pipeline import SourceReport, map_records
+
+    def split(mapped):
+        if isinstance(mapped, str):
+            raise RecordError("a pretraining document has no prompt to answer")
+        messages = with_system(mapped, system)
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        return messages[:last], messages[last]["content"]
+
+    if source.max_samples is not None:
+        records = records[:source.max_samples]
+    report = SourceReport(path=source.path, records=len(records))
+    pairs, _ = map_records(records, source, DataCfg(on_bad_record=on_bad_record), split,
+                           report)
+    if report.skipped_bad:
+        log(f"{source.path}: {report.skipped_bad} records skipped")
+        for line in list(report.lines())[1:]:
+            log(line)
+    if not pairs:
+        raise DataError("no record left to take prompts from", file=source.path)
+    return [p for p, _ in pairs], [r for _, r in pairs]
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -333,11 +376,13 @@ def run_reward_eval(args, log=print):
     if args.data or args.task or args.compare or args.adapter:
         raise XftError("--reward scores a reward model alone: no --data, --task, --compare "
                        "or --adapter with it")
+    from xft.objectives.preference import RewardModel
+
     check_local(args.model, "reward model directory", "MODEL", need=("config.json",))
-    check_local_data(args.reward, "--reward")
-    record = reward_accuracy(args.model, args.reward, args.format, args.template,
-                             args.max_length, args.batch_size, args.system,
-                             parse_pairs(args.placeholders, "--placeholders"), log)
+    source = dataset_entry(args.reward, args, "--reward", "sharegpt_pairs",
+                           check_format=RewardModel().map_function)
+    record = reward_accuracy(args.model, source, args.template, args.max_length,
+                             args.batch_size, args.system, args.on_bad_record, log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"model": args.model, "reward": {"data": args.reward, **record}}
@@ -358,9 +403,8 @@ def run_eval(args, log=print):
         raise XftError("nothing to evaluate: give --data, --task, --compare and/or --reward")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
-    # Paths fail here, before any file is read or a model is loaded.
-    if args.data:
-        check_local_data(args.data, "--data")
+    # Data options and paths fail here, before any file is read or a model is loaded.
+    data_source = dataset_entry(args.data, args, "--data", "alpaca") if args.data else None
     if args.compare:
         check_local(args.compare, "model directory", "--compare", need=MODEL_FILES)
     items, skipped = (read_task(args.task, args.prompt_column, args.label_column,
@@ -370,18 +414,25 @@ def run_eval(args, log=print):
     if args.prompt_format:  # the question asked around each prompt cell
         items = [(args.prompt_format.replace("{input}", prompt), label) for prompt, label in items]
     label_map = parse_pairs(args.label_map, "--label-map")
-    placeholders = parse_pairs(args.placeholders, "--placeholders")
     if args.compare and not (args.prompts or items):
         raise XftError("--compare needs prompts: --prompts FILE or --task")
+    prompts = references = None
+    if args.compare and args.prompts:
+        source = dataset_entry(args.prompts, args, "--prompts", "alpaca")
+        prompts, references = read_prompts(
+            source, args.system, args.on_bad_record,
+            plain=not (args.format or args.columns or args.tags
+                       or is_registry_name(args.prompts)))
+        prompts, references = prompts[:args.limit], references and references[:args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"model": args.model, "adapter": args.adapter}
 
     model, tokenizer, template = load_chat_model(args.model, args.adapter, args.template)
-    if args.data:
-        result, record = dataset_loss(model, tokenizer, template, args.data, args.format,
+    if data_source:
+        result, record = dataset_loss(model, tokenizer, template, data_source,
                                       args.max_length, args.batch_size, args.system,
-                                      placeholders, log)
+                                      args.on_bad_record, log)
         results["loss"] = {"data": args.data, "eval_loss": result.loss,
                            "eval_ppl": record["eval_ppl"], "label_tokens": result.count,
                            "samples": result.samples}
@@ -402,9 +453,7 @@ def run_eval(args, log=print):
         for line in task_report_lines(summary):
             log(line)
     if args.compare:
-        if args.prompts:
-            prompts, references = read_prompts(args.prompts)
-            prompts, references = prompts[:args.limit], references and references[:args.limit]
+        if prompts is not None:
             tuned = _answer(model, tokenizer, template, prompts, args, "fine-tuned")
         else:
             prompts, tuned = task_prompts, task_answers

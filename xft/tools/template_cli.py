@@ -1,9 +1,10 @@
 """`xft template list|render|check`: inspect what a template trains.
 
-`render` reads JSON Lines of {"messages": [...]} (OpenAI-style messages; tool
-messages and assistant `tool_calls` are kept) and writes, per line, the
-rendered text, its token ids and its labels (-100 where nothing is trained),
-exactly as training would build them.
+`render` reads a dataset as training reads it (xft.data.pipeline: any format, a
+"CONFIG.py:NAME" map function, `columns`/`tags`, a registry name, a run's heldout.jsonl;
+by default JSON Lines of {"messages": [...]}, OpenAI-style) and writes, per record, the
+rendered text, its token ids and its labels (-100 where nothing is trained), exactly as
+training would build them.
 
 `check MODEL_DIR` is the one-minute check before a long fine-tune: it renders
 sample conversations (or --input) with xft's template and with the tokenizer's
@@ -43,14 +44,18 @@ def load_tokenizer(path):
 
 def encode_messages(messages, template, tokenizer):
     """{'text', 'input_ids', 'labels'} for one conversation."""
-    rendered = template.render(messages)
+    return encode_rendering(template.render(messages), tokenizer)
+
+
+def encode_rendering(rendered, tokenizer):
+    """{'text', 'input_ids', 'labels'} of a rendered conversation (templates.Rendered)."""
     enc = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
     labels = labels_from_spans(enc["input_ids"], enc["offset_mapping"], rendered.loss_spans)
     return {"text": rendered.text, "input_ids": enc["input_ids"], "labels": labels}
 
 
 def _messages(record):
-    """The line's conversation, read as the `openai` format reads records."""
+    """A `--input` line of `template check`, read as the `openai` format reads records."""
     if not isinstance(record, dict):
         raise RecordError(f"line must be a JSON object, got {type(record).__name__}")
     check_strings(record)  # a lone surrogate names its field here, not in the tokenizer
@@ -59,18 +64,39 @@ def _messages(record):
     return messages
 
 
-def render_file(template_name, tokenizer_path, input_path, output_path=None, train_on="all"):
-    """Encode every line of input_path; returns the number of lines written."""
-    if not Path(input_path).is_file():  # before the tokenizer loads
-        raise DataError("file not found", file=input_path)
+def render_args(args):
+    """`xft template render` from its parsed arguments; returns the number of samples."""
+    from xft.tools.data_args import dataset_entry
+
+    source = dataset_entry(args.input, args, "--input", "openai")  # before the tokenizer
+    return render_file(args.template, args.tokenizer, source, args.output, args.train_on,
+                       args.system)
+
+
+def render_file(template_name, tokenizer_path, source, output_path=None, train_on="all",
+                system=None):
+    """Encode every record of `source` (a DatasetCfg) with the training pipeline's map
+    step and the SFT objective's prepare (render + checks); returns the number written."""
+    from xft.config.schema import DataCfg
+    from xft.data.pipeline import SourceReport, map_records, read_records
+    from xft.objectives.sft import SFT
+
     tokenizer = load_tokenizer(tokenizer_path)
     template = get_template(template_name, tokenizer, train_on)
+    records = read_records(source.path)
+    if source.max_samples is not None:
+        records = records[:source.max_samples]
+    objective = SFT()
+    prepared, _ = map_records(records, source, DataCfg(),
+                              lambda mapped: objective.prepare(mapped, template, system),
+                              SourceReport(path=source.path))
     lines = []
-    for where, record in json_lines(input_path):
-        try:
-            result = encode_messages(_messages(record), template, tokenizer)
-        except RecordError as e:
-            raise DataError(e.reason, file=where, field=e.field) from None
+    for item in prepared:
+        if isinstance(item, str):  # a pretraining document: BOS + text + EOS, as trained
+            samples, _ = objective.encode([item], tokenizer, sys.maxsize, "drop")
+            result = {"text": item, **samples[0]}
+        else:
+            result = encode_rendering(item, tokenizer)
         lines.append(json.dumps(result, ensure_ascii=False))
     text = "".join(line + "\n" for line in lines)
     if output_path is None:
