@@ -18,8 +18,8 @@ from conftest import REPO
 from serving import export_word_model
 
 from xft.errors import DataError
-from xft.tools.chat import (ChatSession, Sampling, answer_file, load_chat_model,
-                            read_prompt_file, stop_aware_streamer)
+from xft.tools.chat import (STOPPED, ChatSession, Sampling, answer_file, limit_marker,
+                            load_chat_model, read_prompt_file, stop_aware_streamer)
 
 TINY = REPO / "xft" / "assets" / "tiny-llama"
 MAX_NEW = 8
@@ -51,7 +51,8 @@ class PromptIds:
 # ------------------------------------------------------------------------ terminal
 
 class Terminal:
-    """A process on a pseudo-terminal: read what it prints, type lines."""
+    """A process on a pseudo-terminal that is its controlling terminal (so Ctrl-C typed
+    there is SIGINT to it, as in a real one): read what it prints, type lines."""
 
     def __init__(self, args):
         import pty
@@ -59,7 +60,8 @@ class Terminal:
         self.master, slave = pty.openpty()
         env = dict(os.environ, PYTHONPATH=str(REPO), TERM="dumb")
         self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                        close_fds=True)
+                                        close_fds=True, start_new_session=True,
+                                        preexec_fn=_take_terminal)
         os.close(slave)
         self.buffer = ""
 
@@ -86,11 +88,22 @@ class Terminal:
         os.write(self.master, (line + "\n").encode())
         self.read_until(line + "\n")  # the terminal echoes what is typed
 
+    def send(self, data):
+        os.write(self.master, data.encode())
+
     def close(self):
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
         os.close(self.master)
+
+
+def _take_terminal():
+    """In the child, a new session's leader: make stdin (the pty) its controlling terminal."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 @pytest.mark.slow
@@ -104,22 +117,88 @@ def test_interactive_chat_in_a_terminal_streams_keeps_history_resets_and_exits(m
                          "--max-new-tokens", str(MAX_NEW)])
     try:
         assert "template chatml" in terminal.read_until("User: ")
+        cut = f"\n{limit_marker(MAX_NEW)}"  # this model's answers always run to the limit
         terminal.type("Who are you?")
         terminal.read_until("Assistant: ")
-        assert terminal.read_until("\nUser: ").strip("\n") == first
+        assert terminal.read_until("\nUser: ").strip("\n") == first + cut
         terminal.type("And where?")  # answered with the first turn as history
         terminal.read_until("Assistant: ")
-        assert terminal.read_until("\nUser: ").strip("\n") == second
+        assert terminal.read_until("\nUser: ").strip("\n") == second + cut
         terminal.type("RESET")
         assert "(history cleared)" in terminal.read_until("User: ")
         terminal.type("And where?")  # now without history
         terminal.read_until("Assistant: ")
         fresh = ChatSession(model, tokenizer, template, max_new_tokens=MAX_NEW).ask("And where?")
-        assert terminal.read_until("\nUser: ").strip("\n") == fresh != second
+        assert terminal.read_until("\nUser: ").strip("\n") == fresh + cut
+        assert fresh != second
         terminal.type("EXIT")
         assert terminal.process.wait(timeout=30) == 0
     finally:
         terminal.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_an_answer_keeps_the_history_then_quits_at_the_prompt(model_dir, loaded):
+    """Ctrl-C typed into the terminal mid-answer; readline editing (Left arrow, Up for the
+    previous question); a pasted two-line block is one message."""
+    model, tokenizer, template = loaded
+    limit = 120  # long enough to type Ctrl-C while the answer streams
+    reference = ChatSession(model, tokenizer, template, max_new_tokens=limit)
+    first, second = reference.ask("Who are you?"), reference.ask("And where?")
+    interrupted = ChatSession(model, tokenizer, template, max_new_tokens=limit)
+    interrupted.ask("Who are you?")
+    pasted = interrupted.ask("Hi\nthere")  # what a two-line paste must be answered with
+    terminal = Terminal([sys.executable, "-m", "xft", "chat", str(model_dir),
+                         "--max-new-tokens", str(limit)])
+    try:
+        terminal.read_until("User: ")
+        terminal.type("Who are you?")
+        terminal.read_until("Assistant: ")
+        assert terminal.read_until("\nUser: ").strip("\n") == f"{first}\n{limit_marker(limit)}"
+        terminal.type("Tell me more")
+        terminal.read_until("Assistant: ")
+        terminal.read_until(" ")  # the answer is streaming: stop it
+        terminal.send("\x03")
+        stopped = terminal.read_until(STOPPED)
+        assert stopped.endswith("^C\n") and terminal.process.poll() is None
+        terminal.read_until("User: ")
+        # Typed with a typo fixed by Left arrow; answered after the first turn only.
+        terminal.send("And wher?\x1b[De\r")
+        terminal.read_until("Assistant: ")
+        assert terminal.read_until("\nUser: ").strip("\n") == f"{second}\n{limit_marker(limit)}"
+        terminal.type("RESET")
+        terminal.read_until("User: ")
+        terminal.type("Who are you?")
+        terminal.read_until(limit_marker(limit))
+        terminal.read_until("User: ")
+        terminal.send("Hi\nthere\n")  # arrives at once, as a paste does: one message
+        terminal.read_until("Assistant: ")
+        assert terminal.read_until("\nUser: ").strip("\n") == f"{pasted}\n{limit_marker(limit)}"
+        terminal.send("\x1b[A")  # Up: the previous message comes back for editing
+        terminal.read_until("there")
+        terminal.send("\x03")  # Ctrl-C at the prompt: a clean exit
+        assert terminal.process.wait(timeout=30) == 0
+        assert "Traceback" not in terminal.buffer
+    finally:
+        terminal.close()
+
+
+@pytest.mark.slow
+def test_one_prompt_marks_a_cut_answer_on_stderr_only(model_dir, capsys):
+    from argparse import Namespace
+
+    from xft.tools.chat import run_chat
+
+    args = Namespace(model=str(model_dir), adapter=None, template=None, bits=None,
+                     temperature=0.0, top_p=None, top_k=None, repetition_penalty=None,
+                     seed=None, system=None, max_new_tokens=3, prompt_file=None, output=None,
+                     prompt="Who are you?", multiline=False)
+    run_chat(args)
+    out, err = capsys.readouterr()
+    model, tokenizer, template = load_chat_model(str(model_dir))
+    assert out == ChatSession(model, tokenizer, template, max_new_tokens=3).ask(
+        "Who are you?") + "\n"
+    assert err.strip().endswith(limit_marker(3))
 
 
 @pytest.mark.slow
@@ -191,6 +270,9 @@ def test_a_stop_string_ends_the_reply_and_is_neither_kept_nor_streamed(loaded, c
     assert capsys.readouterr().out == answer + "\n"
     assert len(steps) == 4  # generation stopped at the stop string, not just the text cut
     assert session.messages[-1]["content"] == answer
+    assert not session.hit_limit  # a stop ended it, not max_new_tokens
+    plain = ChatSession(model, tokenizer, template, max_new_tokens=MAX_NEW)
+    assert plain.ask("Who are you?") == full and plain.hit_limit  # no stop: cut at the limit
 
 
 def test_stop_aware_streamer_holds_back_what_may_start_a_stop_string(capsys):
@@ -260,7 +342,10 @@ def test_prompt_file_answers_each_line_as_a_fresh_conversation(loaded, tmp_path)
     expected = [[{"role": "user", "content": "Who are you?"}],
                 [{"role": "system", "content": "Be brief."},
                  {"role": "user", "content": "Who are you?"}], conversation]
-    assert [{k: v for k, v in w.items() if k != "answer"} for w in written] == lines
+    assert [{k: v for k, v in w.items() if k not in ("answer", "finish_reason")}
+            for w in written] == lines
+    # This model never stops by itself: every answer ran into the limit.
+    assert {w["finish_reason"] for w in written} == {"length"}
     fresh = ChatSession(model, tokenizer, template, max_new_tokens=MAX_NEW)
     assert [w["answer"] for w in written] == [fresh.answer(chat) for chat in expected]
     assert written[0]["answer"] != written[1]["answer"]  # the system prompt was used

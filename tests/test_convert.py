@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,13 +27,17 @@ STOCK_LOADER = r'''
 import json, sys
 import torch
 from transformers import AutoModelForCausalLM
+from transformers import AutoTokenizer
 jobs, ids, out = json.loads(sys.argv[1]), torch.tensor(json.loads(sys.argv[2])), sys.argv[3]
 logits = {}
-for name, (kind, path) in jobs.items():
-    if kind == "adapter":
+for name, (kind, path, base) in jobs.items():
+    if kind == "adapter":  # as the model card says: the base, resized to an extended vocabulary
         from peft import PeftModel
-        base = json.load(open(path + "/adapter_config.json"))["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), path)
+        base = AutoModelForCausalLM.from_pretrained(base)
+        tokens = len(AutoTokenizer.from_pretrained(path))
+        if tokens > base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(tokens)
+        model = PeftModel.from_pretrained(base, path)
     else:
         model = AutoModelForCausalLM.from_pretrained(path)
     with torch.no_grad():
@@ -46,12 +51,23 @@ def stock_logits(tmp_path, jobs, ids=IDS):
     """{name: logits} of {name: ('adapter' | 'model', dir)} loaded by stock transformers/peft."""
     out = tmp_path / "stock_logits.pt"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    jobs = {name: (kind, str(path)) for name, (kind, path) in jobs.items()}
+    jobs = {name: (kind, str(path), _base_of(kind, path)) for name, (kind, path) in jobs.items()}
     result = subprocess.run([sys.executable, "-c", STOCK_LOADER, json.dumps(jobs),
                              json.dumps(ids), str(out)], cwd=tmp_path, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(out)
+
+
+def _base_of(kind, path):
+    """An adapter's base folder: adapter_config.json's name, where `xft://NAME` (a model
+    shipped inside xft) is the folder its model card tells a user without xft to use."""
+    from xft.paths import resolve_path
+
+    if kind != "adapter":
+        return None
+    return resolve_path(json.loads((Path(path) / "adapter_config.json").read_text())[
+        "base_model_name_or_path"])
 
 
 def train(work_dir, config_text):

@@ -96,9 +96,10 @@ def test_shipped_tiny_dpo_config_moves_held_out_reward_accuracy(tmp_path):
     merged = tmp_path / "merged"
     run_cli("convert", "merge", "xft://tiny-llama", str(tmp_path / "hf"), str(merged))
     assert (merged / "config.json").is_file()
-    answer = run_cli("chat", str(merged), "--prompt", "Who are you?",
-                     "--max-new-tokens", "8").stdout
-    assert answer.strip()
+    # Greedy answers of the merged model and of base + adapter are the same text.
+    answers = [run_cli("chat", str(model), "--prompt", "Who are you?",
+                       "--max-new-tokens", "8").stdout for model in (merged, tmp_path / "hf")]
+    assert answers[0] == answers[1]
     run_cli("eval", str(tmp_path / "hf"), "--data", "xft://data/self_cognition.json",
             "--placeholders", "name=Tuna", "author=the xft team", "--out", str(tmp_path / "ev"))
     loss = json.loads((tmp_path / "ev" / "results.json").read_text())["loss"]

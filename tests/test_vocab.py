@@ -417,6 +417,9 @@ train = dict(batch_size=4, max_steps=12, log_interval=1, warmup_ratio=0.0,
     merged_size = len(AutoTokenizer.from_pretrained(tiny["merged"]))
     rows = {k: v.shape[0] for k, v in weights.items() if "embed_tokens" in k or "lm_head" in k}
     assert rows and set(rows.values()) == {merged_size}, rows
+    # Each once: the trained copies only, not peft's default frozen original and base layer.
+    assert sorted(rows) == ["base_model.model.lm_head.weight",
+                            "base_model.model.model.embed_tokens.weight"], rows
 
 
 @pytest.mark.slow

@@ -293,6 +293,10 @@ def build_parser():
                    help='answer each line of a JSONL file ({"prompt": ...} or {"messages": '
                         '[...]}) and write JSONL lines with an "answer"')
     p.add_argument("--output", help="with --prompt-file: write here instead of stdout")
+    p.add_argument("--multiline", action="store_true",
+                   help="interactive: a message ends at an empty line (press Enter twice), "
+                        "as in XTuner; without it Enter sends, and a pasted block is one "
+                        "message")
     p.add_argument("--bits", type=int, choices=[4, 8],
                    help="load the model quantized by bitsandbytes")
     p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)
@@ -384,7 +388,8 @@ def build_parser():
     c.add_argument("config", help="the config that trained it (name or file)")
     c.add_argument("checkpoint", help="iter_N.pth, checkpoint-N folder or DeepSpeed folder")
     c.add_argument("out", help="output directory")
-    c.add_argument("--max-shard-size", help="full models: largest safetensors file, e.g. 2GB")
+    c.add_argument("--max-shard-size",
+                   help="full models: largest safetensors file, e.g. 2GB (default 5GB)")
     c.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it already holds files")
     c.add_argument("--cfg-options", nargs="+", action=DictAction, metavar="KEY=VALUE",
@@ -394,11 +399,12 @@ def build_parser():
     c.add_argument("base", help="base model directory or hub id")
     c.add_argument("adapter", help="PEFT adapter directory")
     c.add_argument("out", help="output directory")
-    c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
-                   help="dtype of the merged weights (the base is loaded unquantized in it)")
+    c.add_argument("--dtype", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="dtype of the merged weights (the base is loaded unquantized in it); "
+                        "auto, the default: the base's own dtype")
     c.add_argument("--overwrite", action="store_true",
                    help="replace OUT when it already holds files")
-    c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB")
+    c.add_argument("--max-shard-size", help="largest safetensors file, e.g. 2GB (default 5GB)")
     c = actions.add_parser("split", parents=[common],
                            help="re-shard a model directory's safetensors")
     c.add_argument("src", help="model directory")

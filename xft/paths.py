@@ -18,6 +18,17 @@ def resolve_path(path: str) -> str:
     return path
 
 
+def portable_name(path):
+    """`xft://NAME` for a path inside the installed package's assets (what resolve_path
+    made of it), so an artifact never names this installation's folder; anything else
+    unchanged."""
+    if isinstance(path, str) and Path(path).is_absolute():
+        resolved = Path(path).resolve()
+        if resolved.is_relative_to(ASSETS_DIR):
+            return ASSET_SCHEME + resolved.relative_to(ASSETS_DIR).as_posix()
+    return path
+
+
 # A hub id: "name" or "owner/name" of letters, digits, '-', '_', '.' (not at the ends).
 _HUB_ID = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?(?:/[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?)?$")
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt", ".arrow")

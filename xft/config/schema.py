@@ -41,6 +41,21 @@ class ResizeVocabCfg:
 
 
 @dataclass
+class RopeScalingCfg:
+    """Stretch the rotary position embeddings to a longer context than the model was
+    pretrained for, as transformers defines each RoPE type (docs/config.md)."""
+    # linear: positions divided by `factor`; dynamic: NTK-aware, only for sequences longer
+    # than the model's max_position_embeddings; yarn: YaRN; llama3: Llama 3.1's bands.
+    type: Literal["linear", "dynamic", "yarn", "llama3"] = REQUIRED
+    factor: float = REQUIRED  # how many times longer the context gets; > 1
+    # yarn, llama3: the context the model was pretrained with; None: its max_position_embeddings.
+    original_max_position_embeddings: Optional[int] = None
+    # llama3 only: the wavelength bands kept / interpolated (None: Llama 3.1's 1 and 4).
+    low_freq_factor: Optional[float] = None
+    high_freq_factor: Optional[float] = None
+
+
+@dataclass
 class ModelCfg:
     path: str = REQUIRED  # hub id, local directory, or xft://NAME for a shipped model
     # Weights dtype: float32 on CPU; bfloat16/float16 on GPU (trainable LoRA weights stay fp32).
@@ -53,6 +68,9 @@ class ModelCfg:
     # None: keep the embeddings. Set when tokenizer.path is an extended tokenizer (xft vocab
     # merge): new rows are added and initialised; they must train (method.modules_to_save).
     resize_vocab: Optional[ResizeVocabCfg] = None
+    # None: the model's own position embeddings. Set to train or use a longer context,
+    # e.g. dict(type='linear', factor=2.0); written into the exported config.json.
+    rope_scaling: Optional[RopeScalingCfg] = None
 
 
 @dataclass
@@ -269,6 +287,7 @@ def validate(raw: dict) -> Experiment:
     if not experiment.datasets:
         raise ConfigError("'datasets' is empty: list at least one dataset to train on")
     _check_ranges(experiment)
+    _check_rope_scaling(experiment.model.rope_scaling)
     _check_method(experiment.method, experiment.model)
     _check_optim(experiment.optim, experiment.method)
     _check_validation(experiment)
@@ -323,6 +342,11 @@ RANGES = {
     "method.dropout": Range(0, 1, high_open=True),
     "method.loraplus_lr_ratio": POSITIVE,
     "method.trainable_layers": NON_NEGATIVE,
+    "model.rope_scaling.factor": Range(1, low_open=True, hint="; a factor of 1 changes "
+                                       "nothing (leave model.rope_scaling unset)"),
+    "model.rope_scaling.original_max_position_embeddings": AT_LEAST_1,
+    "model.rope_scaling.low_freq_factor": POSITIVE,
+    "model.rope_scaling.high_freq_factor": POSITIVE,
     "datasets[].max_samples": Range(1, hint="; leave it unset (None) to use every record"),
     "datasets[].ratio": Range(0, 1, low_open=True),
     "val_datasets[].max_samples": Range(1, hint="; leave it unset (None) to use every record"),
@@ -378,6 +402,22 @@ def _check_ranges(experiment):
 
 
 LORA_ONLY = ("use_dora", "use_rslora", "loraplus_lr_ratio", "init_adapter")
+
+
+def _check_rope_scaling(rope):
+    if rope is None:
+        return
+    for name in ("low_freq_factor", "high_freq_factor"):
+        if getattr(rope, name) is not None and rope.type != "llama3":
+            raise ConfigError(f"'model.rope_scaling.{name}' applies to type='llama3' only, "
+                              f"got type '{rope.type}'")
+    if rope.original_max_position_embeddings is not None and rope.type not in ("yarn", "llama3"):
+        raise ConfigError("'model.rope_scaling.original_max_position_embeddings' applies to "
+                          f"type 'yarn' or 'llama3' only, got type '{rope.type}'")
+    low, high = rope.low_freq_factor or 1.0, rope.high_freq_factor or 4.0
+    if rope.type == "llama3" and high <= low:
+        raise ConfigError(f"'model.rope_scaling.high_freq_factor' ({high:g}) must be above "
+                          f"low_freq_factor ({low:g})")
 
 
 def _check_method(method, model):

@@ -187,9 +187,9 @@ def fill_placeholders(value, placeholders):
 
 def map_records(records, ds_cfg, data_cfg, prepare, report, map_record=to_conversation):
     """Records → (prepared items, the index of each one's record), through the dataset's
-    format map fn (`map_record(format, record, mapping)`; training: the objective's, e.g.
-    preference pairs) and `prepare` (mapped conversation or document → item; training:
-    the objective's).
+    format map fn and `prepare` (mapped conversation or document → item; training: the
+    objective's). `map_record(format, record, mapping)` maps and checks one record
+    (training: the objective's, e.g. a preference pair's).
 
     A bad record raises DataError naming file, record index and field, or (with
     data.on_bad_record='skip') is counted in `report` with its reason.

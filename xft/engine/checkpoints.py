@@ -7,7 +7,11 @@ mmengine   a `.pth` file (iter_N.pth): MMEngine's dict whose `state_dict` holds
            the weights of xft's ObjectiveModel (keys `lm.<model key>`).
 hf         a Trainer `checkpoint-N/` folder: the model's own save_pretrained
            output, a PEFT adapter (`adapter_model.safetensors`) or a full model
-           (`model.safetensors`, possibly sharded).
+           (`model.safetensors`, possibly sharded). A full model is loaded by
+           transformers, so its weights get the names the model class uses:
+           save_pretrained may store other names (GPT-NeoX saves its head as
+           `embed_out`, the class calls it `lm_head`), and only the class's own
+           key mapping knows them.
 deepspeed  a DeepSpeed checkpoint folder (a `latest` file naming a tag folder with
            `*_model_states.pt`), or one tag folder itself (MMEngine's DeepSpeed
            strategy saves `iter_N.pth/` as a tag folder without `latest`):
@@ -60,7 +64,8 @@ def checkpoint_source(path):
                    f"{MODEL_WEIGHTS}, or a DeepSpeed folder with a '{DEEPSPEED_LATEST}' file)")
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, kind="causal_lm"):
+    """The checkpoint's weights (`kind`: the model kind it trained, xft.model.build)."""
     path = Path(path)
     source = checkpoint_source(path)
     if source == "mmengine":
@@ -74,7 +79,19 @@ def read_checkpoint(path):
         from safetensors.torch import load_file
 
         return Checkpoint(path, source, "peft", load_file(str(path / ADAPTER_WEIGHTS)))
-    return Checkpoint(path, source, "module", read_model_weights(path))
+    return Checkpoint(path, source, "module", read_saved_model(path, kind))
+
+
+def read_saved_model(folder, kind="causal_lm"):
+    """The weights of a save_pretrained model folder keyed as its model class's
+    state_dict(): transformers loads the folder (safetensors only) and applies the
+    class's own key mapping. Without a config.json, the files' keys as they are."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return read_model_weights(folder)
+    from xft.model.build import load_causal_lm
+
+    return load_causal_lm(str(folder), "float32", kind=kind).state_dict()
 
 
 def read_model_weights(folder):

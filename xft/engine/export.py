@@ -14,20 +14,32 @@ from pathlib import Path
 
 from xft.data.templates.stops import turn_end_ids
 from xft.engine.distributed import barrier, is_main_process
+from xft.engine.model_card import write_card
 from xft.model.methods import is_sequence_classifier
 from xft.outputs import write_output
+from xft.paths import portable_name
 
 HF_DIR_NAME = "hf"  # the artifact's folder inside the work dir
 META_FILE = "xft_meta.json"
 CONFIG_COPY = "xft_config.py"
+# Full models are written in safetensors files of at most this size (transformers' own
+# default, 50GB, makes one file of most models; the Hub's convention is 5GB shards).
+DEFAULT_SHARD_SIZE = "5GB"
 
 
-def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_size=None):
+def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_size=None,
+              card=None, card_step=None):
     """Save atomically: a crash mid-write never replaces a previous good export, and
     leaves only a staging folder no xft command loads (xft.outputs).
 
-    `max_shard_size` (e.g. '2GB') splits a full model's safetensors into shards with
-    an index; PEFT saves an adapter as one file whatever the size.
+    `card` (xft.engine.model_card.RunCard) writes README.md, the model card, with the
+    run's metrics up to `card_step` (all when None), and keeps its facts in
+    xft_meta.json. An adapter names a base shipped with xft as `xft://NAME`
+    (portable_name), not by the folder of this installation.
+
+    `max_shard_size` (e.g. '2GB', default DEFAULT_SHARD_SIZE) splits a full model's
+    safetensors into shards with an index; PEFT saves an adapter as one file whatever
+    the size.
     """
     if is_peft_model(model) and is_sequence_classifier(model.get_base_model()):
         # A reward model is exported whole: stock AutoModelForSequenceClassification cannot
@@ -36,22 +48,56 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    shard = {} if max_shard_size is None or is_peft_model(model) else {
-        "max_shard_size": max_shard_size}
-    if is_peft_model(model):  # the trained adapter only, not a frozen reference beside it
-        shard["selected_adapters"] = [model.active_adapter]
+    adapter = is_peft_model(model)
+    save_options = {"save_embedding_layers": save_embedding_layers(model),
+                    # the trained adapter only, not a frozen reference beside it
+                    "selected_adapters": [model.active_adapter]} if adapter else {
+        "max_shard_size": max_shard_size or DEFAULT_SHARD_SIZE}
+    facts = card.facts(card_step) if card is not None else None
 
     def write(tmp):
-        model.save_pretrained(str(tmp), safe_serialization=True, **shard)
+        model.save_pretrained(str(tmp), safe_serialization=True, **save_options)
+        if adapter:
+            portable_base(tmp)
         tokenizer.chat_template = template.to_jinja()
         tokenizer.save_pretrained(str(tmp))
         write_generation_files(tmp, model, turn_end_ids(template, tokenizer))
-        meta = {"template": template.name, "adapter": is_peft_model(model)}
+        meta = {"template": template.name, "adapter": adapter}
+        if facts is not None:
+            meta["card"] = facts
+            write_card(tmp, facts, Path(out_dir).name, adapter)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if config_text is not None:
             (tmp / CONFIG_COPY).write_text(config_text, encoding="utf-8")
 
     return write_output(out_dir, write)
+
+
+def save_embedding_layers(model):
+    """peft's `save_embedding_layers` for this adapter.
+
+    After a vocabulary resize peft's default ('auto') saves each resized embedding
+    layer three times: its trained modules_to_save copy, the frozen original and the
+    base layer. When every embedding layer trains as a modules_to_save copy, that
+    copy is all a loader needs (it replaces the base's rows), so the others are left
+    out: the adapter holds each matrix once. An embedding adapted by LoRA instead keeps
+    peft's default, which saves its resized base rows once."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    layers = [model.get_input_embeddings(), model.get_output_embeddings()]
+    if all(isinstance(layer, ModulesToSaveWrapper) for layer in layers if layer is not None):
+        return False
+    return "auto"
+
+
+def portable_base(adapter_dir):
+    """Rewrite adapter_config.json's base_model_name_or_path as xft.paths.portable_name."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    name = portable_name(config.get("base_model_name_or_path"))
+    if name != config.get("base_model_name_or_path"):
+        config["base_model_name_or_path"] = name
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_generation_files(out_dir, model, stop_ids):
@@ -83,7 +129,8 @@ def write_generation_files(out_dir, model, stop_ids):
     return eos
 
 
-def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None):
+def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None, card=None,
+                         card_step=None):
     """export_hf for a run of any number of processes: call it on every rank.
 
     Rank 0 writes. Under DeepSpeed ZeRO-3 each rank holds a slice of every weight,
@@ -92,7 +139,8 @@ def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None):
     """
     with _gathered_weights(model):
         if is_main_process():
-            export_hf(model, tokenizer, template, out_dir, config_text)
+            export_hf(model, tokenizer, template, out_dir, config_text, card=card,
+                      card_step=card_step)
     barrier()
     return Path(out_dir)
 

@@ -42,6 +42,7 @@ from xft.engine.monitor import TrainingMonitor
 from xft.engine.safe_load import check_pickles, make_trainer_rng_file_plain
 from xft.engine.schedule import lr_factor
 from xft.engine.step_loss import StepMetrics, loss_scale, window_count
+from xft.engine.model_card import RunCard
 from xft.engine.validation import Validator, export_final
 from xft.errors import XftError
 from xft.inference.chat_eval import ChatEvaluator
@@ -314,7 +315,8 @@ def run(built, resume=None, deepspeed=None):
     with disk_full_as_error(built.work_dir):
         trainer.train(resume_from_checkpoint=checkpoint)
     out = export_final(trainer.model, built.tokenizer, built.template,
-                       Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator)
+                       Path(built.work_dir) / HF_DIR_NAME, built.config_text, validator,
+                       RunCard(exp, built.work_dir))
     if distributed.is_main_process():
         print(f"Hugging Face artifact written to {out}")
     return out

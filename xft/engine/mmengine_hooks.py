@@ -76,13 +76,14 @@ class ExportHook(Hook):
 
     priority = "LOWEST"
 
-    def __init__(self, tokenizer, template, config_text, validator=None):
+    def __init__(self, tokenizer, template, config_text, validator=None, card=None):
         self.tokenizer, self.template, self.config_text = tokenizer, template, config_text
-        self.validator = validator
+        self.validator, self.card = validator, card
 
     def after_train(self, runner):
         out = export_final(_lm(runner), self.tokenizer, self.template,
-                           Path(runner.work_dir) / HF_DIR_NAME, self.config_text, self.validator)
+                           Path(runner.work_dir) / HF_DIR_NAME, self.config_text, self.validator,
+                           self.card)
         runner.logger.info(f"Hugging Face artifact written to {out}")
 
 

@@ -22,6 +22,7 @@ from xft.engine.export import HF_DIR_NAME
 from xft.engine.mmengine_hooks import (CheckpointHook, ExportHook, MonitorHook, RngStateHook,
                                        ValidationHook)
 from xft.engine.mmengine_model import ObjectiveModel, optim_wrapper_type
+from xft.engine.model_card import RunCard
 from xft.engine.monitor import TrainingMonitor
 from xft.engine.safe_load import load_weights_only
 from xft.engine.validation import Validator
@@ -101,7 +102,8 @@ def run(built, resume=None, deepspeed=None):
     hooks = [MonitorHook(monitor, chat, built.objective.metric_names)]
     if validator is not None:
         hooks.append(ValidationHook(validator))
-    hooks += [ExportHook(built.tokenizer, built.template, built.config_text, validator),
+    hooks += [ExportHook(built.tokenizer, built.template, built.config_text, validator,
+                         RunCard(exp, built.work_dir)),
               RngStateHook()]
     if deepspeed is None:
         hooks.append(CheckpointHook(train.save_interval, train.save_total_limit, checkpoint))

@@ -28,6 +28,7 @@ from pathlib import Path
 from xft.engine.evaluate import evaluate
 from xft.engine.distributed import barrier, is_main_process
 from xft.engine.export import export_hf_from_ranks
+from xft.engine.model_card import RunCard
 from xft.outputs import write_output
 from xft.engine.monitor import read_metrics
 
@@ -49,6 +50,7 @@ class Validator:
         self.log = log if is_main_process() else (lambda message: None)  # rank 0 speaks
         self.tokenizer, self.template = built.tokenizer, built.template
         self.config_text = built.config_text
+        self.card = RunCard(built.experiment, built.work_dir)
         self.best_dir = Path(built.work_dir) / BEST_DIR_NAME
         self.best_value, self.best_step = None, None
         self.reference, self.stale = None, 0  # early stopping's loss to beat, evaluations since
@@ -117,7 +119,7 @@ class Validator:
     def _save_best(self, model, step, loss):
         # Every rank takes part (ZeRO-3 gathers weights); rank 0 writes.
         export_hf_from_ranks(model, self.tokenizer, self.template, self.best_dir,
-                             self.config_text)
+                             self.config_text, self.card, card_step=step)
         if is_main_process():
             info = {"step": step, self.key: loss}
             (self.best_dir / BEST_INFO_FILE).write_text(json.dumps(info) + "\n",
@@ -125,9 +127,10 @@ class Validator:
         self.log(f"best {self.key} so far: weights of step {step} exported to {self.best_dir}")
 
 
-def export_final(model, tokenizer, template, out_dir, config_text, validator=None):
+def export_final(model, tokenizer, template, out_dir, config_text, validator=None, card=None):
     """Write the run's artifact to out_dir: the best weights when train.export_best asks
-    for them (and a best export exists), else the weights as they are now.
+    for them (and a best export exists; its model card has the metrics up to that step),
+    else the weights as they are now (`card`: xft.engine.model_card.RunCard).
     Called on every rank; rank 0 writes."""
     if validator is not None and validator.export_best and validator.best_dir.is_dir():
         if is_main_process():
@@ -137,4 +140,4 @@ def export_final(model, tokenizer, template, out_dir, config_text, validator=Non
                           f"{validator.key} {validator.best_value:.4f})")
         barrier()
         return Path(out_dir)
-    return export_hf_from_ranks(model, tokenizer, template, out_dir, config_text)
+    return export_hf_from_ranks(model, tokenizer, template, out_dir, config_text, card)

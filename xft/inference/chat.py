@@ -42,6 +42,7 @@ class ChatSession:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.system, self.max_new_tokens = system, max_new_tokens
         self.sampling = sampling or Sampling()
+        self.hit_limit = False  # whether the last answer was cut at max_new_tokens
         self.stop_texts, self.stop_ids, self.stop_strings = template_stops(tokenizer, template)
         if self.sampling.seed is not None:
             from transformers import set_seed
@@ -63,8 +64,8 @@ class ChatSession:
         self.messages.append({"role": "user", "content": question})
         try:
             answer = self.answer(self.messages, streamer)
-        except Exception:
-            self.messages.pop()  # a failed turn leaves no trace in the history
+        except BaseException:  # KeyboardInterrupt too: `xft chat`'s Ctrl-C stops one answer
+            self.messages.pop()  # a failed or stopped turn leaves no trace in the history
             raise
         # Thoughts and tool calls go back into the history as the template renders them.
         self.messages.append(self.template.parse_reply(answer))
@@ -84,18 +85,21 @@ class ChatSession:
             **extra)
 
     def _decode(self, new_tokens):
-        """The answer text of generated ids: up to the first stop token, stop texts cut."""
+        """(the answer text of generated ids: up to the first stop token, stop texts cut;
+        whether generation ran into max_new_tokens without reaching a stop)."""
         ids = new_tokens.tolist()
-        end = next((i for i, token in enumerate(ids) if token in self.stop_ids), len(ids))
+        end = next((i for i, token in enumerate(ids) if token in self.stop_ids), None)
         answer = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
-        return cut_at_stop(answer, self.stop_texts)[0]
+        answer, stopped = cut_at_stop(answer, self.stop_texts)
+        return answer, end is None and not stopped and len(ids) >= self.max_new_tokens
 
     @torch.no_grad()
     def answer(self, messages, streamer=None):
         """The reply to a conversation that ends with a user message (history untouched)."""
         inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
         output = self._generate(inputs, streamer)
-        return self._decode(output[0, inputs["input_ids"].shape[1]:])
+        answer, self.hit_limit = self._decode(output[0, inputs["input_ids"].shape[1]:])
+        return answer
 
     @torch.no_grad()
     def answer_batch(self, conversations):
@@ -111,7 +115,7 @@ class ChatSession:
                                        for ids in encoded])
         output = self._generate({"input_ids": input_ids.to(self.model.device),
                                  "attention_mask": attention_mask.to(self.model.device)})
-        return [self._decode(row[width:]) for row in output]
+        return [self._decode(row[width:])[0] for row in output]
 
 
 def template_stops(tokenizer, template):

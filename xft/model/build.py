@@ -46,13 +46,15 @@ def build_tokenizer(tokenizer_cfg, model_path):
 
 
 def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remote_code=False,
-                   quantization_config=None, kind="causal_lm"):
+                   quantization_config=None, kind="causal_lm", rope_scaling=None):
     import transformers
 
     auto_class = getattr(transformers, MODEL_KINDS[kind])
     path = resolve_path(path)
     require_model_dir(path)
     kwargs = {}
+    if rope_scaling is not None:
+        kwargs["config"] = scaled_rope_config(path, rope_scaling, trust_remote_code)
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
@@ -68,6 +70,43 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
             raise ConfigError(f"cannot load model from '{path}': {e}") from None
 
 
+def scaled_rope_config(path, rope, trust_remote_code=False):
+    """The model's config with its RoPE parameters set from model.rope_scaling
+    (xft.config.schema.RopeScalingCfg), in transformers' `rope_parameters` form and
+    checked by transformers' own RoPE validation."""
+    from transformers import AutoConfig
+
+    with doing(f"loading the model config from '{path}'"):
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    text = config.get_text_config()
+    current = getattr(text, "rope_parameters", None)
+    if not isinstance(current, dict) or "rope_theta" not in current:
+        raise ConfigError(f"model.rope_scaling: the model at '{path}' ({config.model_type}) "
+                          "has no rotary position embeddings to scale")
+    if text.nested_rope_parameter_keys(current):
+        raise ConfigError(f"model.rope_scaling: the model at '{path}' ({config.model_type}) "
+                          "has RoPE parameters per layer type, which xft does not scale")
+    params = {key: current[key] for key in ("rope_theta", "partial_rotary_factor")
+              if key in current}
+    params.update(rope_type=rope.type, factor=float(rope.factor))
+    if rope.type in ("yarn", "llama3"):
+        original = rope.original_max_position_embeddings or text.max_position_embeddings
+        params["original_max_position_embeddings"] = original
+        # These types describe the stretched context as max_position_embeddings (Llama 3.1:
+        # 8192 pretrained, 131072 after); 'dynamic' reads it as where scaling starts.
+        text.max_position_embeddings = max(text.max_position_embeddings,
+                                           int(original * rope.factor))
+    if rope.type == "llama3":
+        params.update(low_freq_factor=rope.low_freq_factor or 1.0,
+                      high_freq_factor=rope.high_freq_factor or 4.0)
+    text.rope_parameters = params
+    try:
+        text.validate_rope()
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"model.rope_scaling: {e}") from None
+    return config
+
+
 def build_model(model_cfg, method_cfg, tokenizer=None, kind="causal_lm", log=print):
     """The model ready to train: base weights loaded (quantized for QLoRA) as the objective's
     model kind (MODEL_KINDS), embeddings resized to an extended tokenizer
@@ -79,7 +118,7 @@ def build_model(model_cfg, method_cfg, tokenizer=None, kind="causal_lm", log=pri
     else:
         import_bitsandbytes()  # before peft imports it, to keep its import quiet
     model = load_causal_lm(cfg.path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code,
-                           quantization, kind)
+                           quantization, kind, cfg.rope_scaling)
     if kind == "sequence_classification" and tokenizer is not None:
         # transformers finds each row's last token by the pad id; a base LM often has none.
         model.config.pad_token_id = tokenizer.pad_token_id

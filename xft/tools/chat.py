@@ -10,9 +10,13 @@ tokens) and at its stop strings (text, e.g. MOSS's `<eom>`, matched by
 transformers' stop_strings); the stop text is never shown or kept in the
 history. Greedy by default; `--temperature > 0` samples (seeded by `--seed`).
 
-Three ways to use it: interactive (streamed answers, RESET clears the history,
-EXIT or Ctrl-D quits), `--prompt TEXT` (one answer), `--prompt-file FILE`
-(JSONL in, JSONL out; see docs/tools.md).
+Three ways to use it: interactive (streamed answers with readline line editing;
+Ctrl-C stops an answer and keeps the session, RESET clears the history, EXIT,
+Ctrl-D or Ctrl-C at the prompt quits; a paste of several lines is one message,
+`--multiline` ends each message at an empty line), `--prompt TEXT` (one answer),
+`--prompt-file FILE` (JSONL in, JSONL out; see docs/tools.md). An answer cut at
+--max-new-tokens is marked (a line in the terminal, `finish_reason: "length"` in
+JSONL).
 """
 
 import json
@@ -146,8 +150,10 @@ def answer_file(session, prompt_file, output=None):
             answer = session.answer(messages)
             reply = session.template.parse_reply(answer)
             parsed = {k: reply[k] for k in ("tool_calls", "reasoning_content") if k in reply}
-            out.write(json.dumps({**record, "answer": answer, **parsed}, ensure_ascii=False)
-                      + "\n")
+            # OpenAI's name for why an answer ended: "length" when cut at max_new_tokens.
+            finish = "length" if session.hit_limit else "stop"
+            out.write(json.dumps({**record, "answer": answer, **parsed, "finish_reason": finish},
+                                 ensure_ascii=False) + "\n")
             out.flush()
     finally:
         if output:
@@ -172,14 +178,23 @@ def run_chat(args):
         return
     if args.prompt is not None:
         print(session.ask(args.prompt))
+        if session.hit_limit:  # on stderr: stdout stays the answer alone
+            print(limit_marker(session.max_new_tokens), file=sys.stderr)
         return
-    print(f"Chatting with {args.model} (template {template.name}). "
-          f"Type {RESET} to clear the history, {EXIT} or Ctrl-D to quit.")
-    streamer = stop_aware_streamer(tokenizer, session.stop_texts)
+    interactive(session, tokenizer, args.model, args.multiline)
+
+
+def interactive(session, tokenizer, model_name, multiline=False):
+    """The terminal conversation: streamed answers, Ctrl-C stops one, RESET, EXIT."""
+    line_editing()
+    end = "an empty line" if multiline else "Enter"
+    print(f"Chatting with {model_name} (template {session.template.name}). {end} sends; "
+          f"Ctrl-C stops an answer; {RESET} clears the history; {EXIT}, Ctrl-D or Ctrl-C "
+          "here quits.")
     while True:
         try:
-            question = input("\nUser: ").strip()
-        except EOFError:
+            question = read_message(multiline)
+        except (EOFError, KeyboardInterrupt):
             print()
             return
         if question == EXIT:
@@ -188,6 +203,53 @@ def run_chat(args):
             session.reset()
             print("(history cleared)")
             continue
-        if question:
-            print("Assistant: ", end="", flush=True)
-            session.ask(question, streamer=streamer)
+        if not question:
+            continue
+        print("Assistant: ", end="", flush=True)
+        try:
+            session.ask(question, streamer=stop_aware_streamer(tokenizer, session.stop_texts))
+        except KeyboardInterrupt:
+            print(f"\n{STOPPED}")
+            continue
+        if session.hit_limit:
+            print(limit_marker(session.max_new_tokens))
+
+
+STOPPED = "[stopped: this question and its answer are not kept in the history]"
+
+
+def limit_marker(max_new_tokens):
+    return f"[cut: the answer reached --max-new-tokens {max_new_tokens}]"
+
+
+def line_editing():
+    """Arrow keys, Ctrl-A/E and the session's earlier questions (Up) in `input()`.
+
+    Python's input() uses GNU readline once the module is imported (when stdin and
+    stdout are a terminal); where it is missing (Windows) input stays plain."""
+    try:
+        import readline  # noqa: F401
+    except ImportError:
+        pass
+
+
+def read_message(multiline=False):
+    """One user message. Lines that arrive together (a paste) are one message, so a
+    pasted paragraph is not several turns; with `multiline` (XTuner's convention) a
+    message ends only at an empty line."""
+    lines = [input("\nUser: ")]
+    while (multiline and lines[-1]) or _more_pasted():
+        lines.append(input(""))
+    return "\n".join(lines).strip()
+
+
+def _more_pasted(wait=0.05):
+    """Whether more input is already waiting on a terminal stdin: typed lines arrive one
+    Enter at a time, a paste arrives at once (a short wait covers a terminal that sends
+    it in pieces). readline reads the terminal a byte at a time, so what it has not
+    consumed is still in the terminal's queue, where select sees it."""
+    import select
+
+    if not sys.stdin.isatty():
+        return False
+    return bool(select.select([sys.stdin], [], [], wait)[0])

@@ -98,7 +98,7 @@ def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None
         out(f"packing: {e}")
     else:
         state = "on:" if experiment.data.pack else "off (data.pack=False); if on,"
-        out(f"packing {state} {packing.rows} rows of {max_length} tokens hold the "
+        out(f"packing {state} {packing.rows} rows of {packing.max_length} tokens hold the "
             f"{packing.samples} samples, efficiency {100 * packing.efficiency:.2f}%")
     plot = Path(plot or f"{Path(cfg.filename).stem}_lengths.png")
     write_histogram(lengths, max_length, plot)

@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 from xft.errors import DataError, RecordError, XftError
-from xft.paths import MODEL_FILES, check_local, check_local_data, resolve_path
+from xft.paths import MODEL_FILES, check_local, resolve_path
 from xft.tools.data_args import dataset_entry, is_registry_name, parse_pairs
 
 RESULTS_FILE = "results.json"
@@ -45,14 +45,13 @@ def dataset_loss(model, tokenizer, template, source, max_length=2048, batch_size
     DatasetCfg, see xft.tools.data_args)."""
     from xft.objectives.sft import SFT
 
-    return evaluate_file(model, SFT(), tokenizer, template, source, max_length, batch_size,
-                         system, on_bad_record, log)
+    return evaluate_source(model, SFT(), tokenizer, template, source, max_length, batch_size,
+                           system, on_bad_record, log)
 
 
-def evaluate_file(model, objective, tokenizer, template, source, max_length=2048,
-                  batch_size=4, system=None, on_bad_record="error", log=print):
-    """(EvalResult, its record): `objective`'s loss and metrics of the model on one dataset
-    (a DatasetCfg)."""
+def evaluate_source(model, objective, tokenizer, template, source, max_length=2048,
+                    batch_size=4, system=None, on_bad_record="error", log=print):
+    """(EvalResult, its record): `objective`'s loss and metrics of the model on one dataset."""
     from xft.config.schema import DataCfg
     from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
     from xft.engine.evaluate import evaluate
@@ -75,21 +74,19 @@ def evaluate_file(model, objective, tokenizer, template, source, max_length=2048
 
 # --- reward models -----------------------------------------------------------------------------
 
-def reward_accuracy(model_dir, path, fmt, template_name=None, max_length=2048, batch_size=4,
-                    system=None, placeholders=None, log=print):
+def reward_accuracy(model_dir, source, template_name=None, max_length=2048, batch_size=4,
+                    system=None, on_bad_record="error", log=print):
     """The validation record of a reward model (a sequence-classification directory, as
-    `objective='reward'` exports it) on a file of preference pairs: eval_accuracy (pairs
-    whose chosen reply scores higher), eval_margin, eval_loss (Bradley-Terry)... The pairs
-    are encoded with the model's chat template as training encodes them."""
-    from xft.config.schema import DatasetCfg
+    `objective='reward'` exports it) on a dataset of preference pairs (a DatasetCfg):
+    eval_accuracy (pairs whose chosen reply scores higher), eval_margin, eval_loss
+    (Bradley-Terry)... The pairs are encoded with the model's chat template as training
+    encodes them."""
     from xft.inference.reward import load_reward_model
     from xft.objectives.preference import RewardModel
 
     scorer = load_reward_model(model_dir, template_name)
-    model, tokenizer, template = scorer.model, scorer.tokenizer, scorer.template
-    source = DatasetCfg(path=str(path), format=fmt, placeholders=placeholders or {})
-    _, record = evaluate_file(model, RewardModel(), tokenizer, template, source, max_length,
-                              batch_size, system, log=log)
+    _, record = evaluate_source(scorer.model, RewardModel(), scorer.tokenizer, scorer.template,
+                                source, max_length, batch_size, system, on_bad_record, log)
     return record
 
 
@@ -379,13 +376,13 @@ def run_reward_eval(args, log=print):
     if args.data or args.task or args.compare or args.adapter:
         raise XftError("--reward scores a reward model alone: no --data, --task, --compare "
                        "or --adapter with it")
-    if not args.format:
-        raise XftError("--reward needs --format: the pairs' format, e.g. sharegpt_pairs")
+    from xft.objectives.preference import RewardModel
+
     check_local(args.model, "reward model directory", "MODEL", need=("config.json",))
-    check_local_data(args.reward, "--reward")
-    record = reward_accuracy(args.model, args.reward, args.format, args.template,
-                             args.max_length, args.batch_size, args.system,
-                             parse_pairs(args.placeholders, "--placeholders"), log)
+    source = dataset_entry(args.reward, args, "--reward", "sharegpt_pairs",
+                           check_format=RewardModel().map_function)
+    record = reward_accuracy(args.model, source, args.template, args.max_length,
+                             args.batch_size, args.system, args.on_bad_record, log)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"model": args.model, "reward": {"data": args.reward, **record}}

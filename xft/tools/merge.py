@@ -1,19 +1,23 @@
 """`xft convert merge BASE ADAPTER OUT`: fold a PEFT adapter into its base model.
 
-The base is loaded unquantized in the chosen dtype, so an adapter trained with
-QLoRA is merged into the full-precision weights (the quantized ones it trained
-against are their rounded copies). Before peft loads the adapter, its tensors
-are checked against the base: every module it adapts must exist with matching
-sizes (a clear error names the first that does not), and an adapter whose
-embeddings / output head were trained at a larger vocabulary (`modules_to_save`
-after a vocabulary extension) gets the base resized to that vocabulary first.
+The base is loaded unquantized, in its own dtype (the one its config.json
+records) unless `dtype` says otherwise, so a bf16 base gives a bf16 merged
+model, and an adapter trained with QLoRA is merged into the full-precision
+weights (the quantized ones it trained against are their rounded copies).
+Before peft loads the adapter, its tensors are checked against the base: every
+module it adapts must exist with matching sizes (a clear error names the first
+that does not), and an adapter whose embeddings / output head were trained at a
+larger vocabulary (`modules_to_save` after a vocabulary extension) gets the base
+resized to that vocabulary first.
 
 The output is a full model directory (safetensors, sharded by
-`max_shard_size`) with the adapter folder's tokenizer (it carries the chat
-template of training; the base's when the adapter folder has none), a
+`max_shard_size`, default DEFAULT_SHARD_SIZE) with the adapter folder's
+tokenizer (it carries the chat template of training; the base's when the
+adapter folder has none), a
 generation_config.json whose eos list adds the adapter's end-of-turn tokens to
 the base's (from the adapter's generation_config.json, or from the template
-named in its xft_meta.json), and xft's meta/config files.
+named in its xft_meta.json), xft's meta/config files and, for an adapter xft
+exported, its model card (README.md) saying what was merged into what.
 """
 
 import json
@@ -23,18 +27,20 @@ from pathlib import Path
 
 from xft.errors import ConfigError, XftError
 from xft.outputs import check_output, write_output
-from xft.paths import MODEL_FILES, check_local, resolve_path
+from xft.paths import MODEL_FILES, check_local, portable_name, resolve_path
 
-DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPE_NAMES = {"auto": "auto", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PEFT_PREFIX = "base_model.model."
 # Adapter tensor names end in one of these after the adapted module's path.
 LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
               "lora_magnitude_vector")
 
 
-def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log=print,
+def merge_adapter(base, adapter, out_dir, dtype="auto", max_shard_size=None, log=print,
                   overwrite=False):
-    from xft.engine.export import CONFIG_COPY, META_FILE, read_meta, write_generation_files
+    from xft.engine.export import (CONFIG_COPY, DEFAULT_SHARD_SIZE, META_FILE, read_meta,
+                                   write_generation_files)
+    from xft.engine.model_card import write_card
     from xft.model.build import load_causal_lm
 
     if dtype not in DTYPE_NAMES:
@@ -50,19 +56,24 @@ def merge_adapter(base, adapter, out_dir, dtype="fp32", max_shard_size=None, log
     if tokenizer is None:
         log(f"note: neither {adapter} nor {base} has a tokenizer; the merged folder has none")
 
+    written = str(merged.dtype).removeprefix("torch.")
+
     def write(tmp):
-        shard = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
-        merged.save_pretrained(str(tmp), safe_serialization=True, **shard)
+        merged.save_pretrained(str(tmp), safe_serialization=True,
+                               max_shard_size=max_shard_size or DEFAULT_SHARD_SIZE)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         write_generation_files(tmp, merged, adapter_stop_ids(adapter, tokenizer))
         meta = {**read_meta(adapter), "adapter": False, "merged_from": str(adapter)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if "card" in meta:  # an adapter xft exported: its model card, for the merged model
+            write_card(tmp, meta["card"], out_dir.name, adapter=False,
+                       merged_into=f"{portable_name(str(base))}, {written}")
         if (adapter / CONFIG_COPY).is_file():
             shutil.copy2(adapter / CONFIG_COPY, tmp / CONFIG_COPY)
 
     out = write_output(out_dir, write)
-    log(f"xft: merged {adapter} into {base}; {dtype} model written to {out}")
+    log(f"xft: merged {adapter} into {base}; {written} model written to {out}")
     return out
 
 

@@ -5,7 +5,8 @@ The config rebuilds the model with the one build step training uses
 resize), the checkpoint's trained weights are loaded into it, and
 xft.engine.export writes the artifact the run would have written at that step:
 a PEFT adapter (LoRA/QLoRA) or a full model, with the tokenizer carrying the
-chat template, xft_meta.json and the config copied beside it.
+chat template, xft_meta.json, the config copied beside it and a model card whose
+metrics are the checkpoint's work dir's up to its step.
 
 Only the trainable weights are taken from the checkpoint; the frozen ones are
 the base model's (for QLoRA they are the quantized base, which an adapter does
@@ -25,6 +26,7 @@ def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None
     from xft.build import build
     from xft.config.loader import config_text, load_config
     from xft.engine.export import export_hf
+    from xft.engine.model_card import RunCard
 
     cfg, experiment = load_config(config, cfg_options, data_paths=False)
     # OUT may be neither the checkpoint nor in its work dir (other checkpoints, hf/).
@@ -35,7 +37,10 @@ def pth_to_hf(config, checkpoint, out_dir, max_shard_size=None, cfg_options=None
     model, tokenizer, template = built.model, built.tokenizer, built.template
     loaded = load_trained_weights(model, ckpt, experiment.method.r)
     log(f"loaded {loaded} trained tensors ({experiment.method.type})")
-    out = export_hf(model.eval(), tokenizer, template, out_dir, config_text(cfg), max_shard_size)
+    # The model card's metrics: those of the checkpoint's work dir up to its step.
+    card = RunCard(experiment, Path(checkpoint).parent)
+    out = export_hf(model.eval(), tokenizer, template, out_dir, config_text(cfg), max_shard_size,
+                    card, checkpoint_step(checkpoint))
     log(f"xft: wrote the {'adapter' if _is_peft(model) else 'model'} to {out}")
     return out
 
@@ -77,6 +82,17 @@ def load_trained_weights(model, ckpt, lora_r=None):
                            f"config's model {tuple(own[name].shape)}")
     model.load_state_dict(state, strict=False)
     return len(state)
+
+
+def checkpoint_step(checkpoint):
+    """The step in an engine's checkpoint name (iter_N.pth, checkpoint-N), else None."""
+    from xft.engine.engines import ENGINES
+
+    for engine in ENGINES.values():
+        match = engine.checkpoint_pattern.match(Path(checkpoint).name)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def _is_peft(model):
