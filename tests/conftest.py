@@ -29,6 +29,29 @@ def write_config(directory, text, name="cfg.py"):
     return path
 
 
+def successor_model(vocab_size, successors, eos_id):
+    """A tiny Llama whose greedy next token depends only on the current one: `successors`
+    maps a token id to the id it is followed by (a scripted reply, with real generate())."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=2 * ((len(successors) + 1) // 2),
+                         intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
+                         num_key_value_heads=1, tie_word_embeddings=False,
+                         eos_token_id=eos_id, bos_token_id=None, pad_token_id=eos_id,
+                         use_cache=False)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.norm.weight.fill_(1.0)  # residual stream = the current token's embedding
+        for direction, (token, following) in enumerate(successors.items()):
+            model.model.embed_tokens.weight[token, direction] = 1.0
+            model.lm_head.weight[following, direction] = 10.0
+    model.generation_config.eos_token_id = eos_id
+    return model
+
+
 # Special tokens of each template family, for `family_tokenizer`.
 FAMILY_TOKENS = {
     "default": ("<s>", "</s>", []),
@@ -43,7 +66,13 @@ FAMILY_TOKENS = {
     "llama2_chat": ("<s>", "</s>", []),
     "llama3_chat": ("<|begin_of_text|>", "<|end_of_text|>",
                     ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
+    "llama3_1": ("<|begin_of_text|>", "<|eot_id|>",
+                 ["<|start_header_id|>", "<|end_header_id|>", "<|end_of_text|>"]),
     "mistral": ("<s>", "</s>", []),
+    "mistral_v7": ("<s>", "</s>", ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+                                   "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_CALLS]",
+                                   "[CALL_ID]", "[ARGS]", "[TOOL_RESULTS]", "[TOOL_CONTENT]",
+                                   "[/TOOL_RESULTS]"]),
     "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
     "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
     "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),

@@ -14,8 +14,7 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from conftest import REPO
+from conftest import DEMO_CONFIG, REPO, run_cli, successor_model
 
 from xft.data.templates import TEMPLATES, get_template
 from xft.data.templates.stops import turn_end_ids
@@ -27,7 +26,7 @@ PROMPT = [{"role": "user", "content": "Hi"}]
 STOCK_GENERATE = r'''
 import json, sys
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-path, mode = sys.argv[1], sys.argv[2]
+path, mode, max_new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[4])
 tokenizer = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path)
 if mode == "adapter":
@@ -39,17 +38,18 @@ ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}],
 config = GenerationConfig.from_pretrained(sys.argv[3] if mode == "adapter" else path)
 if mode == "base_eos":
     config.eos_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-out = model.generate(ids, generation_config=config, max_new_tokens=8, do_sample=False)
+out = model.generate(ids, generation_config=config, max_new_tokens=max_new_tokens,
+                     do_sample=False)
 assert not any(m == "xft" or m.startswith("xft.") for m in sys.modules), "xft was imported"
 print(json.dumps(tokenizer.decode(out[0, ids.shape[1]:])))
 '''
 
 
-def stock_generate(path, mode="model", adapter=None):
+def stock_generate(path, mode="model", adapter=None, max_new_tokens=8):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", STOCK_GENERATE, str(path), mode,
-                             str(adapter or "")], env=env, capture_output=True, text=True,
-                            cwd=path)
+                             str(adapter or ""), str(max_new_tokens)], env=env,
+                            capture_output=True, text=True, cwd=path)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -57,27 +57,11 @@ def stock_generate(path, mode="model", adapter=None):
 def bigram_model(tokenizer):
     """A Llama whose next token depends only on the current one: prompt end → 'Hello' →
     '<|im_end|>' → 'Hello' → ... Its base EOS is '<|endoftext|>'."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                         tie_word_embeddings=False, eos_token_id=0, bos_token_id=None,
-                         pad_token_id=0, use_cache=False)
-    model = LlamaForCausalLM(config)
     prompt = get_template("chatml", tokenizer).render(PROMPT, add_generation_prompt=True).text
     last = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1]
     hello, = tokenizer("Hello", add_special_tokens=False)["input_ids"]
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.model.norm.weight.fill_(1.0)  # residual stream = the current token's embedding
-        for direction, token in enumerate((last, hello, end)):
-            model.model.embed_tokens.weight[token, direction] = 1.0
-        for direction, following in ((0, hello), (1, end), (2, hello)):
-            model.lm_head.weight[following, direction] = 10.0
-    model.generation_config.eos_token_id = 0
-    return model
+    return successor_model(len(tokenizer), {last: hello, hello: end, end: hello}, eos_id=0)
 
 
 @pytest.fixture()
@@ -138,3 +122,32 @@ def test_every_template_has_end_of_turn_ids_that_close_its_replies(name):
     trained = tokenizer(rendered.text[start:end], add_special_tokens=False)["input_ids"]
     stops = set(ids) - {tokenizer.convert_tokens_to_ids(w) for w in template.stop_words}
     assert stops <= set(trained)  # each one is a token the model is trained to write
+
+
+@pytest.mark.slow
+def test_a_model_fine_tuned_with_xft_stops_at_its_turn_end_with_stock_generate(tmp_path):
+    """Train to stop, end to end: a base whose EOS ('<|endoftext|>') is not the chat
+    template's turn end ('<|im_end|>') is LoRA-tuned by `xft train` (the README demo), merged
+    by `xft convert merge`; stock generate() on the artifacts answers and stops at the turn
+    end, where the base's generation config runs past it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "base"
+    tokenizer = AutoTokenizer.from_pretrained(TINY)
+    tokenizer.eos_token = "<|endoftext|>"
+    model = AutoModelForCausalLM.from_pretrained(TINY)
+    model.config.eos_token_id = model.generation_config.eos_token_id = \
+        tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    work = tmp_path / "work"
+    run_cli("train", DEMO_CONFIG, "--work-dir", str(work), "--cfg-options",
+            f"model.path={base}", "train.max_steps=60")
+    adapter = work / "hf"
+    end = "<|im_end|>"
+    answer = stock_generate(base, "adapter", adapter, max_new_tokens=48)
+    assert "Tuna" in answer and answer.endswith(end) and answer.count(end) == 1, answer
+    run_cli("convert", "merge", str(base), str(adapter), str(tmp_path / "merged"))
+    assert stock_generate(tmp_path / "merged", max_new_tokens=48) == answer
+    # The control: with the base's EOS alone, generation runs past the end of the answer.
+    assert stock_generate(tmp_path / "merged", "base_eos", max_new_tokens=48) != answer

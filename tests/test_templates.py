@@ -5,6 +5,7 @@ Each family gets a test tokenizer: xft's tiny byte-level BPE plus the family's s
 (BOS, EOS, turn markers). Real tokenizers are tested in test_templates_real.py.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,20 @@ APPENDS_EOS = {"chatglm3"}
 # The other: xft's DeepSeek-R1 keeps the final reply's think block (empty here), which its
 # template drops although its generation prompt opens one (see families.py).
 FINAL_THINK = {"deepseek_r1": ("<｜Assistant｜>", "<think>\n\n</think>\n\n")}
+
+
+# Mistral v7's template puts a dated default system prompt (today's date, from strftime_now)
+# into conversations without one; xft renders none. The references are compared with that
+# turn taken out, so everything else must be equal.
+OFFICIAL_DEFAULT_SYSTEM = {"mistral_v7": re.compile(r"\[SYSTEM_PROMPT\].*?\[/SYSTEM_PROMPT\]",
+                                                    flags=re.DOTALL)}
+
+
+def without_official_default(name, messages, text):
+    """The reference text without the default system turn xft does not render."""
+    if name not in OFFICIAL_DEFAULT_SYSTEM or (messages and messages[0]["role"] == "system"):
+        return text
+    return OFFICIAL_DEFAULT_SYSTEM[name].sub("", text, count=1)
 
 
 def with_final_think(name, text):
@@ -64,7 +79,21 @@ TOOL_CHAT = [
     {"role": "tool", "tool_call_id": "call67890", "content": '{"temp": 25}'},
     {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
 ]
-TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3", "qwen3", "qwen3_keep_thinking"}
+TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3", "mistral_v7", "qwen3", "qwen3_keep_thinking",
+                  "llama3_1"}
+# Llama 3.1's template makes one call per reply: its conversations call one tool at a time.
+ONE_CALL_CHAT = [
+    TOOL_CHAT[0],
+    dict(TOOL_CHAT[1], tool_calls=TOOL_CHAT[1]["tool_calls"][:1]), TOOL_CHAT[2],
+    dict(TOOL_CHAT[1], tool_calls=TOOL_CHAT[1]["tool_calls"][1:]), TOOL_CHAT[3],
+    TOOL_CHAT[4],
+]
+ONE_CALL_TEMPLATES = {"llama3_1"}
+
+
+def tool_chat(name):
+    """The tool conversation a template can render."""
+    return ONE_CALL_CHAT if name in ONE_CALL_TEMPLATES else TOOL_CHAT
 # Tool definitions as the formats put them on the system message. Mistral v0.3's template drops
 # a function's "return" and writes string values unescaped (the quotes below stay raw).
 TOOLS = [
@@ -76,13 +105,18 @@ TOOLS = [
     {"type": "function", "function": {"name": "get_time", "description": "Local time",
                                       "parameters": {"type": "object", "properties": {}}}},
 ]
-TOOL_DEFS_CHATS = {
-    # A record with tools but no system prompt: the formats' placeholder system message.
-    "tool_defs": [{"role": "system", "content": None, "tools": TOOLS}] + TOOL_CHAT,
-    "tool_defs_system": [dict(SYSTEM, tools=TOOLS)] + TOOL_CHAT,
-    "tool_defs_plain": [{"role": "system", "content": None, "tools": TOOLS},
-                        *CONVERSATIONS["multi"]],
-}
+def tool_defs_chats(name):
+    chat = tool_chat(name)
+    return {
+        # A record with tools but no system prompt: the formats' placeholder system message.
+        "tool_defs": [{"role": "system", "content": None, "tools": TOOLS}] + chat,
+        "tool_defs_system": [dict(SYSTEM, tools=TOOLS)] + chat,
+        "tool_defs_plain": [{"role": "system", "content": None, "tools": TOOLS},
+                            *CONVERSATIONS["multi"]],
+    }
+
+
+TOOL_DEFS_CHATS = tool_defs_chats("qwen2_chat")
 
 
 def hf_form(messages):
@@ -133,6 +167,7 @@ def test_text_equals_reference_jinja(name, messages, add_generation_prompt):
         expected += tokenizer.eos_token
     if not add_generation_prompt:
         expected = with_final_think(name, expected)
+    expected = without_official_default(name, messages, expected)
     assert template.render(messages, add_generation_prompt).text == expected
 
 
@@ -147,10 +182,10 @@ def test_tokens_equal_apply_chat_template(name, key):
     expected = jinja_render(tokenizer, reference(name), messages, tokenize=True)
     if name in APPENDS_EOS:
         expected.append(tokenizer.eos_token_id)
-    if name in FINAL_THINK:
-        expected = tokenizer(with_final_think(name, jinja_render(tokenizer, reference(name),
-                                                                  messages)),
-                             add_special_tokens=False)["input_ids"]
+    if name in FINAL_THINK or name in OFFICIAL_DEFAULT_SYSTEM:
+        text = jinja_render(tokenizer, reference(name), messages)
+        text = without_official_default(name, messages, with_final_think(name, text))
+        expected = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert samples[0]["input_ids"] == expected
 
 
@@ -232,8 +267,8 @@ def _to_jinja_cases():
         for key, messages in CONVERSATIONS.items():
             yield pytest.param(name, messages, id=f"{name}-{key}")
         if name in TOOL_TEMPLATES:
-            yield pytest.param(name, TOOL_CHAT, id=f"{name}-tools")
-            for key, messages in TOOL_DEFS_CHATS.items():
+            yield pytest.param(name, tool_chat(name), id=f"{name}-tools")
+            for key, messages in tool_defs_chats(name).items():
                 yield pytest.param(name, messages, id=f"{name}-{key}")
 
 
@@ -309,8 +344,8 @@ def test_tool_results_are_never_trained_and_calls_are():
 def test_tool_definitions_are_rendered_but_never_trained(name, key):
     tokenizer = family_tokenizer("mistral" if name == "mistral_v3" else name)
     template = get_template(name, tokenizer)
-    with_defs = TOOL_DEFS_CHATS[key]
-    without = ([] if with_defs[0]["content"] is None else [SYSTEM]) + TOOL_CHAT
+    with_defs = tool_defs_chats(name)[key]
+    without = ([] if with_defs[0]["content"] is None else [SYSTEM]) + tool_chat(name)
     samples, _ = encode_conversations([with_defs, without], template, tokenizer, 4096)
     # Same trained text as the conversation without definitions, and the definitions are
     # in the untrained prompt.
@@ -430,6 +465,8 @@ def test_auto_labels_equal_the_named_template_labels(name):
     for key, messages in CONVERSATIONS.items():
         if name == "gemma" and messages[0]["role"] == "system":
             continue
+        if name in OFFICIAL_DEFAULT_SYSTEM and messages[0]["role"] != "system":
+            continue  # the official template adds its dated default system prompt
         got, _ = encode_conversations([messages], auto, with_reference, 4096)
         want, _ = encode_conversations([messages], named, tokenizer, 4096)
         assert got[0]["input_ids"] == want[0]["input_ids"]
@@ -534,3 +571,17 @@ def test_parse_reply_takes_back_the_thoughts_and_calls_a_template_renders(name):
         assert parsed.get("reasoning_content") == msg.get("reasoning_content")
     # Text that only looks like a call stays text.
     assert "tool_calls" not in template.parse_reply("<tool_call>\nnot json\n</tool_call>")
+
+
+@pytest.mark.parametrize("key", ["single", "multi"])
+def test_gemma_is_gemma_2s_official_template_too(key):
+    # Gemma 2's chat_template (google/gemma-2-2b-it) is Gemma's; `gemma` serves both.
+    tokenizer = family_tokenizer("gemma")
+    template = get_template("gemma", tokenizer)
+    messages = CONVERSATIONS[key]
+    for msgs, gen in [(messages, False), (messages[:-1], True)]:
+        assert template.render(msgs, gen).text == jinja_render(tokenizer, reference("gemma2"),
+                                                               msgs, gen)
+    samples, _ = encode_conversations([messages], template, tokenizer, 4096)
+    assert samples[0]["input_ids"] == jinja_render(tokenizer, reference("gemma2"), messages,
+                                                   tokenize=True)

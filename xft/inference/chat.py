@@ -63,12 +63,12 @@ class ChatSession:
         """Answer `question` after the history, add both turns to it, return the answer."""
         self.messages.append({"role": "user", "content": question})
         try:
-            answer = self.answer(self.messages, streamer)
+            answer, message = self.reply(self.messages, streamer)
         except BaseException:  # KeyboardInterrupt too: `xft chat`'s Ctrl-C stops one answer
             self.messages.pop()  # a failed or stopped turn leaves no trace in the history
             raise
         # Thoughts and tool calls go back into the history as the template renders them.
-        self.messages.append(self.template.parse_reply(answer))
+        self.messages.append(message)
         return answer
 
     @property
@@ -84,22 +84,33 @@ class ChatSession:
             pad_token_id=self.pad_id, streamer=streamer, **self.sampling.generate_kwargs(),
             **extra)
 
-    def _decode(self, new_tokens):
+    def _decode(self, new_tokens, keep_special=False):
         """(the answer text of generated ids: up to the first stop token, stop texts cut;
-        whether generation ran into max_new_tokens without reaching a stop)."""
+        whether generation ran into max_new_tokens without reaching a stop). With
+        keep_special, special tokens stay in the text (tool-call markers may be special)."""
         ids = new_tokens.tolist()
         end = next((i for i, token in enumerate(ids) if token in self.stop_ids), None)
-        answer = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
+        answer = self.tokenizer.decode(ids[:end], skip_special_tokens=not keep_special)
         answer, stopped = cut_at_stop(answer, self.stop_texts)
         return answer, end is None and not stopped and len(ids) >= self.max_new_tokens
 
     @torch.no_grad()
     def answer(self, messages, streamer=None):
         """The reply to a conversation that ends with a user message (history untouched)."""
+        return self.reply(messages, streamer)[0]
+
+    @torch.no_grad()
+    def reply(self, messages, streamer=None):
+        """(answer text, the assistant message it stands for): thoughts and tool calls are
+        read back as the template writes them (`parse_reply`, the parser `xft serve` uses),
+        the calls from the text with special tokens kept (Mistral's [TOOL_CALLS] is one)."""
         inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
-        output = self._generate(inputs, streamer)
-        answer, self.hit_limit = self._decode(output[0, inputs["input_ids"].shape[1]:])
-        return answer
+        new_tokens = self._generate(inputs, streamer)[0, inputs["input_ids"].shape[1]:]
+        answer, self.hit_limit = self._decode(new_tokens)
+        message = self.template.parse_reply(self._decode(new_tokens, keep_special=True)[0])
+        if not message.get("tool_calls"):
+            message = self.template.parse_reply(answer)
+        return answer, message
 
     @torch.no_grad()
     def answer_batch(self, conversations):

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from xft.errors import RecordError
 from xft.serve.generation import Finished, GenerationRequest, Generator
 from xft.serve.protocol import ChatCompletionRequest, CompletionRequest
-from xft.serve.tool_calls import parse_tool_calls
+from xft.serve.tool_calls import openai_tool_calls
 from xft.inference.chat import ChatSession, Sampling
 
 # Answer length when a chat request sets no max_tokens (OpenAI's: the rest of the
@@ -244,7 +244,7 @@ class _ChatReply(_Reply):
 
     def message(self, finished):
         """(assistant message, finish_reason)."""
-        parsed = parse_tool_calls(self.tools_style, finished.raw_text) \
+        parsed = openai_tool_calls(self.served.template, finished.raw_text) \
             if self.tools_style else None
         if parsed is None:
             return {"role": "assistant", "content": finished.text}, finished.finish_reason

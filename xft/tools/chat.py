@@ -147,8 +147,7 @@ def answer_file(session, prompt_file, output=None):
         for record, messages in items:
             if session.system and messages[0]["role"] != "system":
                 messages = [{"role": "system", "content": session.system}, *messages]
-            answer = session.answer(messages)
-            reply = session.template.parse_reply(answer)
+            answer, reply = session.reply(messages)
             parsed = {k: reply[k] for k in ("tool_calls", "reasoning_content") if k in reply}
             # OpenAI's name for why an answer ended: "length" when cut at max_new_tokens.
             finish = "length" if session.hit_limit else "stop"

@@ -10,9 +10,14 @@ encoder tokenizes the whole string once and maps spans to tokens, which is what
 `tokenizer.apply_chat_template` does too (no seams between separately
 tokenized pieces).
 
-    base.py      ChatTemplate (a spec: to_jinja, bind) → BoundTemplate (render)
-    families.py  the registered formats
-    auto.py      'auto': the tokenizer's own chat_template
+    base.py              ChatTemplate (a spec: to_jinja, bind) → BoundTemplate (render)
+    families.py          the registered formats
+    tool_calls.py        how replies' tool calls render, and the parser that reads them back
+    tool_definitions.py  where and how tool schemas render
+    thinking.py          think blocks and the rule for earlier replies' thoughts
+    jinja_text.py        tojson and jinja literals shared by both renderers
+    stops.py             end-of-turn ids for exported generation configs
+    auto.py              'auto': the tokenizer's own chat_template
 """
 
 from xft.data.templates.auto import AutoTemplate

@@ -12,19 +12,26 @@ registered template.
 
 Format strings may use these placeholders (other braces are literal text):
 {content}, {bos_token}, {eos_token} (the tokenizer's, see `bind`) and, in
-`tool`, {tool_call_id}.
+`tool`, {tool_call_id} and {content_json} (the content as a JSON string literal).
+Tool-call styles live in tool_calls.py, tool-definition styles in tool_definitions.py,
+the thinking rule in thinking.py.
 """
 
-import json
 import re
 from dataclasses import dataclass, field, fields
 from typing import Optional, Tuple
 
+from xft.data.templates.jinja_text import jinja_literal, jinja_raise, tojson
+from xft.data.templates.thinking import emit_thinking_reply, parse_thoughts, thinking_reply_jinja
+from xft.data.templates.tool_calls import TOOL_CALL_STYLES, check_tool_calls, parse_tool_calls
+from xft.data.templates.tool_definitions import TOOL_DEFINITION_STYLES, check_tools
 from xft.errors import ConfigError, RecordError
 
-PLACEHOLDER = re.compile(r"\{(content|bos_token|eos_token|tool_call_id)\}")
+PLACEHOLDER = re.compile(r"\{(content|content_json|bos_token|eos_token|tool_call_id)\}")
 TRAIN_ON = ("all", "last")
 SYSTEM_PLACEMENTS = ("turn", "first_user", "final_user")
+FIRST_USER_NEEDED = ("tool definitions go into the first user message: the conversation must "
+                     "start with one")
 
 
 @dataclass(frozen=True)
@@ -65,15 +72,15 @@ class ChatTemplate:
     # Where and how the tool definitions (the system message's `tools`) render: a key of
     # TOOL_DEFINITION_STYLES. They are prompt text, never trained.
     tool_definitions: Optional[str] = None
+    # Format of the system turn when tool definitions are rendered; '' means `system`
+    # (Llama 3.1 adds 'Environment: ipython' to its header then).
+    tools_system: str = ""
     # Format of an assistant message's reasoning_content, rendered before assistant_prefix and
     # trained (the model writes its thoughts); '' means the family does not render reasoning.
     reasoning: str = ""
-    # Thinking models (Qwen3): a reply's thoughts (its reasoning_content, or the
-    # '<think>...</think>' block its content starts with) render inside the reply as
-    # think[0] + thoughts + think[1] + answer, trained. Replies after the last user message
-    # carry the block (the final one always, empty without thoughts, so the generation
-    # prompt is a prefix of it); earlier replies drop their thoughts, as the official
-    # template does, unless think_history is 'keep' (then they are kept and trained).
+    # Thinking models (Qwen3, DeepSeek-R1): (opening, closing) of the think block a reply's
+    # thoughts render in, and whether earlier replies keep them ('drop' as the official
+    # templates, or 'keep'); see thinking.py.
     think: Tuple[str, ...] = ()
     think_history: str = "drop"
     stop_words: Tuple[str, ...] = ()  # end-of-turn tokens: end generation in chat
@@ -128,12 +135,12 @@ class ChatTemplate:
         """The assistant message a generated reply stands for: thoughts (thinking
         templates) and tool calls (styles that can parse them) taken back out of the text."""
         msg = {"role": "assistant", "content": text}
-        if self.think and self.think[1].strip() in text:
-            thoughts, _, answer = text.partition(self.think[1].strip())
-            msg["reasoning_content"] = thoughts.removeprefix(self.think[0].strip()).strip("\n")
-            msg["content"] = answer.lstrip("\n")
-        style = TOOL_CALL_STYLES.get(self.tool_calls)
-        parsed = style.parse(msg["content"]) if style and style.parse else None
+        thoughts = None
+        if self.think:
+            thoughts, msg["content"] = parse_thoughts(self, text)
+        if thoughts is not None:
+            msg["reasoning_content"] = thoughts
+        parsed = parse_tool_calls(self.tool_calls, msg["content"])
         if parsed:
             msg["content"], msg["tool_calls"] = parsed
         return msg
@@ -156,7 +163,10 @@ class ChatTemplate:
             raise RecordError(f"template '{self.name}' has no system role", field="messages")
         if not (tools and self.tool_definitions):
             return system, None, body  # unrendered tools are caught by check_rendered
-        _check_tools(tools, "messages[0].tools")
+        check_tools(tools, "messages[0].tools")
+        if (TOOL_DEFINITION_STYLES[self.tool_definitions].placement == "first_user"
+                and not (body and body[0]["role"] == "user")):
+            raise RecordError(FIRST_USER_NEEDED, field="messages")
         return system, tools, body
 
     def _check_roles(self, body):
@@ -168,7 +178,7 @@ class ChatTemplate:
                 raise RecordError(f"template '{self.name}' cannot render {what}",
                                   field=f"messages[{i}]")
             if msg.get("tool_calls"):
-                _check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
+                check_tool_calls(msg["tool_calls"], f"messages[{i}].tool_calls")
             if role not in ("user", "assistant", "tool"):
                 raise RecordError(f"template '{self.name}' cannot render role {role!r}",
                                   field=f"messages[{i}].role")
@@ -181,22 +191,6 @@ class ChatTemplate:
 
     def _strip(self, role, content):
         return content.strip() if role in self.strip_roles else content
-
-    def _emit_thinking_reply(self, msg, emit, trained, shows_thoughts, last):
-        """A thinking model's reply: [think block] + answer [+ tool calls] + end of turn; all
-        of it after the generation prompt is trained."""
-        thoughts, answer = split_thoughts(msg)
-        style = TOOL_CALL_STYLES[self.tool_calls] if msg.get("tool_calls") else None
-        body = style.render(self, dict(msg, content=answer)) if style else answer
-        if shows_thoughts and (last or thoughts):
-            body = self.think[0] + thoughts.strip("\n") + self.think[1] + body.lstrip("\n")
-        prefix = self._fill(style.prefix if style else self.assistant_prefix)
-        text = prefix + body + self._fill(style.suffix if style else self.assistant_suffix)
-        prompt = self._fill(self._generation_prompt())  # may open the think block (R1)
-        covered = len(prompt) if text.startswith(prompt) else len(prefix)
-        emit(text[:covered])
-        emit(text[covered:], trained)
-        emit(self._fill(style.separator if style else self.turn_separator))
 
     def _emit_tool_calls(self, msg, emit, trained):
         style = TOOL_CALL_STYLES[self.tool_calls]
@@ -216,24 +210,27 @@ class ChatTemplate:
         # A system message without content (apply_chat_template drops a None content) stands
         # for the default system prompt, as in render().
         if self.default_system is not None:
-            out.append("{%- if system is none -%}"
-                       f"{{%- set system = {_lit(self.default_system)} -%}}{{%- endif -%}}")
+            out.append("{%- if system is none -%}{%- set system = "
+                       + jinja_literal(self.default_system) + " -%}{%- endif -%}")
         tools_style = TOOL_DEFINITION_STYLES.get(self.tool_definitions)
         if tools_style:
             out.append(self._tools_jinja(tools_style))
         if not self.system:
             out.append("{%- if system is not none -%}"
-                       + _raise(f"template {self.name} has no system role") + "{%- endif -%}")
+                       + jinja_raise(f"template {self.name} has no system role") + "{%- endif -%}")
         elif self.system_placement == "turn":
-            out.append("{%- if system is not none -%}"
-                       + self._expr(self.system, self._trimmed("system", "system"))
-                       + "{%- endif -%}")
+            system_turn = self._expr(self.system, self._trimmed("system", "system"))
+            if self.tools_system and tools_style:
+                system_turn = ("{%- if tool_defs -%}"
+                               + self._expr(self.tools_system, self._trimmed("system", "system"))
+                               + "{%- else -%}" + system_turn + "{%- endif -%}")
+            out.append("{%- if system is not none -%}" + system_turn + "{%- endif -%}")
         if self.alternate:
             out.append("{%- set ns = namespace(expected='user') -%}"
                        "{%- for message in loop_messages -%}"
                        "{%- if message['role'] != 'tool' and not message.tool_calls -%}"
                        "{%- if message['role'] != ns.expected -%}"
-                       + _raise("roles must alternate user/assistant") + "{%- endif -%}"
+                       + jinja_raise("roles must alternate user/assistant") + "{%- endif -%}"
                        "{%- set ns.expected = 'assistant' if message['role'] == 'user' "
                        "else 'user' -%}"
                        "{%- endif -%}{%- endfor -%}")
@@ -250,11 +247,18 @@ class ChatTemplate:
                        + "{%- else -%}"
                        + self._expr(self.user, self._trimmed("user", "message['content']"))
                        + "{%- endif -%}")
+        elif tools_style and tools_style.placement == "first_user":
+            out.append("{%- if tool_defs and loop.first -%}"
+                       + self._expr(self.user, "(tools_text + "
+                                    + self._trimmed("user", "message['content']") + ")")
+                       + "{%- else -%}"
+                       + self._expr(self.user, self._trimmed("user", "message['content']"))
+                       + "{%- endif -%}")
         else:
             out.append(self._expr(self.user, self._trimmed("user", "message['content']")))
         out.append("{%- elif message['role'] == 'assistant' -%}")
         if self.think:
-            out.append(self._thinking_reply_jinja())
+            out.append(thinking_reply_jinja(self))
         elif self.tool_calls:
             style = TOOL_CALL_STYLES[self.tool_calls]
             out.append("{%- if message.tool_calls -%}" + self._expr(style.prefix)
@@ -276,44 +280,13 @@ class ChatTemplate:
             out.append(self._expr(self.tool, "message['content']"))
             out.append("{%- if loop.last or loop.nextitem['role'] != 'tool' -%}"
                        + self._expr(self.tool_group[1]) + "{%- endif -%}")
-        out.append("{%- else -%}" + _raise(f"template {self.name} cannot render this role")
+        out.append("{%- else -%}" + jinja_raise(f"template {self.name} cannot render this role")
                    + "{%- endif -%}{%- endfor -%}")
         no_thinking = ("{%- if enable_thinking is defined and enable_thinking is false -%}"
                        + self._expr(self.think[0] + self.think[1]) + "{%- endif -%}"
                        ) if self.think else ""
         out.append("{%- if add_generation_prompt -%}" + self._expr(self._generation_prompt())
                    + no_thinking + "{%- else -%}" + self._expr(self.closing) + "{%- endif -%}")
-        return "".join(out)
-
-    def _thinking_reply_jinja(self):
-        """render()'s _emit_thinking_reply as jinja (split_thoughts, the history rule)."""
-        keep = "true" if self.think_history == "keep" else "false"
-        out = ["{%- set last_query = namespace(index=-1) -%}"
-               "{%- for m in loop_messages -%}{%- if m['role'] == 'user' -%}"
-               "{%- set last_query.index = loop.index0 -%}{%- endif -%}{%- endfor -%}"
-               "{%- set answer = message['content'] -%}{%- set thoughts = '' -%}"
-               "{%- if message.reasoning_content is defined and message.reasoning_content "
-               "is not none -%}{%- set thoughts = message.reasoning_content -%}"
-               "{%- elif '</think>' in answer -%}"
-               "{%- set thoughts = answer.split('</think>')[0].rstrip('\\n')"
-               ".split('<think>')[-1].lstrip('\\n') -%}"
-               "{%- set answer = answer.split('</think>')[-1].lstrip('\\n') -%}{%- endif -%}"
-               f"{{%- set shows = (loop.index0 > last_query.index or {keep}) "
-               "and (loop.last or thoughts) -%}"]
-        block = ("(" + _lit(self.think[0]) + " + thoughts.strip('\\n') + "
-                 + _lit(self.think[1]) + ")")
-        if self.tool_calls:
-            style = TOOL_CALL_STYLES[self.tool_calls]
-            out.append("{%- if message.tool_calls -%}" + self._expr(style.prefix)
-                       + "{%- if shows -%}{{ " + block + " }}{%- endif -%}"
-                       + style.jinja.replace("message['content']", "answer")
-                       + self._expr(style.suffix + style.separator) + "{%- else -%}")
-        out.append(self._expr(self.assistant_prefix)
-                   + "{%- if shows -%}{{ " + block + " + answer.lstrip('\\n') }}"
-                   "{%- else -%}{{ answer }}{%- endif -%}"
-                   + self._expr(self.assistant_suffix + self.turn_separator))
-        if self.tool_calls:
-            out.append("{%- endif -%}")
         return "".join(out)
 
     @staticmethod
@@ -328,7 +301,10 @@ class ChatTemplate:
                "{%- if tool_defs -%}" + style.jinja + "{%- endif -%}"]
         if style.placement == "system":
             out.append("{%- if tool_defs -%}{%- set system = ('' if system is none else system + "
-                       + _lit(style.joiner) + ") + tools_text -%}{%- endif -%}")
+                       + jinja_literal(style.joiner) + ") + tools_text -%}{%- endif -%}")
+        elif style.placement == "first_user":
+            out.append("{%- if tool_defs and not (loop_messages and loop_messages[0]['role'] == "
+                       "'user') -%}" + jinja_raise(FIRST_USER_NEEDED) + "{%- endif -%}")
         else:
             out.append("{%- set last_user = namespace(index=-1) -%}"
                        "{%- for message in loop_messages -%}{%- if message['role'] == 'user' -%}"
@@ -340,31 +316,20 @@ class ChatTemplate:
 
     def _expr(self, fmt, content="message['content']", bare=False):
         """`fmt` as a jinja expression: literals and placeholders joined with '+'."""
-        variables = {"content": content, "bos_token": "(bos_token or '')", "eos_token": "eos_token",
+        variables = {"content": content, "content_json": f"({content} | tojson)",
+                     "bos_token": "(bos_token or '')", "eos_token": "eos_token",
                      "tool_call_id": "message['tool_call_id']"}
         terms, pos = [], 0
         for match in PLACEHOLDER.finditer(fmt):
             if match.start() > pos:
-                terms.append(_lit(fmt[pos:match.start()]))
+                terms.append(jinja_literal(fmt[pos:match.start()]))
             terms.append(variables[match.group(1)])
             pos = match.end()
         if pos < len(fmt):
-            terms.append(_lit(fmt[pos:]))
+            terms.append(jinja_literal(fmt[pos:]))
         if bare:
             return "(" + " + ".join(terms or ['""']) + ")"
         return "{{ " + " + ".join(terms) + " }}" if terms else ""
-
-
-def split_thoughts(msg):
-    """(thoughts, answer) of an assistant message, as thinking templates read it: its
-    reasoning_content, else a '<think>...</think>' block its content starts with."""
-    content = msg["content"]
-    if msg.get("reasoning_content") is not None:
-        return msg["reasoning_content"], content
-    if "</think>" in content:
-        head, answer = content.split("</think>")[0], content.split("</think>")[-1]
-        return head.rstrip("\n").split("<think>")[-1].lstrip("\n"), answer.lstrip("\n")
-    return "", content
 
 
 @dataclass(frozen=True)
@@ -378,7 +343,8 @@ class BoundTemplate(ChatTemplate):
     train_on: str = field(kw_only=True)
 
     def _fill(self, fmt, content="", tool_call_id=""):
-        values = dict(self.special_tokens, content=content, tool_call_id=tool_call_id)
+        values = dict(self.special_tokens, content=content, content_json=tojson(content),
+                      tool_call_id=tool_call_id)
         return PLACEHOLDER.sub(lambda match: values[match.group(1)], fmt)
 
     def render(self, messages, add_generation_prompt=False) -> Rendered:
@@ -402,7 +368,8 @@ class BoundTemplate(ChatTemplate):
         trained = False  # whether the latest reply is trained
         emit(self._fill(self.prefix))
         if system is not None and self.system_placement == "turn":
-            emit(self._fill(self.system, self._strip("system", system)))
+            system_format = self.tools_system if tools and self.tools_system else self.system
+            emit(self._fill(system_format, self._strip("system", system)))
         for i, msg in enumerate(body):
             role = msg["role"]
             if role == "user":
@@ -413,15 +380,18 @@ class BoundTemplate(ChatTemplate):
                          or self.system_placement == "final_user" and i == len(body) - 1)
                 if system is not None and merge:
                     content = self._fill(self.system, system) + content
-                emit(self._fill(self.user, self._strip("user", content)))
+                content = self._strip("user", content)
+                if tools_style and tools_style.placement == "first_user" and i == 0:
+                    content = tools_style.render(tools) + content
+                emit(self._fill(self.user, content))
             elif role == "assistant":
                 trained = msg.get("loss")
                 if trained is None:
                     trained = self.train_on == "all" or i == last_answer
                 if self.think:
-                    self._emit_thinking_reply(msg, emit, trained,
-                                              i > last_user or self.think_history == "keep",
-                                              i == len(body) - 1)
+                    emit_thinking_reply(self, msg, emit, trained,
+                                        i > last_user or self.think_history == "keep",
+                                        i == len(body) - 1)
                 elif msg.get("tool_calls"):
                     self._emit_tool_calls(msg, emit, trained)
                 else:
@@ -443,222 +413,6 @@ class BoundTemplate(ChatTemplate):
             ends_with_reply = last_answer == len(body) - 1
             emit(self._fill(self.closing), trained=trained and ends_with_reply)
         return Rendered("".join(parts), tuple(spans))
-
-
-def _tojson(value):
-    """What the tojson filter of transformers' chat-template jinja writes."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _raise(message):
-    return "{{ raise_exception(" + _lit(message) + ") }}"
-
-
-def _lit(text):
-    """A jinja string literal (jinja accepts JSON-style double-quoted strings)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class ToolCallStyle:
-    """How an assistant message with tool_calls renders (all of it is the trained reply)."""
-
-    prefix: str  # scaffolding before the reply
-    suffix: str  # end-of-turn marker after the calls (trained)
-    separator: str  # untrained text after the turn
-    render: object  # (template, message) -> the calls as text
-    jinja: str  # the same as a jinja snippet (message in scope)
-    parse: object = None  # generated text -> (content, calls) or None: render's inverse
-
-
-def _qwen_calls(template, msg):
-    calls = "".join('\n<tool_call>\n{"name": "' + call["function"]["name"] + '", "arguments": '
-                    + _tojson(call["function"]["arguments"]) + "}\n</tool_call>"
-                    for call in msg["tool_calls"])
-    return msg["content"] + calls if msg["content"] else calls[1:]
-
-
-def _parse_qwen_calls(text):
-    """(content, calls) from '<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>'
-    blocks; None when there are none or one is not such a JSON object."""
-    blocks = re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, flags=re.DOTALL)
-    if not blocks:
-        return None
-    calls = []
-    for block in blocks:
-        try:
-            call = json.loads(block)
-        except json.JSONDecodeError:
-            return None
-        if not (isinstance(call, dict) and isinstance(call.get("name"), str)
-                and isinstance(call.get("arguments", {}), dict)):
-            return None
-        calls.append({"type": "function", "function": {
-            "name": call["name"], "arguments": call.get("arguments", {})}})
-    return text[:text.index("<tool_call>")].rstrip("\n"), calls
-
-
-_QWEN_CALLS_JINJA = (
-    "{%- set ns = namespace(calls='') -%}"
-    "{%- for call in message.tool_calls -%}"
-    "{%- set ns.calls = ns.calls + '\\n<tool_call>\\n{\"name\": \"' + call.function.name"
-    " + '\", \"arguments\": ' + (call.function.arguments | tojson) + '}\\n</tool_call>' -%}"
-    "{%- endfor -%}"
-    "{{ message['content'] + ns.calls if message['content'] else ns.calls[1:] }}")
-
-
-def _mistral_calls(template, msg):
-    items = []
-    for i, call in enumerate(msg["tool_calls"]):
-        call_id = call.get("id")
-        if not isinstance(call_id, str) or len(call_id) != 9:
-            raise RecordError("Mistral tool call ids must be 9-character strings",
-                              field=f"tool_calls[{i}].id")
-        items.append(_tojson(call["function"])[:-1] + ', "id": "' + call_id + '"}')
-    return "[TOOL_CALLS] [" + ", ".join(items) + "]"
-
-
-_MISTRAL_CALLS_JINJA = (
-    "{{ '[TOOL_CALLS] [' }}"
-    "{%- for call in message.tool_calls -%}"
-    "{{ (call.function | tojson)[:-1] + ', \"id\": \"' + call.id + '\"}' }}"
-    "{%- if not loop.last -%}{{ ', ' }}{%- endif -%}"
-    "{%- endfor -%}{{ ']' }}")
-
-
-def _moss_argument(call, where):
-    """A MOSS plugin call's single argument as command text: xft.data.formats.moss unquotes
-    a plain string literal and keeps any other argument as written."""
-    arguments = call["function"]["arguments"]
-    values = list(arguments.values()) if isinstance(arguments, dict) else []
-    if len(values) != 1 or not isinstance(values[0], str):
-        raise RecordError("MOSS commands take exactly one string argument", field=where)
-    return values[0] if '"' in values[0] else '"' + values[0] + '"'
-
-
-def _moss_calls(template, msg):
-    if msg["content"]:
-        raise RecordError("MOSS commands cannot carry text besides the calls", field="content")
-    thoughts = msg.get("reasoning_content")
-    commands = ", ".join(call["function"]["name"] + "("
-                         + _moss_argument(call, f"tool_calls[{i}].function.arguments") + ")"
-                         for i, call in enumerate(msg["tool_calls"]))
-    return (("<|Inner Thoughts|>: " + thoughts + "<eot>\n" if thoughts else "")
-            + "<|Commands|>: " + commands + "<eoc>")
-
-
-_MOSS_CALLS_JINJA = (
-    "{%- if message['content'] -%}"
-    + _raise("MOSS commands cannot carry text besides the calls") + "{%- endif -%}"
-    "{%- if message.reasoning_content -%}"
-    "{{ '<|Inner Thoughts|>: ' + message.reasoning_content + '<eot>\\n' }}{%- endif -%}"
-    "{%- set ns = namespace(calls=[]) -%}"
-    "{%- for call in message.tool_calls -%}"
-    "{%- set values = call.function.arguments.values() | list -%}"
-    "{%- if values | length != 1 or values[0] is not string -%}"
-    + _raise("MOSS commands take exactly one string argument") + "{%- endif -%}"
-    "{%- set argument = values[0] if '\"' in values[0] else '\"' + values[0] + '\"' -%}"
-    "{%- set ns.calls = ns.calls + [call.function.name + '(' + argument + ')'] -%}"
-    "{%- endfor -%}"
-    "{{ '<|Commands|>: ' + ns.calls | join(', ') + '<eoc>' }}")
-
-TOOL_CALL_STYLES = {
-    # Qwen2.5 / ChatML: calls follow the content inside the assistant turn.
-    "qwen": ToolCallStyle("<|im_start|>assistant\n", "<|im_end|>", "\n", _qwen_calls,
-                          _QWEN_CALLS_JINJA, _parse_qwen_calls),
-    # Mistral v0.3: the reply is only the calls, closed by EOS.
-    "mistral": ToolCallStyle("", "{eos_token}", "", _mistral_calls, _MISTRAL_CALLS_JINJA),
-    # MOSS-003: '<|Inner Thoughts|>: ...<eot>\n<|Commands|>: Name("arg"), ...<eoc>' (the
-    # thoughts are optional); tags and all are the model's output, so all of it is trained.
-    "moss": ToolCallStyle("", "", "\n", _moss_calls, _MOSS_CALLS_JINJA),
-}
-
-
-@dataclass(frozen=True)
-class ToolDefinitionStyle:
-    """Where and how the tool definitions render (prompt text, never trained)."""
-
-    # 'system': appended to the system prompt (the default one when the conversation has none)
-    # 'last_user': a block just before the last user message
-    placement: str
-    render: object  # tools -> text
-    jinja: str  # the same as a jinja snippet: sets `tools_text` from `tool_defs`
-    joiner: str = ""  # between a system prompt and the definitions (none without one)
-
-
-_QWEN_TOOLS_HEAD = ("# Tools\n\nYou may call one or more functions to assist with the user "
-                    "query.\n\nYou are provided with function signatures within <tools></tools> "
-                    "XML tags:\n<tools>")
-_QWEN_TOOLS_TAIL = ("\n</tools>\n\nFor each function call, return a json object with function "
-                    "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
-                    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>')
-
-
-def _qwen_tools(tools):
-    return _QWEN_TOOLS_HEAD + "".join("\n" + _tojson(tool) for tool in tools) + _QWEN_TOOLS_TAIL
-
-
-_QWEN_TOOLS_JINJA = (
-    "{%- set tools_ns = namespace(text='') -%}"
-    "{%- for tool in tool_defs -%}"
-    "{%- set tools_ns.text = tools_ns.text + '\\n' + (tool | tojson) -%}"
-    "{%- endfor -%}"
-    "{%- set tools_text = " + _lit(_QWEN_TOOLS_HEAD) + " + tools_ns.text + "
-    + _lit(_QWEN_TOOLS_TAIL) + " -%}")
-
-
-def _mistral_tools(tools):
-    # As Mistral v0.3's template writes them: string values are quoted, not JSON-escaped.
-    items = []
-    for tool in tools:
-        fields = ", ".join(f'"{key}": "{value}"' if isinstance(value, str)
-                           else f'"{key}": {_tojson(value)}'
-                           for key, value in tool["function"].items() if key != "return")
-        items.append('{"type": "function", "function": {' + fields + "}}")
-    return "[AVAILABLE_TOOLS] [" + ", ".join(items) + "][/AVAILABLE_TOOLS]"
-
-
-_MISTRAL_TOOLS_JINJA = (
-    "{%- set tools_ns = namespace(text='') -%}"
-    "{%- for tool in tool_defs -%}"
-    "{%- set fields = namespace(text='') -%}"
-    "{%- for key, value in tool.function.items() if key != 'return' -%}"
-    "{%- set fields.text = fields.text + '\"' + key + '\": '"
-    " + ('\"' + value + '\"' if value is string else (value | tojson))"
-    " + ('' if loop.last else ', ') -%}"
-    "{%- endfor -%}"
-    "{%- set tools_ns.text = tools_ns.text + '{\"type\": \"function\", \"function\": {'"
-    " + fields.text + '}}' + ('' if loop.last else ', ') -%}"
-    "{%- endfor -%}"
-    "{%- set tools_text = '[AVAILABLE_TOOLS] [' + tools_ns.text + '][/AVAILABLE_TOOLS]' -%}")
-
-TOOL_DEFINITION_STYLES = {
-    # Qwen2.5: a '# Tools' section with one JSON schema per line, after the system prompt.
-    "qwen": ToolDefinitionStyle("system", _qwen_tools, _QWEN_TOOLS_JINJA, joiner="\n\n"),
-    # Mistral v0.3: [AVAILABLE_TOOLS] [...][/AVAILABLE_TOOLS] before the last [INST].
-    "mistral": ToolDefinitionStyle("last_user", _mistral_tools, _MISTRAL_TOOLS_JINJA),
-}
-
-
-def _check_tools(tools, where):
-    if not isinstance(tools, list):
-        raise RecordError("must be a list of tool specs", field=where)
-    for j, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not (isinstance(function, dict) and isinstance(function.get("name"), str)):
-            raise RecordError("must be {'type': 'function', 'function': {'name': ..., ...}}",
-                              field=f"{where}[{j}]")
-
-
-def _check_tool_calls(calls, where):
-    if not isinstance(calls, list):
-        raise RecordError("must be a list", field=where)
-    for j, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not (isinstance(function, dict) and isinstance(function.get("name"), str)
-                and "arguments" in function):
-            raise RecordError("must be {'function': {'name': ..., 'arguments': ...}}",
-                              field=f"{where}[{j}]")
 
 
 def _tool_call_id(msg, template):

@@ -27,6 +27,9 @@ _QWEN3 = dict(think=("<think>\n", "\n</think>\n\n"), **_QWEN_TOOLS, **_CHATML)
 _INST = dict(prefix="{bos_token}", assistant_prefix=" ", assistant_suffix="{eos_token}",
              system="{content}\n\n", generation_prompt="", alternate=True)
 
+_LLAMA31_SYSTEM = ("<|start_header_id|>system<|end_header_id|>\n\n{environment}Cutting Knowledge "
+                   "Date: December 2023\nToday Date: 26 Jul 2024\n\n{{content}}<|eot_id|>")
+
 FAMILIES = [
     ChatTemplate(
         name="default", description="plain 'User:/Assistant:' turns for base models",
@@ -79,6 +82,22 @@ FAMILIES = [
         assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n",
         assistant_suffix="<|eot_id|>", strip_roles=("system", "user", "assistant"),
         stop_words=("<|eot_id|>",)),
+    # Llama 3.1 / 3.2 / 3.3 (one template): a system turn always, headed by the knowledge
+    # cutoff and a date; tool definitions in front of the first user message; one JSON call
+    # per reply; tool results in 'ipython' turns, the content written as a JSON string (the
+    # official template's `is iterable` test is true for strings). The date is fixed at
+    # 26 Jul 2024, Llama 3.1's default: Llama 3.2's template prints today's date, which a
+    # training set cannot follow (docs/templates.md).
+    ChatTemplate(
+        name="llama3_1", description="Llama 3.1 / 3.2 / 3.3 instruct (dated system header, "
+                                     "tools, ipython results)",
+        prefix="{bos_token}", system=_LLAMA31_SYSTEM.format(environment=""),
+        tools_system=_LLAMA31_SYSTEM.format(environment="Environment: ipython\n"),
+        default_system="", user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>",
+        assistant_prefix="<|start_header_id|>assistant<|end_header_id|>\n\n",
+        assistant_suffix="<|eot_id|>", strip_roles=("system", "user", "assistant"),
+        tool="<|start_header_id|>ipython<|end_header_id|>\n\n{content_json}<|eot_id|>",
+        tool_calls="llama3", tool_definitions="llama3", stop_words=("<|eot_id|>",)),
     ChatTemplate(
         name="mistral", description="Mistral 7B Instruct v0.1/v0.2 (system in the first [INST])",
         system_placement="first_user", user=" [INST] {content} [/INST]", **_INST),
@@ -89,8 +108,19 @@ FAMILIES = [
         strip_roles=("assistant",),
         tool='[TOOL_RESULTS] {"content": {content}, "call_id": "{tool_call_id}"}[/TOOL_RESULTS]',
         tool_calls="mistral", tool_definitions="mistral", **_INST),
+    # Mistral Small 3.x and later instruct models (the v7 / tekken format). The official
+    # template puts a long dated default system prompt into conversations without one; xft
+    # renders none (set the config's `system` to use Mistral's).
     ChatTemplate(
-        name="gemma", description="Gemma / Gemma 2 instruct (no system role)",
+        name="mistral_v7", description="Mistral Small 3.2 / v7-tekken instruct "
+                                       "([SYSTEM_PROMPT], tools)",
+        user="[INST]{content}[/INST]",
+        tool="[TOOL_RESULTS]{tool_call_id}[TOOL_CONTENT]{content}[/TOOL_RESULTS]",
+        tool_calls="mistral_v7", tool_definitions="mistral_v7",
+        **dict(_INST, system="[SYSTEM_PROMPT]{content}[/SYSTEM_PROMPT]", assistant_prefix="")),
+    ChatTemplate(
+        name="gemma", description="Gemma / Gemma 2 instruct (no system role; Gemma 2's template "
+                                  "is Gemma's)",
         prefix="{bos_token}", user="<start_of_turn>user\n{content}<end_of_turn>\n",
         assistant_prefix="<start_of_turn>model\n", assistant_suffix="<end_of_turn>",
         turn_separator="\n", strip_roles=("user", "assistant"), alternate=True,
