@@ -164,3 +164,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def make_tiny_reward_model(directory, seed=0):
+    """A reward model directory as the preference stage exports one: the embedded tiny
+    Llama's backbone with a fresh one-label sequence-classification head, saved with
+    its tokenizer (and chat template). Returns the directory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tiny = REPO / "xft" / "assets" / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    config = AutoConfig.from_pretrained(tiny, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny, config=config,
+                                                               dtype=torch.float32)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

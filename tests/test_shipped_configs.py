@@ -30,7 +30,8 @@ from xft.config import list_configs, load_config
 from xft.config.loader import config_text, load_raw_config
 from xft.config.schema import validate
 from xft.data.formats import FORMATS
-from conftest import build_dataset
+from xft.data.formats.preference import PAIR_FORMATS, UNPAIRED_FORMATS
+from conftest import build_dataset, make_tiny_reward_model
 from xft.data.templates import TEMPLATES, get_template
 from xft.engine.builder import build_experiment
 from xft.engine.mmengine_run import run as run_mmengine
@@ -62,6 +63,7 @@ TOKENIZER_OF = {"mistral_v3": "mistral"}
 
 # Small records of each format (a few per file, so a 2-sample step always has data).
 RECORDS = {
+    "qa": [{"question": "2+3=", "answer": "5"}, {"question": "1+1=", "answer": "2"}],
     "alpaca": [{"instruction": "Name a fish.", "input": "", "output": "Tuna."},
                {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}],
     "alpaca_zh": [{"instruction_zh": "说出一种鱼。", "input_zh": "", "output_zh": "金枪鱼。"},
@@ -94,6 +96,20 @@ RECORDS = {
                   "MOSS": "<|MOSS|>: Hello! How can I help?<eom>\n"}}}],
     "pretrain": [{"text": "Once upon a time a tuna swam across the sea."},
                  {"text": "The sea was wide, and the tuna was small."}],
+    # Preference pairs, implicit prompt (as trl-lib/ultrafeedback_binarized).
+    "trl_pairs": [{"chosen": [{"role": "user", "content": "Name a fish."},
+                              {"role": "assistant", "content": "Tuna."}],
+                   "rejected": [{"role": "user", "content": "Name a fish."},
+                                {"role": "assistant", "content": "A cat."}]},
+                  {"chosen": [{"role": "user", "content": "2 + 3?"},
+                              {"role": "assistant", "content": "5"}],
+                   "rejected": [{"role": "user", "content": "2 + 3?"},
+                                {"role": "assistant", "content": "23"}]}],
+    # Unpaired labelled replies (as trl-lib/kto-mix-14k); KTO's batches mix both labels.
+    "kto": [{"prompt": [{"role": "user", "content": "Name a fish."}],
+             "completion": [{"role": "assistant", "content": "Tuna."}], "label": True},
+            {"prompt": [{"role": "user", "content": "2 + 3?"}],
+             "completion": [{"role": "assistant", "content": "23"}], "label": False}],
 }
 
 
@@ -141,6 +157,10 @@ class TinyAssets:
             return str(path)
         return self._once(("tokenizer", family), build)
 
+    def reward_model(self):
+        return self._once(("reward_model",),
+                          lambda: str(make_tiny_reward_model(self.root / "reward_model")))
+
     def data(self, fmt):
         def build():
             path = self.root / f"{fmt}.jsonl"
@@ -175,6 +195,12 @@ def test_config_trains_two_steps_on_a_tiny_model_of_its_architecture(name, asset
             # The stand-in tokenizer is its own base: the resize path runs, adding no rows
             # (tests/test_vocab.py checks real extensions).
             overrides["model.resize_vocab.base_tokenizer"] = overrides["tokenizer.path"]
+    rewards = (shipped.objective.options.__dict__.get("rewards") or []) \
+        if shipped.objective.options is not None else []
+    if any(r.get("type") == "reward_model" for r in rewards):  # a later stage's output
+        overrides["objective.rewards"] = [
+            {**r, "path": assets.reward_model()} if r.get("type") == "reward_model" else r
+            for r in rewards]
     cfg, experiment = load_config(name, overrides, data_paths=False)
     assert experiment.model.quantization == shipped.model.quantization
     assert experiment.method == shipped.method and experiment.template == shipped.template
@@ -192,19 +218,21 @@ def test_config_trains_two_steps_on_a_tiny_model_of_its_architecture(name, asset
     hf_dir = run_mmengine(built)
 
     records = [json.loads(line) for line in (tmp_path / METRICS_FILE).open()]
+    objective = built.objective
     if experiment.val_datasets or experiment.data.test_size is not None:
         # A config with a validation set evaluates after the last step.
-        evals = [r for r in records if "eval_loss" in r]
-        assert [r["step"] for r in evals] == [2] and math.isfinite(evals[0]["eval_loss"])
+        evals = [r for r in records if objective.validation_key in r]
+        assert [r["step"] for r in evals] == [2]
+        assert math.isfinite(evals[0][objective.validation_key])
     records = [r for r in records if "loss" in r]  # the training records
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
-        assert math.isfinite(r["loss"]) and r["label_tokens"] > 0
-        if config_class is not None:
+        assert math.isfinite(r["loss"]) and r[objective.count_key] > 0
+        if config_class is not None and objective.name == "sft":
             # A random tiny model predicts close to uniformly: loss ≈ ln(vocabulary size).
             assert abs(r["loss"] - math.log(assets.vocab_size)) < 1.0, r
-    artifact = ("model.safetensors" if shipped.method.type == "full"
-                else "adapter_model.safetensors")
+    whole = shipped.method.type == "full" or objective.model_kind != "causal_lm"
+    artifact = "model.safetensors" if whole else "adapter_model.safetensors"
     assert (hf_dir / artifact).is_file() and (hf_dir / "tokenizer.json").is_file()
 
 
@@ -236,7 +264,8 @@ def test_every_chat_family_has_lora_and_qlora_configs():
 @pytest.mark.slow
 def test_every_dataset_format_of_the_matrix_is_used():
     used = {ds["format"] for name in CONFIGS for ds in load_raw_config(name).datasets}
-    assert set(RECORDS) <= used <= set(FORMATS), used
+    known = set(FORMATS) | set(PAIR_FORMATS) | set(UNPAIRED_FORMATS)
+    assert set(RECORDS) <= used <= known, used
 
 
 # Real public files in each dataset format (shared/data; see its MANIFEST.md), and the

@@ -282,15 +282,26 @@ def make_model(args, directory):
     return parameters, matmul
 
 
-def run_side(side, args, model_dir, work_dir):
-    """Run one side in a child process; its result dict (with peak RSS)."""
-    command = [sys.executable, __file__, "--side", side, "--model-dir", str(model_dir),
+def run_side(side, args, model_dir, work_dir, script=__file__):
+    """Run one side (`script --side SIDE`) in a child process; its result dict (with peak
+    RSS)."""
+    command = [sys.executable, script, "--side", side, "--model-dir", str(model_dir),
                "--work-dir", str(work_dir)] + args.forward
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{side} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
                          f"{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def add_model_shape_args(parser):
+    """The benchmark model's shape and LoRA options (bench_dpo.py measures the same model)."""
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--intermediate", type=int, default=1376)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-alpha", type=int, default=32)
 
 
 def parse_args():
@@ -303,12 +314,7 @@ def parse_args():
                         help="baseline optimizer steps; the records are steps x batch-size")
     parser.add_argument("--records", type=int, help="first N records, one epoch (overrides "
                         "--steps)")
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--intermediate", type=int, default=1376)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--lora-alpha", type=int, default=32)
+    add_model_shape_args(parser)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--batch-size", type=int, default=4, help="baseline records per step")
     parser.add_argument("--max-length", type=int, default=512,

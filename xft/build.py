@@ -54,6 +54,7 @@ def build(experiment, parts=("data",), log=print):
     tokenizer = build_tokenizer(experiment.tokenizer, experiment.model.path)
     template = get_template(experiment.template, tokenizer, experiment.data.train_on)
     objective = build_objective(experiment.objective, experiment.train)
+    objective.attach(tokenizer, template, experiment.seed)
     built = Built(experiment, tokenizer, template, objective)
     if "data" in parts:
         built.dataset, built.validation, built.report = build_data(
@@ -61,8 +62,9 @@ def build(experiment, parts=("data",), log=print):
     if "model" in parts:
         from xft.model.build import build_model
 
-        built.model = build_model(experiment.model, experiment.method, tokenizer,
-                                  objective.model_kind, log)
+        model = build_model(experiment.model, experiment.method, tokenizer,
+                            objective.model_kind, log)
+        built.model = objective.prepare_model(model, experiment.method)
     return built
 
 

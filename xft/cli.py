@@ -384,6 +384,8 @@ def build_parser():
     p.add_argument("--data", help="dataset for eval loss and perplexity: a file (a run's "
                    "heldout.jsonl too) or a registry name")
     add_data_arguments(p, "alpaca")
+    p.add_argument("--reward", metavar="PAIRS", help="MODEL is a reward model: its pairwise "
+                   "accuracy on this file of preference pairs (--format e.g. sharegpt_pairs)")
     p.add_argument("--max-length", type=ranged(int, 2), default=2048,
                    help="--data samples longer than this are dropped (and counted)")
     p.add_argument("--batch-size", type=AT_LEAST_1, default=4,

@@ -98,6 +98,10 @@ class MethodCfg:
     modules_to_save: List[str] = field(default_factory=list)
     trainable_layers: int = 2  # freeze: how many top decoder layers train
     train_head: bool = False  # freeze: also train the output head (tied: the embeddings too)
+    # LoRA: continue training this PEFT adapter (a directory, e.g. an SFT run's work_dir/hf)
+    # instead of a fresh one; its own LoRA settings apply (r, alpha, target modules...).
+    # Preference objectives keep a frozen copy of it as the reference policy.
+    init_adapter: Optional[str] = None
 
 
 @dataclass
@@ -424,7 +428,7 @@ def _check_ranges(experiment):
                 raise ConfigError(f"'{path}' must be {allowed}, got {value!r}{allowed.hint}")
 
 
-LORA_ONLY = ("use_dora", "use_rslora", "loraplus_lr_ratio")
+LORA_ONLY = ("use_dora", "use_rslora", "loraplus_lr_ratio", "init_adapter")
 
 
 def _check_rope_scaling(rope):

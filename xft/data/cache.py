@@ -33,7 +33,8 @@ from xft.outputs import disk_full_as_error
 CACHE_VERSION = 3  # 2: one array and offsets per objective field; 3: sample_records
 # Modules whose code decides what a sample looks like (reading records included).
 ENCODING_MODULES = ("xft.data.pipeline", "xft.data.conversation", "xft.data.formats",
-                    "xft.data.templates", "xft.data.encode", "xft.data.questionable")
+                    "xft.data.templates", "xft.data.encode", "xft.data.questionable",
+                    "xft.data.formats.preference", "xft.data.preference", "xft.data.encode_pairs")
 
 
 def cache_root(cache_dir=None):

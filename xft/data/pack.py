@@ -15,7 +15,9 @@ import bisect
 import random
 from dataclasses import dataclass
 
+from xft.data.collate_pairs import side_row
 from xft.data.encode import IGNORE_INDEX
+from xft.data.encode_pairs import PAIR_SIDES
 
 
 @dataclass
@@ -81,4 +83,35 @@ def pack_samples(samples, max_length, seed=0):
         rows.append({"input_ids": input_ids, "labels": labels, "position_ids": position_ids})
     stats = PackStats(samples=len(samples), rows=len(rows), tokens=sum(lengths),
                       max_length=max_length)
+    return rows, stats
+
+
+def pack_pairs(samples, max_length, seed=0):
+    """Preference pairs (xft.data.encode_pairs) packed whole into rows: (rows, PackStats).
+
+    A pair's two sides (prompt + chosen, prompt + rejected) lie in the same row as two
+    sequences, each with position_ids from 0, so a micro-batch always holds both sides
+    of its pairs. `sequence_ids` numbers each token's sequence in the row: 2k for the
+    chosen side of the row's k-th pair, 2k + 1 for its rejected side
+    (xft.data.collate_pairs.PackedPairCollator turns them into batch positions). A row
+    holds up to 2 × max_length tokens, the room of one pair whose sides each fill
+    max_length, as a padded batch gives it.
+    """
+    lengths = [2 * len(s["prompt_ids"]) + sum(len(s[f"{side}_ids"]) for side in PAIR_SIDES)
+               for s in samples]
+    rows = []
+    for members in assign_rows(lengths, 2 * max_length, seed):
+        row = {"input_ids": [], "labels": [], "position_ids": [], "sequence_ids": []}
+        for k, i in enumerate(members):
+            for number, side in enumerate(PAIR_SIDES):
+                sequence = side_row(samples[i]["prompt_ids"], samples[i][f"{side}_ids"],
+                                    samples[i][f"{side}_labels"])
+                n = len(sequence["input_ids"])
+                row["input_ids"] += sequence["input_ids"]
+                row["labels"] += sequence["labels"]  # starts with the untrained prompt
+                row["position_ids"] += range(n)
+                row["sequence_ids"] += [2 * k + number] * n
+        rows.append(row)
+    stats = PackStats(samples=len(samples), rows=len(rows), tokens=sum(lengths),
+                      max_length=2 * max_length)
     return rows, stats

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from xft.data import cache, questionable
 from xft.data.encode import EncodeStats
-from xft.data.formats import FieldMapping, format_name, get_format, to_conversation
+from xft.data.formats import FieldMapping, format_name, to_conversation
 from xft.data.heldout import held_out_sources
 from xft.data.mix import check_ratios, mix
 from xft.errors import DataError, RecordError, doing
@@ -185,10 +185,11 @@ def fill_placeholders(value, placeholders):
     return value
 
 
-def map_records(records, ds_cfg, data_cfg, prepare, report):
+def map_records(records, ds_cfg, data_cfg, prepare, report, map_record=to_conversation):
     """Records → (prepared items, the index of each one's record), through the dataset's
     format map fn and `prepare` (mapped conversation or document → item; training: the
-    objective's).
+    objective's). `map_record(format, record, mapping)` maps and checks one record
+    (training: the objective's, e.g. a preference pair's).
 
     A bad record raises DataError naming file, record index and field, or (with
     data.on_bad_record='skip') is counted in `report` with its reason.
@@ -199,8 +200,8 @@ def map_records(records, ds_cfg, data_cfg, prepare, report):
         try:
             record = fill_placeholders(record, ds_cfg.placeholders)
             findings = questionable.check_strings(record)
-            mapped = to_conversation(ds_cfg.format, record, mapping)
-            if not isinstance(mapped, str):
+            mapped = map_record(ds_cfg.format, record, mapping)
+            if isinstance(mapped, list):  # a conversation (SFT)
                 findings += questionable.check_turns(mapped)
             item = prepare(mapped)
         except RecordError as e:
@@ -242,7 +243,8 @@ def _encoded_source(ds_cfg, build, truncation):
     objective = build.objective
     prepared, kept = map_records(
         records, ds_cfg, build.data,
-        lambda mapped: objective.prepare(mapped, build.template, build.system), report)
+        lambda mapped: objective.prepare(mapped, build.template, build.system), report,
+        objective.map_record)
     samples, report.stats = objective.encode(prepared, build.tokenizer,
                                              build.data.max_length, truncation)
     if len(report.stats.origins) == len(samples):
@@ -258,7 +260,7 @@ def source_cache_key(ds_cfg, build, truncation):
     if content is None or ds_cfg.format == "heldout":
         return None  # heldout.jsonl lines name other formats, whose code the key cannot see
     try:
-        map_fn = cache.code_fingerprint(get_format(ds_cfg.format))
+        map_fn = cache.code_fingerprint(build.objective.map_function(ds_cfg.format))
         objective_code = cache.code_fingerprint(inspect.getmodule(type(build.objective)))
     except (OSError, TypeError):
         return None
@@ -403,7 +405,7 @@ def build_datasets(datasets, build, val_datasets=(), seed=0, log=print):
     data = build.data
     # Config problems fail before any file is read.
     for ds_cfg in [*datasets, *val_datasets]:
-        get_format(ds_cfg.format)
+        build.objective.map_function(ds_cfg.format)
         FieldMapping(ds_cfg.format, ds_cfg.columns, ds_cfg.tags)
     mixing = check_ratios(datasets, data.mix_size)
     sources = []

@@ -16,6 +16,7 @@ from xft.console import library_progress_bars_off
 from xft.data.templates.stops import turn_end_ids
 from xft.engine.distributed import barrier, is_main_process
 from xft.engine.model_card import write_card
+from xft.model.methods import is_sequence_classifier
 from xft.outputs import write_output
 from xft.paths import portable_name
 
@@ -41,8 +42,17 @@ def export_hf(model, tokenizer, template, out_dir, config_text=None, max_shard_s
     safetensors into shards with an index; PEFT saves an adapter as one file whatever
     the size.
     """
+    if is_peft_model(model) and is_sequence_classifier(model.get_base_model()):
+        # A reward model is exported whole: stock AutoModelForSequenceClassification cannot
+        # load a PEFT adapter of one (it does not know the one-label score head). The merge
+        # runs on a copy, so training (or a best-weights export mid-run) goes on unchanged.
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
     adapter = is_peft_model(model)
-    save_options = {"save_embedding_layers": save_embedding_layers(model)} if adapter else {
+    save_options = {"save_embedding_layers": save_embedding_layers(model),
+                    # the trained adapter only, not a frozen reference beside it
+                    "selected_adapters": [model.active_adapter]} if adapter else {
         "max_shard_size": max_shard_size or DEFAULT_SHARD_SIZE}
     facts = card.facts(card_step) if card is not None else None
 
@@ -95,18 +105,22 @@ def portable_base(adapter_dir):
 def write_generation_files(out_dir, model, stop_ids):
     """Rewrite the saved generation_config.json (written for adapters too, where peft
     writes none) with `stop_ids` added to its eos list, and config.json with use_cache
-    back on (training turns it off for gradient checkpointing; inference wants it)."""
+    back on (training turns it off for gradient checkpointing; inference wants it).
+    A model that does not generate (a reward model's sequence classifier) gets no
+    generation_config.json."""
     import copy
 
     out_dir = Path(out_dir)
-    generation = copy.deepcopy(model.generation_config)
-    eos = generation.eos_token_id
-    eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
-    if not eos and getattr(model.config, "eos_token_id", None) is not None:
-        eos = [model.config.eos_token_id]
-    eos = list(dict.fromkeys(eos + list(stop_ids)))
-    generation.eos_token_id = eos[0] if len(eos) == 1 else eos
-    generation.save_pretrained(str(out_dir))
+    eos = []
+    if getattr(model, "generation_config", None) is not None:
+        generation = copy.deepcopy(model.generation_config)
+        eos = generation.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+        if not eos and getattr(model.config, "eos_token_id", None) is not None:
+            eos = [model.config.eos_token_id]
+        eos = list(dict.fromkeys(eos + list(stop_ids)))
+        generation.eos_token_id = eos[0] if len(eos) == 1 else eos
+        generation.save_pretrained(str(out_dir))
     config_file = out_dir / "config.json"
     if config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -115,7 +129,6 @@ def write_generation_files(out_dir, model, stop_ids):
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                    encoding="utf-8")
     return eos
-
 
 
 def export_hf_from_ranks(model, tokenizer, template, out_dir, config_text=None, card=None,

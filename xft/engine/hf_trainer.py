@@ -18,6 +18,9 @@ Only public extension points are used:
   times xft.engine.step_loss.loss_scale, already scaled for accumulation
   (`loss_is_scaled_for_ga = True`); the objective's metrics are summed with the
   same scale (StepMetrics);
+- `XftTrainer._save` / `_load_from_checkpoint`: trained weights that a PEFT
+  checkpoint (the adapter only) leaves out, such as PPO's value head on the
+  policy, go to `xft_extra_weights.safetensors` beside it and are loaded back;
 - `XftCallback`: metrics.jsonl / TensorBoard / progress line (TrainingMonitor)
   and evaluation chat, fed from Trainer's own log events.
 """
@@ -26,6 +29,7 @@ import itertools
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
@@ -41,11 +45,13 @@ from xft.engine.schedule import lr_lambda
 from xft.engine.step_loss import StepMetrics, loss_scale, window_count
 from xft.engine.model_card import RunCard
 from xft.engine.validation import Validator, export_final
+from xft.errors import XftError
 from xft.inference.chat_eval import ChatEvaluator
 from xft.model.optimizer import build_optimizer
 from xft.outputs import disk_full_as_error
 
 ENGINE = ENGINES["hf"]  # the checkpoint layout
+EXTRA_WEIGHTS = "xft_extra_weights.safetensors"
 
 
 class XftTrainer(Trainer):
@@ -75,6 +81,33 @@ class XftTrainer(Trainer):
             f"rng_state_{self.args.process_index}.pth"
         make_trainer_rng_file_plain(Path(output_dir) / name)
 
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        extra = extra_trained_weights(self.model)
+        if extra and self.args.should_save:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()},
+                      str(Path(output_dir or self.args.output_dir) / EXTRA_WEIGHTS))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        extra = extra_trained_weights(self.model)
+        if not extra:
+            return
+        path = Path(resume_from_checkpoint) / EXTRA_WEIGHTS
+        if not path.exists():
+            raise XftError(f"checkpoint {resume_from_checkpoint} lacks {EXTRA_WEIGHTS} (the "
+                           f"trained weights outside the adapter: {sorted(extra)[:3]})")
+        from safetensors.torch import load_file
+
+        saved = load_file(str(path))
+        if set(saved) != set(extra):
+            raise XftError(f"{path} holds {sorted(saved)}, this model trains {sorted(extra)}")
+        with torch.no_grad():
+            for name, tensor in extra.items():
+                tensor.copy_(saved[name])
+
     def get_train_dataloader(self):
         from torch.utils.data import DataLoader
 
@@ -87,6 +120,9 @@ class XftTrainer(Trainer):
         batches = list(itertools.islice(epoch_iterator, num_batches))
         if not batches:
             return batches, None
+        # RL objectives generate here, with the weights of this step.
+        batches = self.objective.rollouts(self.model, batches, self.state.global_step,
+                                          distributed.rank())
         return batches, window_count([self.objective.count(b) for b in batches], device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -103,6 +139,16 @@ class XftTrainer(Trainer):
             self.monitor.count_tokens(self.objective.batch_tokens(inputs), out.count)
             self.step_metrics.add(out.metrics, scale)
         return out.sum * scale
+
+
+def extra_trained_weights(model):
+    """{name: parameter} of a PEFT model's trained parameters outside its base model (what
+    its adapter checkpoint does not hold); {} for any other model, whose checkpoint holds
+    all its weights."""
+    if not hasattr(model, "base_model") or not hasattr(model, "peft_config"):
+        return {}
+    return {name: p for name, p in model.named_parameters()
+            if p.requires_grad and not name.startswith("base_model.")}
 
 
 class XftCallback(TrainerCallback):

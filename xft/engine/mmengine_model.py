@@ -18,12 +18,14 @@ import contextlib
 from contextlib import contextmanager
 
 import torch
+from mmengine.logging import MessageHub
 from mmengine.model import BaseModel, MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import _ParamScheduler
 from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS, PARAM_SCHEDULERS
 
+from xft.engine.distributed import rank
 from xft.engine.step_loss import StepMetrics, loss_scale, mean_over_ranks, window_count
 from xft.errors import XftError
 
@@ -95,6 +97,10 @@ class ObjectiveModel(BaseModel):
         the whole window, all ranks) is known before the first backward.
         """
         window = self.data_preprocessor(data, True)  # moves every micro-batch to the device
+        # RL objectives generate here, with the weights of this step (RuntimeInfoHook keeps
+        # the message hub's 'iter' at the number of steps done).
+        step = MessageHub.get_current_instance().get_info("iter", 0)
+        window = self.objective.rollouts(self.lm, window, step, rank())
         counts = [self.objective.count(batch) for batch in window]
         scale = loss_scale(window_count(counts))
         metrics = StepMetrics()

@@ -27,6 +27,7 @@ from xft.engine.trackers import Trackers
 
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"
+REWARD_KEY = "reward/total/mean"  # logged by RL objectives (xft.objectives.online)
 
 
 class TrainingMonitor:
@@ -203,8 +204,8 @@ def keep_records_up_to(work_dir, step):
 
 
 def plot_loss_curve(work_dir):
-    """Draw training and validation loss against optimizer step from metrics.jsonl;
-    None when nothing was logged."""
+    """Draw training and validation loss (and, for RL, the mean reward) against optimizer
+    step from metrics.jsonl; None when nothing was logged."""
     fig = loss_figure(read_metrics(work_dir))
     if fig is None:
         return None
@@ -214,8 +215,8 @@ def plot_loss_curve(work_dir):
 
 
 def loss_figure(records, size=(7, 4)):
-    """A matplotlib Figure of the loss records (also drawn live by `xft webui`); None
-    when there are none."""
+    """A matplotlib Figure of the loss records (also drawn live by `xft webui`), with a
+    reward panel below for RL objectives; None when there are none."""
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
     if not train and not evals:
@@ -223,8 +224,16 @@ def loss_figure(records, size=(7, 4)):
     # A bare Figure (no pyplot) renders to a file without touching the process's backend.
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size)
-    ax = fig.add_subplot()
+    rewards = [r for r in train if REWARD_KEY in r]  # RL objectives: a reward panel below
+    fig = Figure(figsize=(size[0], size[1] * 7 / 4) if rewards else size)
+    ax = fig.add_subplot(2, 1, 1) if rewards else fig.add_subplot()
+    if rewards:
+        reward_ax = fig.add_subplot(2, 1, 2, sharex=ax)
+        reward_ax.plot([r["step"] for r in rewards], [r[REWARD_KEY] for r in rewards],
+                       marker=".", color="tab:green")
+        reward_ax.set_xlabel("optimizer step")
+        reward_ax.set_ylabel("mean reward of the rollouts")
+        reward_ax.grid(alpha=0.3)
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker=".",
             label="training")
     if evals:

@@ -43,9 +43,7 @@ class ChatSession:
         self.system, self.max_new_tokens = system, max_new_tokens
         self.sampling = sampling or Sampling()
         self.hit_limit = False  # whether the last answer was cut at max_new_tokens
-        # Every text that ends a reply: cut from answers and never streamed.
-        self.stop_texts = [*self.template.stop_words, *getattr(self.template, "stop_strings", ())]
-        self.stop_ids, self.stop_strings = self._stops()
+        self.stop_texts, self.stop_ids, self.stop_strings = template_stops(tokenizer, template)
         if self.sampling.seed is not None:
             from transformers import set_seed
 
@@ -54,19 +52,6 @@ class ChatSession:
 
     def reset(self):
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
-
-    def _stops(self):
-        """(token ids that end generation, stop texts that are several tokens here: generate
-        matches those on the decoded text)."""
-        ids = {self.tokenizer.eos_token_id} - {None}
-        strings = []
-        for word in self.stop_texts:
-            tokens = self.tokenizer.encode(word, add_special_tokens=False)
-            if len(tokens) == 1:
-                ids.add(tokens[0])
-            else:
-                strings.append(word)
-        return sorted(ids), strings
 
     def prompt_ids(self, messages):
         """Token ids of `messages` rendered with the template, ready for the reply."""
@@ -142,6 +127,22 @@ class ChatSession:
         output = self._generate({"input_ids": input_ids.to(self.model.device),
                                  "attention_mask": attention_mask.to(self.model.device)})
         return [self._decode(row[width:])[0] for row in output]
+
+
+def template_stops(tokenizer, template):
+    """How replies in `template` end: (every stop text, cut from answers and never shown;
+    the token ids that end generation; the stop texts that are several tokens with this
+    tokenizer, which generate matches on the decoded text). Chat and RL rollouts share it."""
+    texts = [*template.stop_words, *getattr(template, "stop_strings", ())]
+    ids = {tokenizer.eos_token_id} - {None}
+    strings = []
+    for word in texts:
+        tokens = tokenizer.encode(word, add_special_tokens=False)
+        if len(tokens) == 1:
+            ids.add(tokens[0])
+        else:
+            strings.append(word)
+    return texts, sorted(ids), strings
 
 
 def cut_at_stop(text, stops):

@@ -19,7 +19,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 # What an objective trains (Objective.model_kind) → the transformers auto class that loads it.
-MODEL_KINDS = {"causal_lm": "AutoModelForCausalLM"}
+MODEL_KINDS = {"causal_lm": "AutoModelForCausalLM",
+               # a scalar score per sequence (reward models): one label, read by transformers
+               # at each row's last non-padding token
+               "sequence_classification": "AutoModelForSequenceClassification"}
 
 
 def build_tokenizer(tokenizer_cfg, model_path):
@@ -56,6 +59,8 @@ def load_causal_lm(path, dtype="float32", attn_implementation="sdpa", trust_remo
     if quantization_config is not None and torch.cuda.is_available():
         # bitsandbytes quantizes while placing weights: load straight onto this rank's GPU.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    if kind == "sequence_classification":
+        kwargs["num_labels"] = 1
     with doing(f"loading the model from '{path}'"):  # anything but the errors below
         try:
             with library_progress_bars_off():
@@ -116,6 +121,9 @@ def build_model(model_cfg, method_cfg, tokenizer=None, kind="causal_lm", log=pri
         import_bitsandbytes()  # before peft imports it, to keep its import quiet
     model = load_causal_lm(cfg.path, cfg.dtype, cfg.attn_implementation, cfg.trust_remote_code,
                            quantization, kind, cfg.rope_scaling)
+    if kind == "sequence_classification" and tokenizer is not None:
+        # transformers finds each row's last token by the pad id; a base LM often has none.
+        model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.resize_vocab is None:
         return apply_method(model, method_cfg, cfg.gradient_checkpointing)
     from xft.model.resize import check_embeddings_train, resize_vocab

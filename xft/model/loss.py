@@ -49,14 +49,19 @@ def token_loss_sum(logits, labels):
     return loss_sum, count_label_tokens(labels)
 
 
+# What a batch gives the model; objectives may add their own keys (e.g. a packed pair
+# batch's sequence_index, precomputed reference log-probs) that the model must not get.
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
 def _model_inputs(batch):
-    return {k: v for k, v in batch.items() if k != "labels"}
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
 def causal_lm_logits(model, batch):
     """Logits of a training batch from either collator (padded or packed rows).
 
-    Every key but `labels` goes to the model (attention_mask, position_ids...).
+    The MODEL_INPUTS keys go to the model (attention_mask or position_ids).
     use_cache=False matters for packed rows: when the model creates a KV cache
     (config.use_cache is True by default), transformers ignores the position_ids
     restarts and builds one causal mask over the whole row, letting samples
@@ -222,13 +227,8 @@ class LinearCrossEntropy(torch.autograd.Function):
             # d loss / d logits = softmax - one_hot, built in place as well.
             grad_logits = logits.div_(sums[:, None])
             grad_logits[torch.arange(t.size(0), device=t.device), t] -= 1
-            grad_logits = grad_logits.to(weight.dtype)
-            if want_h:
-                torch.mm(grad_logits, weight, out=grad_h[s:s + step])
-            if want_w:
-                grad_w.addmm_(grad_logits.t(), h)
-            if want_b:
-                grad_b += grad_logits.sum(0)
+            add_head_grads(grad_logits, h, weight, grad_h[s:s + step] if want_h else None,
+                           grad_w, grad_b)
         ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
         ctx.present = (want_h, want_w, want_b)
         return total
@@ -238,3 +238,16 @@ class LinearCrossEntropy(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         grads = [next(saved) * grad_output if present else None for present in ctx.present]
         return grads[0], grads[1], grads[2], None, None, None
+
+
+def add_head_grads(grad_logits, h, weight, grad_h, grad_w, grad_b):
+    """One chunk's output-head gradients from d loss / d logits: written into grad_h (the
+    chunk's rows of the hidden states' gradient), added to grad_w and grad_b; None where
+    that gradient is not wanted."""
+    grad_logits = grad_logits.to(weight.dtype)
+    if grad_h is not None:
+        torch.mm(grad_logits, weight, out=grad_h)
+    if grad_w is not None:
+        grad_w.addmm_(grad_logits.t(), h)
+    if grad_b is not None:
+        grad_b += grad_logits.sum(0)

@@ -2,7 +2,8 @@
 
 full    every weight trains.
 lora    peft LoRA adapters (DoRA / rsLoRA options, modules_to_save); on a
-        quantized model this is QLoRA.
+        quantized model this is QLoRA. A fresh adapter, or the one at
+        method.init_adapter, trained further.
 freeze  every weight frozen except the top N decoder layers (and optionally
         the output head and named modules), which train fully.
 """
@@ -11,6 +12,7 @@ import torch.nn as nn
 
 from xft.console import peft_reads_deprecated_checkpointing_flag
 from xft.errors import ConfigError
+from xft.paths import resolve_path
 
 # Non-reentrant checkpointing needs no input that requires grad, so frozen
 # embeddings under LoRA/freeze need no hook to keep the graph connected.
@@ -38,7 +40,14 @@ def apply_method(model, method, gradient_checkpointing=False):
 
 
 def add_lora(model, method):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if method.init_adapter is not None:
+        path = resolve_path(method.init_adapter)
+        try:
+            return PeftModel.from_pretrained(model, path, is_trainable=True)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load 'method.init_adapter' from '{path}': {e}") from None
 
     tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
     config = LoraConfig(
@@ -47,12 +56,17 @@ def add_lora(model, method):
         use_rslora=method.use_rslora, modules_to_save=method.modules_to_save or None,
         # With tied embeddings, a trained copy of embed_tokens/lm_head stays tied to the other.
         ensure_weight_tying=tied and bool(method.modules_to_save),
-        task_type="CAUSAL_LM")
+        # SEQ_CLS: peft also trains (and saves) the new score head of a reward model.
+        task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM")
     try:
         with peft_reads_deprecated_checkpointing_flag():
             return get_peft_model(model, config)
     except ValueError as e:  # e.g. target modules not found in the model
         raise ConfigError(f"cannot apply LoRA (method): {e}") from None
+
+
+def is_sequence_classifier(model):
+    return type(model).__name__.endswith("ForSequenceClassification")
 
 
 def decoder_layers(model):

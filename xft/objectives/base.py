@@ -26,6 +26,7 @@ from typing import Dict
 
 import torch
 
+from xft.data.formats import get_format, to_conversation
 from xft.errors import ConfigError, did_you_mean
 
 OBJECTIVES = {}
@@ -96,6 +97,16 @@ class Objective:
         self.train = train
 
     # --- data ----------------------------------------------------------------------------
+    def map_function(self, fmt):
+        """The map function of a dataset's `format` (a name or a callable); ConfigError for
+        an unknown name. SFT formats map a record to a conversation or a document."""
+        return get_format(fmt)
+
+    def map_record(self, fmt, record, mapping=None):
+        """One raw record mapped and checked; RecordError (with the field) when unusable.
+        `mapping`: the dataset's FieldMapping (its 'columns' / 'tags')."""
+        return to_conversation(fmt, record, mapping)
+
     def prepare(self, mapped, template, system):
         """A format map function's output (one record) → what `encode` takes; RecordError
         (with the field) for a record this objective cannot use."""
@@ -124,6 +135,13 @@ class Objective:
         raise NotImplementedError
 
     # --- training --------------------------------------------------------------------------
+    def prepare_model(self, model, method_cfg):
+        """Called once by the build step on the model it built (before any engine wraps
+        it or a checkpoint is loaded): what the objective keeps of the starting weights,
+        e.g. a reference policy, or what it adds (PPO's value head). Returns the model
+        to train."""
+        return model
+
     def count(self, batch):
         """Normaliser units in a collated micro-batch (a 0-d long tensor on its device)."""
         raise NotImplementedError
@@ -143,8 +161,19 @@ class Objective:
         return {"eval_loss": loss, **{f"eval_{k}": v for k, v in metrics.items()},
                 "eval_count": count}
 
-    # --- online RL (issue 16): the hook point, not implemented yet -------------------------
-    # An RL objective will also define `rollout(model, batch) -> batch`: the engines will
-    # call it on each micro-batch of prompts before `count` and `loss`, to generate
-    # completions (xft.inference, the template of `xft chat`) and score them. Objectives
-    # without it (every one today) are trained on their batches as they come.
+    # --- online RL (issue 16) ----------------------------------------------------------
+    def attach(self, tokenizer, template, seed):
+        """Called once by xft.build with the run's tokenizer, bound template and seed, for
+        objectives that generate (RL); the others need nothing."""
+
+    def rollouts(self, model, batches, step, rank=0):
+        """The micro-batches of optimizer step `step` (0-based) as the engines train them.
+
+        Engines call this before `count` and `loss`. An objective that defines
+        `rollout(model, batch, step, micro_batch, rank)` (RL: generate completions with
+        the policy as it is and score them) turns each batch of prompts into a batch
+        of completions; the others train their batches as they come."""
+        rollout = getattr(self, "rollout", None)
+        if rollout is None:
+            return batches
+        return [rollout(model, batch, step, i, rank) for i, batch in enumerate(batches)]

@@ -14,6 +14,7 @@ and the packing efficiency, and writes a histogram of sample lengths to a PNG.
 import sys
 from pathlib import Path
 
+from xft.errors import ConfigError
 from xft.objectives.sft import masked_text  # noqa: F401  (re-exported for the CLI's users)
 
 PERCENTILES = (0, 50, 90, 95, 99, 100)
@@ -90,11 +91,15 @@ def check_dataset(config, cfg_options=None, num_samples=3, plot=None, color=None
         f"dropped with no trained token: {sum(s.dropped_no_label for s in stats)}")
     out("token length percentiles: " + ", ".join(
         f"p{p}={n}" for p, n in percentiles(lengths).items()))
-    _, packing = objective.pack([dataset[i] for i in range(len(dataset))], max_length,
-                                experiment.seed)
-    state = "on:" if experiment.data.pack else "off (data.pack=False); if on,"
-    out(f"packing {state} {packing.rows} rows of {max_length} tokens hold the "
-        f"{packing.samples} samples, efficiency {100 * packing.efficiency:.2f}%")
+    try:
+        _, packing = objective.pack([dataset[i] for i in range(len(dataset))], max_length,
+                                    experiment.seed)
+    except ConfigError as e:  # an objective that does not pack (e.g. preference pairs)
+        out(f"packing: {e}")
+    else:
+        state = "on:" if experiment.data.pack else "off (data.pack=False); if on,"
+        out(f"packing {state} {packing.rows} rows of {packing.max_length} tokens hold the "
+            f"{packing.samples} samples, efficiency {100 * packing.efficiency:.2f}%")
     plot = Path(plot or f"{Path(cfg.filename).stem}_lengths.png")
     write_histogram(lengths, max_length, plot)
     out(f"length histogram written to {plot}")

@@ -46,10 +46,11 @@ def is_registry_name(spec):
     return not Path(resolve_path(spec)).exists() and "/" not in spec and "." not in spec
 
 
-def dataset_entry(spec, args, option, default_format, registries=()):
+def dataset_entry(spec, args, option, default_format, registries=(), check_format=None):
     """The DatasetCfg of a tool's dataset argument `spec` (a path or a registry name) with
     the --format/--columns/--tags/--placeholders/--registry of `args` (and `registries`,
-    e.g. a config's data.registry), checked."""
+    e.g. a config's data.registry), checked. `check_format`: the objective's
+    map_function (default: SFT's formats)."""
     given = {"format": args.format, "columns": parse_pairs(args.columns, "--columns"),
              "tags": parse_pairs(args.tags, "--tags"),
              "placeholders": parse_pairs(args.placeholders, "--placeholders")}
@@ -64,7 +65,7 @@ def dataset_entry(spec, args, option, default_format, registries=()):
             else default_format
     ds = dataset_cfg(entry, option)
     check_local_data(ds.path, option)
-    get_format(ds.format)
+    (check_format or get_format)(ds.format)
     FieldMapping(ds.format, ds.columns, ds.tags)
     if ds.format == "heldout":  # each line names its own format
         check_heldout_file(resolve_path(ds.path))

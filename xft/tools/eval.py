@@ -16,6 +16,8 @@ Three measurements, any of them in one call:
 - `--compare BASE`: the same prompts (a prompt file or any dataset, whose last
   answers are the references) answered by BASE and by MODEL, written side by side
   to compare.md and compare.html (text HTML-escaped).
+- `--reward PAIRS --format FMT`: MODEL is a reward model (objective 'reward'):
+  its pairwise accuracy on a file of preference pairs (docs/preference.md).
 
 Everything goes to --out: results.json, predictions.jsonl, compare.md/.html.
 """
@@ -41,14 +43,21 @@ def dataset_loss(model, tokenizer, template, source, max_length=2048, batch_size
                  system=None, on_bad_record="error", log=print):
     """(EvalResult (xft.engine.evaluate), its record) of the model on one dataset (a
     DatasetCfg, see xft.tools.data_args)."""
+    from xft.objectives.sft import SFT
+
+    return evaluate_source(model, SFT(), tokenizer, template, source, max_length, batch_size,
+                           system, on_bad_record, log)
+
+
+def evaluate_source(model, objective, tokenizer, template, source, max_length=2048,
+                    batch_size=4, system=None, on_bad_record="error", log=print):
+    """(EvalResult, its record): `objective`'s loss and metrics of the model on one dataset."""
     from xft.config.schema import DataCfg
     from xft.data.pipeline import EncodedDataset, SourceBuild, load_source
     from xft.engine.evaluate import evaluate
-    from xft.objectives.sft import SFT
 
     # The config sections training reads, so the file is read, mapped, rendered and
     # encoded by the same code (over-long samples dropped, counted).
-    objective = SFT()
     data = DataCfg(max_length=max_length, on_bad_record=on_bad_record)
     build = SourceBuild(data, tokenizer, template, objective, system)
     samples, report = load_source(source, build)
@@ -61,6 +70,24 @@ def dataset_loss(model, tokenizer, template, source, max_length=2048, batch_size
     result = evaluate(model, EncodedDataset(samples), objective.collator(pad_id, packed=False),
                       objective, batch_size)
     return result, result.record(objective)
+
+
+# --- reward models -----------------------------------------------------------------------------
+
+def reward_accuracy(model_dir, source, template_name=None, max_length=2048, batch_size=4,
+                    system=None, on_bad_record="error", log=print):
+    """The validation record of a reward model (a sequence-classification directory, as
+    `objective='reward'` exports it) on a dataset of preference pairs (a DatasetCfg):
+    eval_accuracy (pairs whose chosen reply scores higher), eval_margin, eval_loss
+    (Bradley-Terry)... The pairs are encoded with the model's chat template as training
+    encodes them."""
+    from xft.inference.reward import load_reward_model
+    from xft.objectives.preference import RewardModel
+
+    scorer = load_reward_model(model_dir, template_name)
+    _, record = evaluate_source(scorer.model, RewardModel(), scorer.tokenizer, scorer.template,
+                                source, max_length, batch_size, system, on_bad_record, log)
+    return record
 
 
 # --- labelled tasks ----------------------------------------------------------------------------
@@ -344,12 +371,36 @@ def _answer(model, tokenizer, template, prompts, args, what):
                               args.max_new_tokens, args.batch_size, progress=bar)
 
 
+def run_reward_eval(args, log=print):
+    """`xft eval REWARD_MODEL --reward PAIRS --format FMT`: pairwise accuracy → results.json."""
+    if args.data or args.task or args.compare or args.adapter:
+        raise XftError("--reward scores a reward model alone: no --data, --task, --compare "
+                       "or --adapter with it")
+    from xft.objectives.preference import RewardModel
+
+    check_local(args.model, "reward model directory", "MODEL", need=("config.json",))
+    source = dataset_entry(args.reward, args, "--reward", "sharegpt_pairs",
+                           check_format=RewardModel().map_function)
+    record = reward_accuracy(args.model, source, args.template, args.max_length,
+                             args.batch_size, args.system, args.on_bad_record, log)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"model": args.model, "reward": {"data": args.reward, **record}}
+    (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    log(f"eval_accuracy {record['eval_accuracy']:.4f}  eval_margin {record['eval_margin']:.4g}  "
+        f"({record['eval_count']} pairs of {args.reward}); {out / RESULTS_FILE}")
+    return results
+
+
 def run_eval(args, log=print):
     """Run the measurements `args` asks for; returns the results dict written to results.json."""
     from xft.tools.chat import load_chat_model
 
+    if args.reward:
+        return run_reward_eval(args, log)
     if not (args.data or args.task or args.compare):
-        raise XftError("nothing to evaluate: give --data, --task and/or --compare")
+        raise XftError("nothing to evaluate: give --data, --task, --compare and/or --reward")
     if args.task and not (args.prompt_column and args.label_column):
         raise XftError("--task needs --prompt-column and --label-column")
     # Data options and paths fail here, before any file is read or a model is loaded.

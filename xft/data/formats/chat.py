@@ -34,9 +34,14 @@ def alpaca_zh(record):
 
 
 def _alpaca(record, instruction_key, input_key, output_key):
+    prompt = alpaca_prompt(record, instruction_key, input_key)
+    return prompt + [message("assistant", fields.text(record, output_key))]
+
+
+def alpaca_prompt(record, instruction_key="instruction", input_key="input"):
+    """The messages of an alpaca record before its answer: system, history, the user turn."""
     instruction = fields.text(record, instruction_key)
     extra = fields.text(record, input_key, required=False)
-    output = fields.text(record, output_key)
     messages = []
     system = fields.text(record, "system", required=False)
     if system:
@@ -50,8 +55,7 @@ def _alpaca(record, instruction_key, input_key, output_key):
             raise RecordError("must be a [user, assistant] pair of strings", field=f"history[{i}]")
         messages += [message("user", pair[0]), message("assistant", pair[1])]
     user = f"{instruction}\n{extra}" if extra else instruction
-    messages += [message("user", user), message("assistant", output)]
-    return messages
+    return messages + [message("user", user)]
 
 
 def openai(record):

@@ -1,0 +1,8 @@
+# DPO with QLoRA on Llama 3 Instruct.
+_base_ = [
+    '../_base_/models/llama3.py',
+    '../_base_/datasets/ultrafeedback.py',
+    '../_base_/schedules/dpo_lora.py',
+]
+model = dict(quantization=dict(bits=4))
+objective = dict(type='dpo', beta=0.1, loss_type='sigmoid')

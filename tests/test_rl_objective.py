@@ -1,0 +1,197 @@
+"""The 'grpo' and 'ppo' objectives through `xft train`: both engines log the same losses and
+metrics step by step (fixed seed: the same rollouts), and a resumed run regenerates the same
+rollouts and continues exactly (PPO: with its value head, two updates per rollout, rewarded
+by a reward model and a reward function)."""
+
+import json
+
+import pytest
+from conftest import REPO, make_tiny_reward_model, read_metrics, run_cli, write_config
+
+from xft.objectives import objective_class
+
+CONFIG = """
+_base_ = ['{configs}/_base_/models/tiny_llama.py']
+method = dict(type='lora', r=8, alpha=16, dropout=0.0, target_modules='all-linear')
+objective = dict(type='grpo', rewards=[dict(type='length_penalty', max_chars=4),
+                                       dict(type='format', pattern=r'.*[0-9].*', weight=0.5)],
+                 group_size=4, max_new_tokens=6, temperature=1.0, beta=0.04,
+                 epsilon_high=0.28, loss_normalization='{norm}')
+datasets = [dict(path='xft://data/arithmetic_prompts.jsonl', format='qa')]
+data = dict(max_length=64)
+optim = dict(lr=1e-2)
+train = dict(batch_size=2, grad_accum=2, max_steps=4, lr_scheduler='constant',
+             warmup_ratio=0.0, log_interval=1, save_interval=2, save_total_limit=0)
+"""
+PPO_CONFIG = """
+_base_ = ['{configs}/_base_/models/tiny_llama.py']
+method = dict(type='lora', r=8, alpha=16, dropout=0.0, target_modules='all-linear')
+objective = dict(type='ppo', rewards=[dict(type='reward_model', path='{reward_model}'),
+                                      dict(type='length_penalty', max_chars=4, weight=0.5)],
+                 max_new_tokens=6, temperature=1.0, kl_coef=0.05, updates_per_rollout=2)
+datasets = [dict(path='xft://data/arithmetic_prompts.jsonl', format='qa')]
+data = dict(max_length=64)
+optim = dict(lr=1e-2)
+train = dict(batch_size=2, grad_accum=2, max_steps=4, lr_scheduler='constant',
+             warmup_ratio=0.0, log_interval=1, save_interval=2, save_total_limit=0)
+"""
+THROUGHPUT = ("generation_tokens_per_s", "tokens_per_s", "elapsed", "time")
+
+
+def _config(tmp_path, norm="token"):
+    return write_config(tmp_path, CONFIG.format(configs=REPO / "configs", norm=norm))
+
+
+def _ppo_config(tmp_path):
+    reward_model = make_tiny_reward_model(tmp_path / "reward_model")
+    return write_config(tmp_path, PPO_CONFIG.format(configs=REPO / "configs",
+                                                    reward_model=reward_model))
+
+
+def _steps(work_dir):
+    return [r for r in read_metrics(work_dir) if "loss" in r and "step" in r]
+
+
+def _both_engines(tmp_path, config):
+    """Per-step records of `config` trained on each engine (MMEngine's, HF Trainer's)."""
+    runs = []
+    for engine in ("mmengine", "hf"):
+        work_dir = tmp_path / engine
+        run_cli("train", str(config), "--engine", engine, "--work-dir", str(work_dir))
+        runs.append(_steps(work_dir))
+    assert [r["step"] for r in runs[0]] == [1, 2, 3, 4]
+    return runs
+
+
+def _close(a, b):
+    keys = [k for k in a if isinstance(a[k], (int, float)) and not any(t in k for t in THROUGHPUT)
+            and k != "lr"]
+    assert keys and set(keys) <= set(b)
+    for key in keys:
+        assert a[key] == pytest.approx(b[key], abs=1e-4), key
+
+
+def test_prompts_keep_the_reference_answer_and_render_like_chat():
+    from transformers import AutoTokenizer
+
+    from xft.data.templates import get_template
+    from xft.rl.rollout import render_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "xft" / "assets" / "tiny-llama")
+    template = get_template("chatml", tokenizer)
+    grpo = objective_class("grpo")(objective_class("grpo").Options(
+        rewards=[dict(type="exact_answer")]))
+    text, record = grpo.prepare([{"role": "user", "content": "2+3="},
+                                 {"role": "assistant", "content": "5"}], template, None)
+    samples, stats = grpo.encode([(text, record)], tokenizer, 64, "drop")
+    messages = [{"role": "user", "content": "2+3="}]
+    assert samples[0]["prompt_ids"] == render_prompt(template, tokenizer, messages)
+    assert json.loads(bytes(samples[0]["record"]).decode()) == {"answer": "5",
+                                                                "messages": messages}
+    batch = grpo.collator(tokenizer.pad_token_id, False)(samples * 2)
+    assert batch["records"][1]["answer"] == "5"
+    _, stats = grpo.encode([(text, record)], tokenizer, 3, "drop")
+    assert stats.dropped_too_long == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["token", "sequence"])
+def test_both_engines_log_the_same_losses_and_metrics(tmp_path, norm):
+    mmengine, hf = _both_engines(tmp_path, _config(tmp_path, norm))
+    for a, b in zip(mmengine, hf):
+        _close(a, b)
+    rewards = [r["reward/total/mean"] for r in mmengine]
+    assert len(set(rewards)) > 1  # the rollouts change as the policy does
+    assert all(r["kl"] >= 0 for r in mmengine) and mmengine[-1]["kl"] > 0
+
+
+@pytest.mark.slow
+def test_ppo_on_both_engines_logs_the_same_losses_and_metrics(tmp_path):
+    steps, hf = _both_engines(tmp_path, _ppo_config(tmp_path))
+    for a, b in zip(steps, hf):
+        _close(a, b)
+    # Two updates per rollout: steps 1-2 and 3-4 train on the same completions; the second
+    # update of each has moved away from the sampling policy.
+    assert steps[0]["reward/total/mean"] == steps[1]["reward/total/mean"]
+    assert steps[1]["reward/total/mean"] != steps[2]["reward/total/mean"]
+    assert steps[0]["clip/policy"] == 0 and steps[1]["clip/policy"] > 0
+    assert all(r["value_loss"] > 0 and r["completion_tokens"] > 0 for r in steps)
+    assert steps[2]["kl"] > 0  # the policy has left the reference (the adapter disabled)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["mmengine", "hf"])
+@pytest.mark.parametrize("objective", ["grpo", "ppo"])
+def test_resume_regenerates_the_same_rollouts(tmp_path, engine, objective):
+    config = _config(tmp_path) if objective == "grpo" else _ppo_config(tmp_path)
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run_cli("train", str(config), "--engine", engine, "--work-dir", str(full))
+    checkpoint = full / ("iter_2.pth" if engine == "mmengine" else "checkpoint-2")
+    run_cli("train", str(config), "--engine", engine, "--work-dir", str(resumed),
+            "--resume", str(checkpoint))
+    after = _steps(resumed)
+    assert [r["step"] for r in after] == [3, 4]
+    for a, b in zip(after, _steps(full)[2:]):
+        _close(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.parametrize("objective", ["grpo", "ppo"])
+def test_qlora_bf16_on_a_gpu_trains_alike_on_both_engines(tmp_path, objective):
+    """On CUDA: a 4-bit policy (its disabled adapter the reference), bf16 autocast, the
+    reward model on the GPU: both engines log close losses and metrics."""
+    config = _config(tmp_path) if objective == "grpo" else _ppo_config(tmp_path)
+    text = config.read_text().replace("train = dict(", "train = dict(mixed_precision='bf16', ")
+    config.write_text(text + "\nmodel = dict(quantization=dict(bits=4))\n")
+    for a, b in zip(*_both_engines(tmp_path, config)):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-2, abs=1e-3)
+        assert a["reward/total/mean"] == pytest.approx(b["reward/total/mean"], abs=1e-2)
+        assert a["kl"] >= 0
+
+
+def test_several_updates_per_rollout_compare_with_the_rollouts_log_probs():
+    """GRPO with updates_per_rollout=2 freezes the log-probs of the policy that sampled
+    (a fresh no-grad forward), so the first update has ratio 1 and the second, after an
+    optimizer step, does not; a save_interval between rollouts is refused."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xft.config.schema import TrainCfg
+    from xft.data.templates import get_template
+    from xft.errors import ConfigError
+    from xft.rl.grpo_step import GRPOOptions, GRPOStep
+    from xft.rl.logprobs import completion_logprobs
+    from xft.rl.rollout import render_prompt
+
+    tiny = REPO / "xft" / "assets" / "tiny-llama"
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    template = get_template("chatml", tokenizer)
+    options = GRPOOptions(rewards=[dict(type="length_penalty", max_chars=3)], group_size=4,
+                          max_new_tokens=6, updates_per_rollout=2)
+    step = GRPOStep(options, tokenizer, template)
+    prompts = [render_prompt(template, tokenizer, [{"role": "user", "content": q}])
+               for q in ("2+3=", "hi")]
+    batch, _, _ = step.rollout(model, prompts, [{}, {}], seed=0)
+    keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+    with torch.no_grad():
+        fresh, _ = completion_logprobs(model, *(batch[k] for k in keys))
+    torch.testing.assert_close(batch["old_logps"], fresh)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    ratios = []
+    for _ in range(2):
+        loss_sum, count, _ = step.loss(model, batch)
+        with torch.no_grad():
+            logps, _ = completion_logprobs(model, *(batch[k] for k in keys))
+        mask = batch["completion_mask"].bool()
+        ratios.append((logps - batch["old_logps"]).exp()[mask])
+        (loss_sum / count).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    torch.testing.assert_close(ratios[0], torch.ones_like(ratios[0]))
+    assert (ratios[1] - 1).abs().max() > 1e-3
+    grpo = objective_class("grpo")
+    with pytest.raises(ConfigError, match="save_interval.*multiple.*updates_per_rollout"):
+        grpo(grpo.Options(rewards=[dict(type="exact_answer")], updates_per_rollout=2),
+             TrainCfg(save_interval=3))
