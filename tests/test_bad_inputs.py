@@ -345,12 +345,14 @@ CASES = [
     Case("template:tokenizer", "template render --template chatml --tokenizer ./no_tok "
          "--input {tmp}/two_users.jsonl", ["'--tokenizer': tokenizer directory not found"]),
     Case("template:input-missing", "template render --template chatml --tokenizer "
-         "xft://tiny-llama --input {tmp}/nope.jsonl", ["nope.jsonl: file not found"]),
+         "xft://tiny-llama --input {tmp}/nope.jsonl",
+         ["'--input'", "nope.jsonl", "not found"]),
     Case("template:surrogate", "template render --template chatml --tokenizer "
          "xft://tiny-llama --input {tmp}/surrogate.jsonl",
-         ["surrogate.jsonl line 1", "field 'messages[0].content'", "lone UTF-16 surrogate"]),
+         ["surrogate.jsonl, record 0", "field 'messages[0].content'", "lone UTF-16 surrogate"]),
     Case("template:bad-json-line", "template render --template chatml --tokenizer "
-         "xft://tiny-llama --input {tmp}/broken_line.jsonl", ["broken_line.jsonl line 1"]),
+         "xft://tiny-llama --input {tmp}/broken_line.jsonl",
+         ["broken_line.jsonl, record 1", "invalid JSON on line 2"]),
     Case("template:no-action", "template", ["ACTION"], 2),
 ]
 

@@ -125,7 +125,11 @@ def test_mmengine_checkpoint_becomes_an_adapter_that_stock_peft_loads(lora_mmeng
     out = tmp_path / "step2"
     assert (out / "adapter_model.safetensors").is_file()
     assert json.loads((out / "xft_meta.json").read_text())["template"] == "chatml"
-    assert (out / "xft_config.py").read_text() == (run / "hf" / "xft_config.py").read_text()
+    # The run's own copy also names its work dir (for --resume); otherwise the same config.
+    run_config = (run / "hf" / "xft_config.py").read_text()
+    assert run_config.endswith(f"work_dir = {str(run.resolve())!r}\n")
+    assert (out / "xft_config.py").read_text().rstrip() == \
+        run_config.rsplit("work_dir = ", 1)[0].rstrip()
     from transformers import AutoTokenizer
 
     chat = [{"role": "user", "content": "Who are you?"}]
