@@ -87,8 +87,9 @@ def convert_llama_factory(raw):
 
     stage = raw.pop("stage", "sft")
     if stage not in ("sft", "pt"):
-        raise ConfigError(f"stage: {stage!r}: xft trains SFT (and pretraining documents "
-                          "through SFT); preference and RL stages are not available yet")
+        raise ConfigError(f"stage: {stage!r}: convert-config converts the sft and pt stages; "
+                          "for preference and RL stages write xft's objective by hand "
+                          "(docs/preference.md, docs/rl.md)")
     for key, value in raw.items():
         if key in SAME:
             put(SAME[key], value)
