@@ -35,7 +35,7 @@ sys.path.insert(0, str(TOOLS))
 SHARED = REPO.parent / "shared" / "data"
 QWEN2_JINJA = REPO / "tests" / "fixtures" / "chat_templates" / "qwen2_chat.jinja"
 
-from bench_train import (add_model_shape_args, cpu_seconds, make_model,  # noqa: E402
+from bench_train import (add_model_shape_args, cpu_seconds, make_model, require_inputs,  # noqa: E402
                          peak_rss_mib, run_side)
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
@@ -197,10 +197,7 @@ def main():
         result["peak_rss_mib"] = peak_rss_mib()
         print(json.dumps(result))
         return
-    for path in (args.data, args.tokenizer):
-        if not Path(path).exists():
-            raise SystemExit(f"bench_dpo: {path} not found; this benchmark needs the shared "
-                             f"data folder ({SHARED}) or --data/--tokenizer pointing at copies")
+    require_inputs(args, "bench_dpo")
     print(f"DPO (sigmoid, beta 0.1), Llama {args.layers}x{args.hidden} with the vocabulary of "
           f"{Path(args.tokenizer).name}, LoRA r={args.lora_r} on all linear layers, fp32 CPU; "
           f"{args.pairs} pairs of {Path(args.data).name} (longer side <= {args.max_length} "

@@ -357,6 +357,14 @@ def load_average():
     return os.getloadavg()[0]
 
 
+def require_inputs(args, tool):
+    """Exit with one line when --data or --tokenizer (default: the shared data) is missing."""
+    for path in (args.data, args.tokenizer):
+        if not Path(path).exists():
+            raise SystemExit(f"{tool}: {path} not found; this benchmark needs the shared "
+                             f"data folder ({SHARED}) or --data/--tokenizer pointing at copies")
+
+
 def main():
     args = parse_args()
     if args.side:  # child: train one side, print its result as the last line
@@ -366,10 +374,7 @@ def main():
             result["peak_gpu_mib"] = peak_gpu_mib()
         print(json.dumps(result))
         return
-    for path in (args.data, args.tokenizer):
-        if not Path(path).exists():
-            raise SystemExit(f"bench_train: {path} not found; this benchmark needs the shared "
-                             f"data folder ({SHARED}) or --data/--tokenizer pointing at copies")
+    require_inputs(args, "bench_train")
     method = {"full": "full fine-tuning"}.get(args.method, (
         f"{'QLoRA (NF4)' if args.bits else 'LoRA'} r={args.lora_r} alpha={args.lora_alpha} "
         "on all linear layers"))

@@ -35,17 +35,20 @@ def train(config, work_dir=None, cfg_options=None, seed=None, resume=None, engin
     cfg, experiment = load_config(config, options)
     work_dir = Path(work_dir or experiment.work_dir or default_work_dir(cfg.filename))
     work_dir.mkdir(parents=True, exist_ok=True)
+    text = config_text(cfg, work_dir)  # the run's config as one loadable file
     if not is_main_process():  # rank 0 holds the lock for the whole run
-        return _train(experiment, cfg, work_dir, resume, deepspeed, plan)
+        return _train(experiment, text, cfg.filename, work_dir, resume, deepspeed, plan)
     with work_dir_lock(work_dir, force):
         remove_leftovers(work_dir)  # staging folders of an export that was cut off
         # The run's config, from the start: a crashed run resumes or converts from its
         # work dir alone (`xft train WORK_DIR/xft_config.py --resume`).
-        atomic_write_text(work_dir / CONFIG_COPY, config_text(cfg, work_dir))
-        return _train(experiment, cfg, work_dir, resume, deepspeed, plan)
+        atomic_write_text(work_dir / CONFIG_COPY, text)
+        return _train(experiment, text, cfg.filename, work_dir, resume, deepspeed, plan)
 
 
-def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
+def _train(experiment, text, config_file, work_dir, resume, deepspeed, plan):
+    import contextlib
+
     from xft.engine.builder import build_experiment
     from xft.engine.engines import get_engine
 
@@ -58,21 +61,19 @@ def _train(experiment, cfg, work_dir, resume, deepspeed, plan):
     if plan:
         warn_before_building(experiment, deepspeed)
     log = print if is_main_process() else (lambda line: None)  # the report once, from rank 0
-    if deepspeed is None:
-        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir, log=log)
-        _write_heldout(built, cfg.filename)
-        _check_resume(checkpoint, built)
-        with doing(_stage(experiment, checkpoint)):
-            return runner.run(built, resume=checkpoint)
-    from xft.engine.deepspeed_config import resolve_deepspeed_config
-    from xft.engine.distributed import single_process_env
+    ds_config, building = None, contextlib.nullcontext()
+    if deepspeed is not None:
+        from xft.engine.deepspeed_config import resolve_deepspeed_config
+        from xft.engine.distributed import single_process_env
 
-    ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
-    with single_process_env():
-        built = build_experiment(experiment, config_text(cfg, work_dir), work_dir, log=log)
-        _write_heldout(built, cfg.filename)
+        ds_config = resolve_deepspeed_config(deepspeed, experiment)  # fails before building too
+        building = single_process_env()
+    with building:
+        built = build_experiment(experiment, text, work_dir, log=log)
+        _write_heldout(built, config_file)
         _check_resume(checkpoint, built)
-        with doing(_stage(experiment, checkpoint) + " under DeepSpeed"):
+        stage = _stage(experiment, checkpoint) + (" under DeepSpeed" if deepspeed else "")
+        with doing(stage):
             return runner.run(built, resume=checkpoint, deepspeed=ds_config)
 
 
