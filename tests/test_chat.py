@@ -7,6 +7,7 @@ every token that is not a plain word, so answers are readable text of a known le
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -50,6 +51,11 @@ class PromptIds:
 
 # ------------------------------------------------------------------------ terminal
 
+# readline switching the terminal's bracketed-paste mode on and off around each prompt:
+# control, not text; `Terminal.controls` keeps them.
+PASTE_MODE = re.compile(r"\x1b\[\?2004[hl]")
+
+
 class Terminal:
     """A process on a pseudo-terminal that is its controlling terminal (so Ctrl-C typed
     there is SIGINT to it, as in a real one): read what it prints, type lines."""
@@ -63,7 +69,7 @@ class Terminal:
                                         close_fds=True, start_new_session=True,
                                         preexec_fn=_take_terminal)
         os.close(slave)
-        self.buffer = ""
+        self.buffer, self.controls = "", []
 
     def read_until(self, text, timeout=180):
         """What was printed before `text` (line ends as '\\n'); `text` itself is consumed."""
@@ -75,6 +81,8 @@ class Terminal:
             if self._ready(min(left, 1.0)):
                 try:
                     chunk = os.read(self.master, 4096).decode("utf-8", "replace")
+                    self.controls += PASTE_MODE.findall(chunk)
+                    chunk = PASTE_MODE.sub("", chunk)
                     self.buffer = (self.buffer + chunk).replace("\r\n", "\n")
                 except OSError:  # the process closed the terminal
                     pass
@@ -140,7 +148,7 @@ def test_interactive_chat_in_a_terminal_streams_keeps_history_resets_and_exits(m
 @pytest.mark.slow
 def test_ctrl_c_stops_an_answer_keeps_the_history_then_quits_at_the_prompt(model_dir, loaded):
     """Ctrl-C typed into the terminal mid-answer; readline editing (Left arrow, Up for the
-    previous question); a pasted two-line block is one message."""
+    previous question); a pasted two-line block is one message, sent with Enter."""
     model, tokenizer, template = loaded
     limit = 120  # long enough to type Ctrl-C while the answer streams
     reference = ChatSession(model, tokenizer, template, max_new_tokens=limit)
@@ -171,11 +179,16 @@ def test_ctrl_c_stops_an_answer_keeps_the_history_then_quits_at_the_prompt(model
         terminal.type("Who are you?")
         terminal.read_until(limit_marker(limit))
         terminal.read_until("User: ")
-        terminal.send("Hi\nthere\n")  # arrives at once, as a paste does: one message
+        # xft asked the terminal to mark pastes (Python leaves that off for its REPL) ...
+        assert "\x1b[?2004h" in terminal.controls
+        # ... so a paste arrives between the markers; readline keeps it in the one message.
+        terminal.send("\x1b[200~Hi\nthere\n\x1b[201~")
+        terminal.read_until("there")
+        terminal.send("\r")
         terminal.read_until("Assistant: ")
         assert terminal.read_until("\nUser: ").strip("\n") == f"{pasted}\n{limit_marker(limit)}"
-        terminal.send("\x1b[A")  # Up: the previous message comes back for editing
-        terminal.read_until("there")
+        terminal.send("\x1b[A")  # Up: the whole pasted message comes back for editing
+        assert "Hi" in terminal.read_until("there")
         terminal.send("\x03")  # Ctrl-C at the prompt: a clean exit
         assert terminal.process.wait(timeout=30) == 0
         assert "Traceback" not in terminal.buffer

@@ -331,7 +331,7 @@ def build_parser():
     p.add_argument("--multiline", action="store_true",
                    help="interactive: a message ends at an empty line (press Enter twice), "
                         "as in XTuner; without it Enter sends, and a pasted block is one "
-                        "message")
+                        "message where the terminal marks pastes (most do)")
     p.add_argument("--bits", type=int, choices=[4, 8],
                    help="load the model quantized by bitsandbytes")
     p.add_argument("--max-new-tokens", type=AT_LEAST_1, default=256)

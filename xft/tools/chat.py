@@ -12,11 +12,11 @@ history. Greedy by default; `--temperature > 0` samples (seeded by `--seed`).
 
 Three ways to use it: interactive (streamed answers with readline line editing;
 Ctrl-C stops an answer and keeps the session, RESET clears the history, EXIT,
-Ctrl-D or Ctrl-C at the prompt quits; a paste of several lines is one message,
-`--multiline` ends each message at an empty line), `--prompt TEXT` (one answer),
-`--prompt-file FILE` (JSONL in, JSONL out; see docs/tools.md). An answer cut at
---max-new-tokens is marked (a line in the terminal, `finish_reason: "length"` in
-JSONL).
+Ctrl-D or Ctrl-C at the prompt quits; a paste of several lines is one message
+where the terminal marks pastes, `--multiline` ends each message at an empty
+line), `--prompt TEXT` (one answer), `--prompt-file FILE` (JSONL in, JSONL out;
+see docs/tools.md). An answer cut at --max-new-tokens is marked (a line in the
+terminal, `finish_reason: "length"` in JSONL).
 """
 
 import json
@@ -222,33 +222,23 @@ def limit_marker(max_new_tokens):
 
 
 def line_editing():
-    """Arrow keys, Ctrl-A/E and the session's earlier questions (Up) in `input()`.
+    """Arrow keys, Ctrl-A/E, the session's earlier messages (Up) and whole pastes in `input()`.
 
     Python's input() uses GNU readline once the module is imported (when stdin and
-    stdout are a terminal); where it is missing (Windows) input stays plain."""
+    stdout are a terminal); where it is missing (Windows) input stays plain. Python turns
+    readline's bracketed paste off for its own REPL; a chat wants it on: the terminal then
+    marks a paste, and readline puts all its lines into the one message being edited
+    (sent with Enter) instead of sending each line as a turn."""
     try:
-        import readline  # noqa: F401
+        import readline
     except ImportError:
-        pass
+        return
+    readline.parse_and_bind("set enable-bracketed-paste on")
 
 
 def read_message(multiline=False):
-    """One user message. Lines that arrive together (a paste) are one message, so a
-    pasted paragraph is not several turns; with `multiline` (XTuner's convention) a
-    message ends only at an empty line."""
+    """One user message; with `multiline` (XTuner's convention) it ends at an empty line."""
     lines = [input("\nUser: ")]
-    while (multiline and lines[-1]) or _more_pasted():
+    while multiline and lines[-1]:
         lines.append(input(""))
     return "\n".join(lines).strip()
-
-
-def _more_pasted(wait=0.05):
-    """Whether more input is already waiting on a terminal stdin: typed lines arrive one
-    Enter at a time, a paste arrives at once (a short wait covers a terminal that sends
-    it in pieces). readline reads the terminal a byte at a time, so what it has not
-    consumed is still in the terminal's queue, where select sees it."""
-    import select
-
-    if not sys.stdin.isatty():
-        return False
-    return bool(select.select([sys.stdin], [], [], wait)[0])
