@@ -346,7 +346,8 @@ def build_parser():
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("serve", parents=[common],
-                       help="serve a model over an OpenAI-compatible HTTP API")
+                       help="serve a model over an OpenAI-compatible HTTP API (a reward "
+                            "model: scores on POST /v1/score/evaluation)")
     p.add_argument("model", help="model directory, hub id, or an adapter directory")
     p.add_argument("--adapter", help="PEFT adapter directory to apply to the model")
     p.add_argument("--template", help="chat template name (default: the one saved with the model)")

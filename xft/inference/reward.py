@@ -63,16 +63,28 @@ class RewardScorer:
         samples, stats = encode_rendered_sides(rendered, self.tokenizer, max_length=2**62)
         if stats.dropped_no_label:
             raise RecordError("a prompt renders to no text before its completion")
-        rows = [side_row(s["prompt_ids"], s[f"{LABELED_SIDES[0]}_ids"],
-                         s[f"{LABELED_SIDES[0]}_labels"])["input_ids"] for s in samples]
-        if self.max_length is not None:
-            rows = [ids[-self.max_length:] for ids in rows]
-        return rows
+        return self.cut([side_row(s["prompt_ids"], s[f"{LABELED_SIDES[0]}_ids"],
+                                  s[f"{LABELED_SIDES[0]}_labels"])["input_ids"] for s in samples])
 
-    @torch.no_grad()
     def score(self, prompts, completions, batch_size=8):
         """One float32 score per (prompt, completion), in order, on the CPU."""
-        rows = self.encode(prompts, completions)
+        return self.score_ids(self.encode(prompts, completions), batch_size)
+
+    def encode_texts(self, texts):
+        """Token ids of whole texts already in the model's format (template and special
+        tokens written out, as LLaMA-Factory's scoring API takes them): tokenized as they
+        are, nothing added."""
+        return self.cut([self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                         for text in texts])
+
+    def cut(self, rows):
+        if self.max_length is None:
+            return rows
+        return [ids[-self.max_length:] for ids in rows]
+
+    @torch.no_grad()
+    def score_ids(self, rows, batch_size=8):
+        """One float32 score per row of token ids (read at its last token), on the CPU."""
         device = next(self.model.parameters()).device
         scores = []
         for begin in range(0, len(rows), batch_size):
@@ -81,6 +93,21 @@ class RewardScorer:
             batch = {k: v.to(device) for k, v in batch.items()}
             scores.append(sequence_scores(self.model, batch).cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def is_reward_model_dir(path):
+    """Whether `path` holds an exported reward model: a sequence classifier with one label."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    config = json.loads(config.read_text(encoding="utf-8"))
+    classifier = any(a.endswith("ForSequenceClassification")
+                     for a in config.get("architectures") or [])
+    labels = config.get("num_labels", len(config.get("id2label") or {"0": 0}))
+    return classifier and labels == 1
 
 
 def load_reward_model(path, template_name=None, dtype="float32", device=None, max_length=None):

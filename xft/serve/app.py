@@ -3,6 +3,7 @@
     GET  /v1/models              the one served model
     POST /v1/chat/completions    messages → the training template → answer (SSE with stream)
     POST /v1/completions         raw text prompt → continuation (base models)
+    POST /v1/score/evaluation    a reward model's scores (LLaMA-Factory's route; scoring.py)
     GET  /health                 liveness, no key needed
 
 The chat prompt is built by the same ChatTemplate object (and ChatSession) as
@@ -10,9 +11,9 @@ training and `xft chat`, so its token ids equal `apply_chat_template` of the
 exported tokenizer. Every failure is an OpenAI-shaped JSON error,
 `{"error": {"message", "type", "param", "code"}}`, with the status OpenAI uses.
 
-Reward models (scoring rather than generation) are not served yet: they are a
-model kind xft does not train yet. `create_app` is where a route for them
-(e.g. POST /v1/score) would be added beside the generation routes.
+A server holds one model: a generative one (ServedModel) answers the completion
+routes, a reward model (scoring.ServedRewardModel) the scoring route; each refuses
+the other's routes with a 400 that names the right one.
 """
 
 import hmac
@@ -27,7 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from xft.errors import RecordError
 from xft.serve.generation import Finished, GenerationRequest, Generator
-from xft.serve.protocol import ChatCompletionRequest, CompletionRequest
+from xft.serve.protocol import APIError, ChatCompletionRequest, CompletionRequest, ScoreRequest
+from xft.serve.scoring import SCORE_ROUTE
 from xft.serve.tool_calls import openai_tool_calls
 from xft.inference.chat import ChatSession, Sampling
 
@@ -36,22 +38,10 @@ from xft.inference.chat import ChatSession, Sampling
 DEFAULT_MAX_TOKENS = 512
 
 
-class APIError(Exception):
-    def __init__(self, status, message, type="invalid_request_error", param=None, code=None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = (
-            status, message, type, param, code)
-
-    def body(self):
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
-
-    def response(self):
-        return JSONResponse(self.body(), status_code=self.status)
-
-
 class ServedModel:
     """A loaded model under its public name, with its template and generation queue."""
+
+    kind = "generation"
 
     def __init__(self, name, model, tokenizer, template):
         self.name, self.model, self.tokenizer, self.template = name, model, tokenizer, template
@@ -145,7 +135,7 @@ def create_app(served, api_key=None, max_concurrency=64):
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest):
-        _check_model(served, body.model)
+        _check_model(served, body.model, "generation")
         _check_supported(body)
         messages, tools_style = _conversation(body, served.template)
         request = served.chat_request(messages, body.max_completion_tokens or body.max_tokens,
@@ -155,7 +145,7 @@ def create_app(served, api_key=None, max_concurrency=64):
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
-        _check_model(served, body.model)
+        _check_model(served, body.model, "generation")
         _check_supported(body)
         if body.echo or body.suffix is not None:
             raise APIError(400, "echo and suffix are not supported", param="echo")
@@ -169,15 +159,29 @@ def create_app(served, api_key=None, max_concurrency=64):
                                     _sampling(body), eos, stops, stops)
         return await _respond(app, max_concurrency, body, _CompletionReply(served, body, request))
 
+    @app.post(SCORE_ROUTE)
+    async def score(body: ScoreRequest):
+        _check_model(served, body.model, "reward")
+        _admit(app, max_concurrency)
+        try:
+            return await served.respond(body)
+        finally:
+            app.state.pending -= 1
+
     return app
 
 
-async def _respond(app, max_concurrency, body, reply):
-    """Admit the request (or 429), then answer it whole or as an SSE stream."""
+def _admit(app, max_concurrency):
+    """Count the request in, or 429 when `max_concurrency` are in already."""
     if app.state.pending >= max_concurrency:
         raise APIError(429, f"the server is busy ({max_concurrency} requests admitted); "
                        "retry shortly", type="rate_limit_error", code="server_busy")
     app.state.pending += 1
+
+
+async def _respond(app, max_concurrency, body, reply):
+    """Admit the request (or 429), then answer it whole or as an SSE stream."""
+    _admit(app, max_concurrency)
     if not body.stream:
         try:
             return await reply.whole()
@@ -304,10 +308,17 @@ class _CompletionReply(_Reply):
                 yield self.envelope([self.choice(item, None)])
 
 
-def _check_model(served, name):
+def _check_model(served, name, kind=None):
+    """The request names the served model, and (with `kind`) a route that model serves."""
     if name != served.name:
         raise APIError(404, f"the model '{name}' does not exist; this server serves "
                        f"'{served.name}'", param="model", code="model_not_found")
+    if kind == "generation" and served.kind == "reward":
+        raise APIError(400, f"'{name}' is a reward model: it scores replies (POST "
+                       f"{SCORE_ROUTE}) and does not generate", param="model")
+    if kind == "reward" and served.kind != "reward":
+        raise APIError(400, f"'{name}' generates; {SCORE_ROUTE} needs a reward model "
+                       "(one trained with objective 'reward')", param="model")
 
 
 def _check_supported(body):

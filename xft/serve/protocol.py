@@ -1,4 +1,5 @@
-"""The OpenAI request bodies xft serves, as pydantic models (FastAPI validates them).
+"""The OpenAI request bodies xft serves, as pydantic models (FastAPI validates them), and
+the OpenAI-shaped error every failure is answered with.
 
 Only what xft implements is accepted with meaning; a field OpenAI defines that xft
 cannot honour (n > 1, logprobs, ...) is refused with a 400 rather than ignored.
@@ -7,7 +8,24 @@ Unknown fields are ignored, as OpenAI-compatible servers do.
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
+
+class APIError(Exception):
+    """A failed request: `{"error": {"message", "type", "param", "code"}}` with its status."""
+
+    def __init__(self, status, message, type="invalid_request_error", param=None, code=None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = (
+            status, message, type, param, code)
+
+    def body(self):
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
+
+    def response(self):
+        return JSONResponse(self.body(), status_code=self.status)
 
 
 class TextPart(BaseModel):
@@ -64,3 +82,12 @@ class CompletionRequest(Sampled):
     max_tokens: Optional[int] = Field(16, ge=1)  # OpenAI's default for completions
     echo: bool = False
     suffix: Optional[str] = None
+
+
+class ScoreRequest(BaseModel):
+    """LLaMA-Factory's scoring request: conversations (ending with the reply to score) or
+    whole texts already in the model's format."""
+
+    model: str
+    messages: List[Union[str, List[Message]]] = Field(min_length=1)
+    max_length: Optional[int] = Field(None, ge=1)

@@ -176,7 +176,7 @@ def build_ui(store: RunStore):
             messages.append({"role": "user", "content": text})
             history = messages + [{"role": "assistant", "content": ""}]
             yield "", history
-            from xft.serve.app import APIError
+            from xft.serve.protocol import APIError
             from xft.serve.generation import Finished
 
             try:
