@@ -65,7 +65,29 @@ def build(experiment, parts=("data",), log=print):
         model = build_model(experiment.model, experiment.method, tokenizer,
                             objective.model_kind, log)
         built.model = objective.prepare_model(model, experiment.method)
+        if "data" in parts:
+            objective.prepare_data(built.model, [built.dataset, built.validation],
+                                   scores_cache(experiment), log)
     return built
+
+
+def scores_cache(experiment):
+    """Where per-sample scores of the starting model are kept (xft.data.cache.ScoreCache),
+    keyed on what decides its weights; None when data.cache is off or the weights are
+    not local files."""
+    from xft.data import cache
+    from xft.paths import resolve_path
+
+    if not experiment.data.cache:
+        return None
+    weights = cache.files_stamp(resolve_path(experiment.model.path))
+    if weights is None:
+        return None
+    adapter = experiment.method.init_adapter
+    parts = {"weights": weights, "model": dataclasses.asdict(experiment.model),
+             "init_adapter": adapter and cache.file_fingerprint(resolve_path(adapter)),
+             "seed": experiment.seed}  # new embedding rows (model.resize_vocab) are seeded
+    return cache.ScoreCache(cache.cache_root(experiment.data.cache_dir), parts)
 
 
 def build_data(experiment, tokenizer, template, objective, log=print):

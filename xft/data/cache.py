@@ -16,6 +16,10 @@ lengths (a preference pair's two sides) and float fields fit alike.
 Layout: <root>/datasets/<key>/{samples.npz, report.json, key.json}; entries are
 written to a temporary folder and renamed into place, so a crash mid-write
 never leaves a half entry behind.
+
+ScoreCache keeps per-sample scores of a model beside them (DPO's precomputed
+reference log-probs): <root>/scores/<key>/{scores.npy, key.json}, keyed on the
+samples' token ids and on what decides the model's starting weights.
 """
 
 import hashlib
@@ -117,23 +121,32 @@ def load(root, key, fields):
 
 def save(root, key, parts, samples, report, fields):
     """Store an entry atomically; returns its folder."""
-    datasets_dir = Path(root) / "datasets"
-    datasets_dir.mkdir(parents=True, exist_ok=True)
-    entry = datasets_dir / key
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=datasets_dir))
+
+    def write(tmp):
+        arrays = {}
+        for name in fields:
+            lengths = [len(s[name]) for s in samples]
+            offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+            values = [t for s in samples for t in s[name]]
+            floats = any(isinstance(t, float) for t in values)
+            arrays[name] = np.array(values, dtype=np.float64 if floats else np.int64)
+            arrays[f"{name}.offsets"] = offsets
+        np.savez(tmp / "samples.npz", **arrays)
+        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False),
+                                         encoding="utf-8")
+
+    return _store(Path(root) / "datasets", key, parts, write)
+
+
+def _store(folder, key, parts, write):
+    """Write an entry into a temporary folder with `write(tmp)` and key.json, then rename
+    it to folder/key; an entry another process stored meanwhile is kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = folder / key
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder))
     try:
         with disk_full_as_error(tmp):  # a full disk: one line naming the file
-            arrays = {}
-            for name in fields:
-                lengths = [len(s[name]) for s in samples]
-                offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-                values = [t for s in samples for t in s[name]]
-                floats = any(isinstance(t, float) for t in values)
-                arrays[name] = np.array(values, dtype=np.float64 if floats else np.int64)
-                arrays[f"{name}.offsets"] = offsets
-            np.savez(tmp / "samples.npz", **arrays)
-            (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False),
-                                             encoding="utf-8")
+            write(tmp)
             (tmp / "key.json").write_text(json.dumps(parts, indent=1, ensure_ascii=False),
                                           encoding="utf-8")
             if entry.exists():  # written meanwhile by another run with the same key
@@ -149,3 +162,56 @@ def save(root, key, parts, samples, report, fields):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return entry
+
+
+def samples_digest(samples, fields):
+    """Hash of the samples' token ids, field by field, in order."""
+    digest = hashlib.sha256()
+    for sample in samples:
+        for name in fields:
+            values = np.asarray(sample[name], dtype=np.int64)
+            digest.update(np.int64(len(values)).tobytes() + values.tobytes())
+    return digest.hexdigest()
+
+
+def files_stamp(path):
+    """Names, sizes and modification times of the files under `path` (a model's weights):
+    what changes when they change, without reading gigabytes on every run; None when
+    `path` is not a local folder or file."""
+    path = Path(path)
+    if path.is_file():
+        files = {path.name: path}
+    elif path.is_dir():
+        files = {str(p.relative_to(path)): p for p in sorted(path.rglob("*")) if p.is_file()}
+    else:
+        return None
+    return _sha256("".join(f"{name}:{p.stat().st_size}:{p.stat().st_mtime_ns}\n"
+                           for name, p in files.items()))
+
+
+class ScoreCache:
+    """Per-sample scores of one model's starting weights (`model_parts`: what decides
+    them), stored under the cache root and found again by a resumed or repeated run."""
+
+    def __init__(self, root, model_parts):
+        self.folder = Path(root) / "scores"
+        self.model_parts = model_parts
+
+    def key(self, what, samples_key):
+        parts = {"version": CACHE_VERSION, "what": what, "samples": samples_key,
+                 "model": self.model_parts}
+        return cache_key(parts), parts
+
+    def load(self, what, samples_key):
+        """The stored float64 array, or None."""
+        key, _ = self.key(what, samples_key)
+        try:
+            return np.load(self.folder / key / "scores.npy")
+        except (OSError, ValueError):
+            return None
+
+    def save(self, what, samples_key, scores):
+        """Store `scores` (an array) atomically; returns the entry's folder."""
+        key, parts = self.key(what, samples_key)
+        return _store(self.folder, key, parts,
+                      lambda tmp: np.save(tmp / "scores.npy", np.asarray(scores, np.float64)))

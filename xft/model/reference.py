@@ -8,6 +8,8 @@ where the method allows it.
                     is switched on instead; the base alone would be the wrong reference
                     (LLaMA-Factory#8974: loss 0 and accuracy 1 within steps).
   copy              full fine-tuning: a frozen copy of the starting model (`module`).
+  model             the model's own weights: right for scoring only before training
+                    starts (the precomputing pass of full fine-tuning, no copy needed).
   precomputed       log-probs computed once before training and carried by the batch
                     (`ref_logps`, see xft.data.collate_pairs); no reference forward.
 
@@ -22,7 +24,7 @@ from typing import Optional
 import torch
 
 REFERENCE_ADAPTER = "reference"
-KINDS = ("disabled_adapter", "adapter", "copy", "precomputed")
+KINDS = ("disabled_adapter", "adapter", "copy", "model", "precomputed")
 
 
 @dataclass
@@ -60,6 +62,8 @@ def reference_weights(model, reference):
             yield model
         finally:
             peft.set_adapter(trained)
+    elif reference.kind == "model":
+        yield model
     else:
         yield reference.module
 
@@ -70,6 +74,9 @@ def reference_scores(model, batch, reference, score):
     For kind 'precomputed', the batch's `ref_logps` instead.
     """
     if reference.kind == "precomputed":
+        if "ref_logps" not in batch:
+            raise RuntimeError("a precomputed reference, but the batch carries no ref_logps: "
+                               "the precomputing pass did not run on these samples")
         return batch["ref_logps"]
     with torch.no_grad(), reference_weights(model, reference) as scorer:
         return score(scorer, batch)
@@ -81,14 +88,15 @@ def add_reference_adapter(peft_model, adapter_dir):
     return Reference("adapter")
 
 
-def starting_reference(model, method_cfg):
+def starting_reference(model, method_cfg, copy=True):
     """The reference policy of a run starting from `model`: a frozen copy for full
-    fine-tuning (or freeze), the starting adapter when LoRA continues from one
+    fine-tuning (or freeze; with `copy=False`, the model itself, for a pass that scores
+    before training), the starting adapter when LoRA continues from one
     (`method.init_adapter`), else the disabled adapter (the base model)."""
     from xft.paths import resolve_path
 
     if peft_model_of(model) is None:
-        return frozen_copy(model)
+        return frozen_copy(model) if copy else Reference("model")
     if method_cfg is not None and method_cfg.init_adapter is not None:
         return add_reference_adapter(model, resolve_path(method_cfg.init_adapter))
     return Reference("disabled_adapter")
@@ -101,3 +109,44 @@ def frozen_copy(model):
     module = copy.deepcopy(model).eval()
     module.requires_grad_(False)
     return Reference("copy", module)
+
+
+def drop_reference(model, reference):
+    """Free what `reference` holds beside the model (the reference adapter, the copy)."""
+    if reference.kind == "adapter":
+        peft_model_of(model).delete_adapter(REFERENCE_ADAPTER)
+
+
+def scoring_device(model):
+    """Where a pass before training scores: this process's GPU when there is one (the
+    engines move the model there anyway), else where the model is."""
+    import os
+
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return next(model.parameters()).device
+
+
+def precompute_scores(model, reference, samples, collate, score, batch_size):
+    """`score(model, batch)` under `reference` for every sample, batched by `collate`, as
+    one float list per batch row order (for pairs: the batch's chosen sides, then its
+    rejected sides). Runs on `scoring_device` and leaves the model where it was."""
+    home = next(model.parameters()).device
+    device = scoring_device(model)
+    quantized = getattr(model, "is_quantized", False) or getattr(
+        getattr(model, "base_model", None), "is_quantized", False)
+    if device != home and not quantized:
+        model.to(device)
+    was_training = model.training
+    model.eval()  # no dropout: the reference scores as the live one does under no_grad
+    try:
+        scores = []
+        for begin in range(0, len(samples), batch_size):
+            batch = collate(samples[begin:begin + batch_size])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            scores.append(reference_scores(model, batch, reference, score).float().cpu())
+        return scores
+    finally:
+        model.train(was_training)
+        if device != home and not quantized:
+            model.to(home)

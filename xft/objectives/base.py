@@ -142,6 +142,12 @@ class Objective:
         to train."""
         return model
 
+    def prepare_data(self, model, datasets, scores_cache=None, log=print):
+        """Called once by the build step after `prepare_model`, with the training and
+        validation EncodedDatasets (None where absent): what the objective computes from
+        the starting model for every sample before training, e.g. DPO's precomputed
+        reference log-probs. `scores_cache`: an xft.data.cache.ScoreCache, or None."""
+
     def count(self, batch):
         """Normaliser units in a collated micro-batch (a 0-d long tensor on its device)."""
         raise NotImplementedError

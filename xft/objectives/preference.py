@@ -15,7 +15,11 @@ The reference policy (xft.model.reference) is chosen from the starting model
 by `prepare_model`, which the build step calls before any engine wraps the
 model: LoRA/QLoRA → the same model with its adapter disabled, or the frozen
 starting adapter when LoRA continues from one (method.init_adapter); full
-fine-tuning → a frozen copy of the starting weights.
+fine-tuning → a frozen copy of the starting weights. DPO's
+`precompute_reference` instead scores every training and validation pair with
+that reference once, before training (`prepare_data`, cached with the dataset),
+and the batches carry the scores: no reference forward and, for full
+fine-tuning, no copy.
 
 docs/preference.md describes each objective, its options and its metrics.
 """
@@ -36,7 +40,8 @@ from xft.model.logprobs import sequence_logprobs, sequence_scores
 from xft.model.preference_loss import (DPO_LOSS_TYPES, bradley_terry_losses, dpo_losses,
                                        kto_losses, orpo_losses, pair_metrics, sft_nll,
                                        simpo_losses)
-from xft.model.reference import reference_scores, starting_reference
+from xft.model.reference import (Reference, drop_reference, precompute_scores,
+                                 reference_scores, starting_reference)
 from xft.objectives.base import LossOutput, Objective, register_objective
 from xft.objectives.sft import masked_text
 
@@ -109,18 +114,64 @@ class ReferencedObjective(PairObjective):
         super().__init__(options, train)
         self.reference = None
 
+    precompute = False  # DPO's option: score the reference once, before training
+
     def prepare_model(self, model, method_cfg):
-        """Decide the reference policy from the starting model (xft.model.reference)."""
-        self.reference = starting_reference(model, method_cfg)
+        """Decide the reference policy from the starting model (xft.model.reference);
+        one that is precomputed needs no frozen copy of the model for its pass."""
+        self.reference = starting_reference(model, method_cfg, copy=not self.precompute)
         return model
+
+    def prepare_data(self, model, datasets, scores_cache=None, log=print):
+        """With `precompute`: every pair's reference sums, from the cache or one pass
+        over the samples, stored in them as ref_chosen_logps / ref_rejected_logps (the
+        collator batches them as ref_logps); the reference is then 'precomputed'."""
+        if not self.precompute or self.reference.kind == "precomputed":
+            return
+        from xft.data.cache import samples_digest
+
+        for dataset, name in zip(datasets, ("training", "validation")):
+            if dataset is None:
+                continue
+            samples = dataset.samples
+            digest = samples_digest(samples, self.fields)
+            what = {"scores": "dpo reference log-probs", "at_labels_only": self.at_labels_only}
+            scores = scores_cache.load(what, digest) if scores_cache else None
+            if scores is None:
+                scores = self._reference_pass(model, samples)
+                entry = scores_cache.save(what, digest, scores) if scores_cache else None
+                log(f"reference log-probs of {len(samples)} {name} pairs computed"
+                    + (f" and cached in {entry}" if entry else " (data.cache is off)"))
+            else:
+                log(f"reference log-probs of {len(samples)} {name} pairs from the cache")
+            for sample, (chosen, rejected) in zip(samples, scores.tolist()):
+                sample["ref_chosen_logps"], sample["ref_rejected_logps"] = chosen, rejected
+        drop_reference(model, self.reference)
+        self.reference = Reference("precomputed")
+
+    def _reference_pass(self, model, samples):
+        """[len(samples), 2] reference sums (chosen, rejected), float64."""
+        import numpy as np
+
+        # The pad id only fills positions the attention mask and the labels skip.
+        collate = PairCollator(getattr(model.config, "pad_token_id", None) or 0)
+        size = self.train.batch_size if self.train is not None else 1
+        per_batch = precompute_scores(model, self.reference, samples, collate,
+                                      self._reference_sums, size)
+        return np.concatenate([b.view(2, -1).T.double().numpy() for b in per_batch])
+
+    def _reference_sums(self, model, batch):
+        return sequence_logprobs(model, batch, self.at_labels_only, self.chunk_size)[0]
 
     def reference_logps(self, model, batch):
         """Reference sums per row [2B], without gradients."""
         if self.reference is None:
             raise RuntimeError(f"objective '{self.name}': prepare_model was not called")
-        return reference_scores(model, batch, self.reference, lambda m, b:
-                                sequence_logprobs(m, b, self.at_labels_only,
-                                                  self.chunk_size)[0])
+        if self.precompute and self.reference.kind != "precomputed":
+            # The reference is the policy's own weights until the pass has run.
+            raise RuntimeError(f"objective '{self.name}': the reference log-probs were not "
+                               "precomputed (prepare_data was not called)")
+        return reference_scores(model, batch, self.reference, self._reference_sums)
 
 
 @dataclass
@@ -129,6 +180,9 @@ class DPOOptions:
     loss_type: str = "sigmoid"  # sigmoid | robust | hinge | ipo
     label_smoothing: float = 0.0  # sigmoid: cDPO; robust: the label flip probability
     rpo_alpha: float = 0.0  # > 0: add rpo_alpha × the chosen reply's NLL per token (RPO)
+    # Score every pair with the reference once before training (cached with the dataset)
+    # instead of a reference forward each step; full fine-tuning then keeps no frozen copy.
+    precompute_reference: bool = False
 
 
 @register_objective
@@ -150,6 +204,14 @@ class DPO(ReferencedObjective):
         if o.rpo_alpha < 0:
             raise ConfigError(f"'objective.rpo_alpha' must be >= 0, got {o.rpo_alpha}")
         self.metric_names = PAIR_METRICS + (("nll",) if o.rpo_alpha else ())
+        self.precompute = o.precompute_reference
+
+    def pack(self, samples, max_length, seed):
+        if self.precompute:
+            raise ConfigError("'objective.precompute_reference' and 'data.pack' do not go "
+                              "together yet: set data.pack=False or precompute_reference="
+                              "False")
+        return super().pack(samples, max_length, seed)
 
     def loss(self, model, batch):
         o = self.options
