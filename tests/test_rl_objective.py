@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO, make_tiny_reward_model, read_metrics, run_cli, write_config
 
 from xft.objectives import objective_class
+from xft.paths import resolve_path
 
 CONFIG = """
 _base_ = ['{configs}/_base_/models/tiny_llama.py']
@@ -22,6 +23,7 @@ data = dict(max_length=64)
 optim = dict(lr=1e-2)
 train = dict(batch_size=2, grad_accum=2, max_steps=4, lr_scheduler='constant',
              warmup_ratio=0.0, log_interval=1, save_interval=2, save_total_limit=0)
+evaluation = dict(rollout_samples=16)  # every completion of a step: 2 × 2 prompts × 4
 """
 PPO_CONFIG = """
 _base_ = ['{configs}/_base_/models/tiny_llama.py']
@@ -61,6 +63,21 @@ def _both_engines(tmp_path, config):
         runs.append(_steps(work_dir))
     assert [r["step"] for r in runs[0]] == [1, 2, 3, 4]
     return runs
+
+
+def _rollout_samples(work_dir):
+    """chat_samples.jsonl's rollout lines, by step."""
+    by_step = {}
+    with open(work_dir / "chat_samples.jsonl", encoding="utf-8") as f:
+        for line in f:
+            sample = json.loads(line)
+            if sample.get("source") == "rollout":
+                by_step.setdefault(sample["step"], []).append(sample)
+    return by_step
+
+
+def _length_penalty(text, max_chars=4):  # the shipped length_penalty, written out
+    return -max(0, len(text) - max_chars) / max_chars
 
 
 def _close(a, b):
@@ -103,6 +120,25 @@ def test_both_engines_log_the_same_losses_and_metrics(tmp_path, norm):
     rewards = [r["reward/total/mean"] for r in mmengine]
     assert len(set(rewards)) > 1  # the rollouts change as the policy does
     assert all(r["kl"] >= 0 for r in mmengine) and mmengine[-1]["kl"] > 0
+    # chat_samples.jsonl holds every completion of every step (rollout_samples=16), the
+    # same on both engines, with the rewards the logged means were taken over.
+    questions = {json.loads(line)["question"] for line in open(resolve_path(
+        "xft://data/arithmetic_prompts.jsonl"))}
+    samples = _rollout_samples(tmp_path / "mmengine")
+    assert samples == _rollout_samples(tmp_path / "hf")
+    assert sorted(samples) == [1, 2, 3, 4]
+    for record in mmengine:
+        step = samples[record["step"]]
+        assert len(step) == 16 and {s["prompt"] for s in step} <= questions
+        assert all(len({s["prompt"] for s in step[i:i + 4]}) == 1 for i in range(0, 16, 4))
+        for s in step:
+            assert s["rewards"]["length_penalty"] == pytest.approx(_length_penalty(s["answer"]))
+            assert s["rewards"]["format"] == float(any(c.isdigit() for c in s["answer"]))
+            assert s["reward"] == pytest.approx(s["rewards"]["length_penalty"]
+                                                + 0.5 * s["rewards"]["format"])
+        if norm == "sequence":  # micro-batches weigh alike: the logged mean is the plain mean
+            mean = sum(s["reward"] for s in step) / len(step)
+            assert record["reward/total/mean"] == pytest.approx(mean, abs=2e-6)
 
 
 @pytest.mark.slow
@@ -117,6 +153,21 @@ def test_ppo_on_both_engines_logs_the_same_losses_and_metrics(tmp_path):
     assert steps[0]["clip/policy"] == 0 and steps[1]["clip/policy"] > 0
     assert all(r["value_loss"] > 0 and r["completion_tokens"] > 0 for r in steps)
     assert steps[2]["kl"] > 0  # the policy has left the reference (the adapter disabled)
+    # Rollouts are written at the steps that generate them (1 and 3), the first four
+    # (rollout_samples' default): here all of them, scored by the reward model as
+    # xft.inference.reward scores them.
+    from xft.inference.reward import load_reward_model
+
+    samples = _rollout_samples(tmp_path / "mmengine")
+    assert samples == _rollout_samples(tmp_path / "hf") and sorted(samples) == [1, 3]
+    scorer = load_reward_model(str(tmp_path / "reward_model"))
+    for step in samples.values():
+        assert len(step) == 4
+        scores = scorer.score([s["prompt"] for s in step], [s["answer"] for s in step]).tolist()
+        for s, score in zip(step, scores):
+            assert s["rewards"]["reward_model"] == pytest.approx(score, abs=1e-5)
+            assert s["reward"] == pytest.approx(score + 0.5 * _length_penalty(s["answer"]),
+                                                abs=1e-5)
 
 
 @pytest.mark.slow

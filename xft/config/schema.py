@@ -254,6 +254,10 @@ class EvaluationCfg:
     prompts: List[str] = field(default_factory=list)
     interval: Optional[int] = None  # None: only before and after training
     max_new_tokens: int = 64
+    # RL runs (objectives 'grpo', 'ppo'): the first N completions of each rollout trained at
+    # a logged step (train.log_interval) go to chat_samples.jsonl too, with their rewards
+    # (xft.inference.chat_eval.RolloutSamples); 0: none.
+    rollout_samples: int = 4
 
 
 @dataclass
@@ -402,6 +406,7 @@ RANGES = {
     "train.loss_chunk_size": AT_LEAST_1,
     "evaluation.interval": AT_LEAST_1,
     "evaluation.max_new_tokens": AT_LEAST_1,
+    "evaluation.rollout_samples": NON_NEGATIVE,
 }
 
 

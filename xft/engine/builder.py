@@ -5,12 +5,15 @@ what only training needs: the step plan, the work dir, the resolved config.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from xft.build import build
-from xft.engine.distributed import world_size
+from xft.engine.distributed import is_main_process, world_size
+from xft.engine.monitor import is_logged_step
 from xft.engine.plan import plan_training
 from xft.engine.precision import check_master_weights, check_mixed_precision_device
+from xft.inference.chat_eval import RolloutSamples
 from xft.model.build import count_parameters
 
 
@@ -40,6 +43,11 @@ def build_experiment(experiment, config_text, work_dir, log=print):
     plan = plan_training(len(built.dataset), experiment.train, world_size())
     check_master_weights(built.model, experiment.train.mixed_precision)
     trainable, total = count_parameters(built.model)
+    built.objective.keep_rollout_samples(RolloutSamples(
+        work_dir, experiment.evaluation.rollout_samples,
+        partial(is_logged_step, log_interval=experiment.train.log_interval,
+                total_steps=plan.total_steps),
+        writes=is_main_process()))
     log(f"model: {total / 1e6:.2f}M parameters, {trainable / 1e6:.3f}M trainable "
         f"({experiment.method.type}, objective {built.objective.name}); {len(built.dataset)} "
         f"samples; {plan.line()}")

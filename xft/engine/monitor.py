@@ -30,6 +30,11 @@ LOSS_CURVE_FILE = "loss_curve.png"
 REWARD_KEY = "reward/total/mean"  # logged by RL objectives (xft.objectives.online)
 
 
+def is_logged_step(step, log_interval, total_steps):
+    """Whether optimizer step `step` (from 1) gets a metrics record."""
+    return step % log_interval == 0 or step == total_steps
+
+
 class TrainingMonitor:
     """Writes on rank 0 only; the other ranks of a distributed run keep silent."""
 
@@ -96,7 +101,7 @@ class TrainingMonitor:
         self.metric_steps += 1
 
     def should_log(self, step):
-        return step % self.log_interval == 0 or step == self.total_steps
+        return is_logged_step(step, self.log_interval, self.total_steps)
 
     def step_end(self, step, loss, lr, grad_norm, metrics=None):
         """One optimizer step done: `loss` is its normalised loss (see xft.engine.step_loss),

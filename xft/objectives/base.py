@@ -172,6 +172,10 @@ class Objective:
         """Called once by xft.build with the run's tokenizer, bound template and seed, for
         objectives that generate (RL); the others need nothing."""
 
+    def keep_rollout_samples(self, samples):
+        """Called once by the training builder with an xft.inference.chat_eval.RolloutSamples:
+        objectives that generate (RL) write some completions with it; the others none."""
+
     def rollouts(self, model, batches, step, rank=0):
         """The micro-batches of optimizer step `step` (0-based) as the engines train them.
 

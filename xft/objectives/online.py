@@ -32,7 +32,7 @@ from xft.data.encode import EncodeStats
 from xft.errors import ConfigError, XftError
 from xft.model.reference import starting_reference
 from xft.objectives.base import LossOutput, Objective
-from xft.rl.rewards import build_rewards
+from xft.rl.rewards import build_rewards, prompt_text
 from xft.rl.rollout import left_pad, prompt_messages
 
 
@@ -68,6 +68,7 @@ class PromptObjective(Objective):
             + tuple(self.step_metrics)
         self.step = None  # made in attach (it needs the tokenizer and template)
         self.seed = 0
+        self.samples = None  # xft.inference.chat_eval.RolloutSamples, in training runs
         self._rolled = None  # (step, rolled batches) while updates_per_rollout > 1
 
     # --- data ------------------------------------------------------------------------
@@ -127,7 +128,12 @@ class PromptObjective(Objective):
                            f"between rollouts; updates_per_rollout={updates})")
         rolled = super().rollouts(model, batches, step, rank)
         self._rolled = (first, rolled) if updates > 1 else None
+        if self.samples is not None and self.samples.due(range(step + 1, step + updates + 1)):
+            self.samples.write(step + 1, [s for batch in rolled for s in batch["samples"]])
         return rolled
+
+    def keep_rollout_samples(self, samples):
+        self.samples = samples
 
     def rollout(self, model, batch, step, micro_batch, rank=0):
         """The micro-batch of prompts → completions and what the loss needs (a new batch)."""
@@ -136,7 +142,8 @@ class PromptObjective(Objective):
                    for ids, mask in zip(batch["prompt_ids"], batch["prompt_mask"])]
         rolled, metrics, rollout = self.step_rollout(model, prompts, batch["records"], seed)
         rolled["rollout_metrics"] = metrics
-        rolled["texts"] = rollout.texts
+        rolled["samples"] = rollout_samples(rollout, batch["records"],
+                                            [r.name for r in self.step.rewards])
         return rolled
 
     def completion_mask(self, batch):
@@ -160,6 +167,17 @@ class PromptObjective(Objective):
         if "completion_mask" not in batch:
             return int(batch["prompt_mask"].sum())
         return int(batch["prompt_mask"].sum() + batch["completion_mask"].sum())
+
+
+def rollout_samples(rollout, records, names):
+    """One dict per completion for xft.inference.chat_eval.RolloutSamples; a prompt's
+    completions follow each other (GRPO's group), so each record covers len(texts) /
+    len(records) of them."""
+    repeat = len(rollout.texts) // len(records)
+    return [{"prompt": prompt_text(records[i // repeat]["messages"]), "answer": text,
+             "reward": rollout.reward[i].item(),
+             "rewards": dict(zip(names, rollout.rewards[i].tolist()))}
+            for i, text in enumerate(rollout.texts)]
 
 
 class PromptCollator:

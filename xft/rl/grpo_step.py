@@ -26,7 +26,7 @@ from xft.errors import ConfigError
 from xft.rl.grpo import (ADVANTAGE_SCALES, NORMALIZATIONS, clipped_token_loss,
                          group_advantages, masked_mean, reduce_loss)
 from xft.rl.logprobs import completion_logprobs, reference_logprobs
-from xft.rl.rewards import prompt_text, reward_metrics, score
+from xft.rl.rewards import reward_metrics
 from xft.rl.rollout import RolloutStep
 
 
@@ -75,9 +75,7 @@ class GRPOStep(RolloutStep):
         rollout = self.generator.generate(model, repeated, seed)
         seconds = time.perf_counter() - started
         fields = [r for r in records for _ in range(group)]
-        questions = [prompt_text(r.get("messages", [])) for r in fields]
-        total, per_function = score(self.rewards, questions, rollout.texts, fields,
-                                    rollout.prompt_ids.device)
+        total, per_function = self.score(rollout, fields)
         advantages = group_advantages(total, group, self.options.scale_rewards)
         batch = {"prompt_ids": rollout.prompt_ids, "prompt_mask": rollout.prompt_mask,
                  "completion_ids": rollout.completion_ids,

@@ -19,7 +19,7 @@ from xft.errors import ConfigError
 from xft.rl.grpo import clipped_token_loss, masked_mean
 from xft.rl.logprobs import completion_logprobs, reference_logprobs
 from xft.rl.ppo import KL_ESTIMATORS, clipped_value_loss, gae, masked_whiten, token_rewards
-from xft.rl.rewards import prompt_text, reward_metrics, score
+from xft.rl.rewards import reward_metrics
 from xft.rl.rollout import RolloutStep
 
 
@@ -72,9 +72,7 @@ class PPOStep(RolloutStep):
         started = time.perf_counter()
         rollout = self.generator.generate(model, prompts, seed)
         seconds = time.perf_counter() - started
-        questions = [prompt_text(r.get("messages", [])) for r in records]
-        total, per_function = score(self.rewards, questions, rollout.texts, records,
-                                    rollout.prompt_ids.device)
+        total, per_function = self.score(rollout, records)
         scores = torch.nan_to_num(total, nan=0.0).to(rollout.prompt_ids.device)
         batch = {"prompt_ids": rollout.prompt_ids, "prompt_mask": rollout.prompt_mask,
                  "completion_ids": rollout.completion_ids,

@@ -16,14 +16,14 @@ check it on), see docs/rl.md.
 """
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
 from xft.errors import ConfigError, RecordError
 from xft.inference.chat import Sampling, cut_at_stop, template_stops
 from xft.rl.logprobs import token_logprobs
-from xft.rl.rewards import build_rewards
+from xft.rl.rewards import build_rewards, prompt_text, score
 
 
 @dataclass
@@ -39,6 +39,10 @@ class Rollout:
     logprobs: torch.Tensor  # [B, C] fp32 log p(token) under the sampling policy; 0 past the end
     texts: List[str]  # completion text, stop text cut (what chat would show)
     stopped: torch.Tensor  # [B] bool: ended by a stop token or string (not by the length cap)
+    # Set by RolloutStep.score: [B] weighted total (NaN where nothing scored) and [B, K]
+    # per reward function (NaN where it did not score).
+    reward: Optional[torch.Tensor] = None
+    rewards: Optional[torch.Tensor] = None
 
     @property
     def lengths(self):
@@ -187,6 +191,15 @@ class RolloutStep:
         self.options, self.reference = options, reference
         self.rewards = build_rewards(options.rewards)
         self.generator = generator_for(options, tokenizer, template)
+
+    def score(self, rollout, records):
+        """Score the rollout's completions (xft.rl.rewards.score), keeping the scores on it;
+        `records` are the completions' records (with the prompt conversation in
+        'messages'). Returns (total, per function)."""
+        questions = [prompt_text(r.get("messages", [])) for r in records]
+        rollout.reward, rollout.rewards = score(self.rewards, questions, rollout.texts, records,
+                                                rollout.prompt_ids.device)
+        return rollout.reward, rollout.rewards
 
 
 def build_generator(name, tokenizer, template, sampling, max_new_tokens):
