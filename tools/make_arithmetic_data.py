@@ -8,6 +8,10 @@ arithmetic_sft.jsonl       every sum, 10 times, answered right but usually follo
                            punishes
 arithmetic_prompts.jsonl   28 sums with clean answers: GRPO's training prompts
 arithmetic_heldout.jsonl   the other 8: held-out prompts, never trained on by GRPO
+arithmetic_pairs.jsonl     preference pairs (`trl_pairs`) on the 28 prompts for a reward
+                           model: chosen the clean answer, rejected the answer with the
+                           habit ("7 or 2") or a wrong number ("8")
+arithmetic_pairs_heldout.jsonl   the same on the 8 held-out prompts
 
 GRPO can only raise the held-out reward by dropping the habit, a behaviour that is
 the same for every prompt, so the demo shows learning that generalises.
@@ -45,6 +49,23 @@ def main():
     clean = [{"question": f"{a}+{b}=", "answer": str(a + b)} for a, b in pairs]
     write("arithmetic_prompts.jsonl", clean[:28])
     write("arithmetic_heldout.jsonl", clean[28:])
+    write("arithmetic_pairs.jsonl", preference_pairs(clean[:28], rng))
+    write("arithmetic_pairs_heldout.jsonl", preference_pairs(clean[28:], rng))
+
+
+def preference_pairs(records, rng, per_kind=2):
+    """For each prompt, `per_kind` pairs whose rejected side has the habit and `per_kind`
+    whose rejected side is a wrong number; chosen is always the clean answer."""
+    pairs = []
+    for record in records:
+        right = int(record["answer"])
+        for _ in range(per_kind):
+            habit = f"{right} or {rng.choice([n for n in range(11) if n != right])}"
+            wrong = str(rng.choice([n for n in range(11) if n != right]))
+            for rejected in (habit, wrong):
+                pairs.append({"prompt": record["question"], "chosen": record["answer"],
+                              "rejected": rejected})
+    return pairs
 
 
 if __name__ == "__main__":
