@@ -246,3 +246,28 @@ def test_several_updates_per_rollout_compare_with_the_rollouts_log_probs():
     with pytest.raises(ConfigError, match="save_interval.*multiple.*updates_per_rollout"):
         grpo(grpo.Options(rewards=[dict(type="exact_answer")], updates_per_rollout=2),
              TrainCfg(save_interval=3))
+
+
+def test_rollout_samples_are_written_for_logged_steps_only(tmp_path):
+    """Which rollouts are written (a logged step among those that train them; rank 0 only),
+    how many, and a score that does not exist (None from a reward function) as null."""
+    import math
+
+    from xft.inference.chat_eval import RolloutSamples
+
+    def logged(step):
+        return step % 4 == 0
+    samples = RolloutSamples(tmp_path, 2, logged)
+    assert not samples.due(range(1, 3)) and samples.due(range(3, 5))
+    assert not RolloutSamples(tmp_path, 0, logged).due([4])
+    assert not RolloutSamples(tmp_path, 2, logged, writes=False).due([4])
+    completions = [{"prompt": "1+1=", "answer": a, "reward": r, "rewards": {"f": r, "g": g}}
+                   for a, r, g in [("2", 1.0, math.nan), ("3", math.nan, math.nan),
+                                   ("4", 0.0, 0.5)]]
+    samples.write(3, completions)
+    lines = [json.loads(line) for line in (tmp_path / "chat_samples.jsonl").open()]
+    assert lines == [
+        {"step": 3, "source": "rollout", "prompt": "1+1=", "answer": "2", "reward": 1.0,
+         "rewards": {"f": 1.0, "g": None}},
+        {"step": 3, "source": "rollout", "prompt": "1+1=", "answer": "3", "reward": None,
+         "rewards": {"f": None, "g": None}}]
