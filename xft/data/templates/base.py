@@ -55,6 +55,10 @@ class ChatTemplate:
     #   'final_user'  prepended to the content of the user message that ends the conversation,
     #                 and dropped when an assistant reply ends it (Mistral v0.3's official template)
     system_placement: str = "turn"
+    # With 'first_user' / 'final_user' and 'user' in strip_roles: whether the user's content is
+    # trimmed before the system prompt is prepended (Gemma 3: only the user's text is trimmed)
+    # or the merged text is trimmed (Llama 2).
+    trim_user_before_merge: bool = False
     default_system: Optional[str] = None  # used when a conversation has no system message
     prefix: str = ""  # text at the very start, e.g. '{bos_token}'
     # What add_generation_prompt appends; None means assistant_prefix.
@@ -241,11 +245,16 @@ class ChatTemplate:
                        "{%- endif -%}")
         merge = {"first_user": "loop.first", "final_user": "loop.last"}.get(self.system_placement)
         if merge and self.system:
-            merged = f"({self._expr(self.system, 'system', bare=True)} + message['content'])"
+            system_expr = self._expr(self.system, "system", bare=True)
+            content = "message['content']"
+            if self.trim_user_before_merge:
+                merged = f"({system_expr} + {self._trimmed('user', content)})"
+            else:
+                merged = self._trimmed("user", f"({system_expr} + {content})")
             out.append(f"{{%- if {merge} and system is not none -%}}"
-                       + self._expr(self.user, self._trimmed("user", merged))
+                       + self._expr(self.user, merged)
                        + "{%- else -%}"
-                       + self._expr(self.user, self._trimmed("user", "message['content']"))
+                       + self._expr(self.user, self._trimmed("user", content))
                        + "{%- endif -%}")
         elif tools_style and tools_style.placement == "first_user":
             out.append("{%- if tool_defs and loop.first -%}"
@@ -376,11 +385,14 @@ class BoundTemplate(ChatTemplate):
                 if tools_style and tools_style.placement == "last_user" and i == last_user:
                     emit(tools_style.render(tools))
                 content = msg["content"]
-                merge = (self.system_placement == "first_user" and i == 0
-                         or self.system_placement == "final_user" and i == len(body) - 1)
-                if system is not None and merge:
+                merge = system is not None and (
+                    self.system_placement == "first_user" and i == 0
+                    or self.system_placement == "final_user" and i == len(body) - 1)
+                if merge and not self.trim_user_before_merge:
                     content = self._fill(self.system, system) + content
                 content = self._strip("user", content)
+                if merge and self.trim_user_before_merge:
+                    content = self._fill(self.system, system) + content
                 if tools_style and tools_style.placement == "first_user" and i == 0:
                     content = tools_style.render(tools) + content
                 emit(self._fill(self.user, content))
