@@ -233,6 +233,8 @@ def test_labels_are_each_reply_and_its_end_of_turn(name):
         opened = template._fill(template._generation_prompt())[
             len(template._fill(template.assistant_prefix)):]
         replies[-1] = ("".join(template.think) + replies[-1])[len(opened):]
+    if template.user_opening_ends_reply:  # GLM-4: the next '<|user|>' ends each reply
+        replies[:-1] = [r + template.user_opening_ends_reply for r in replies[:-1]]
     if template.closing:  # EOS after the final reply is trained too
         if template.turn_separator:
             replies.append(template._fill(template.closing))
@@ -626,3 +628,24 @@ def test_gemma3_trims_the_first_user_text_but_not_the_system_prompt():
             assert text == jinja_render(tokenizer, template.to_jinja(), msgs, gen)
     text = get_template("gemma3", family_tokenizer("gemma3")).render(messages).text
     assert "<start_of_turn>user\n Be terse. \n\nhi<end_of_turn>" in text
+
+
+@pytest.mark.parametrize("key", sorted(CONVERSATIONS))
+def test_glm4_ids_and_labels_equal_glm4s_own_finetuning_script(key):
+    # THUDM/GLM-4 finetune_demo/finetune.py: [gMASK]<sop>, then each message rendered alone by
+    # the chat template (without its [gMASK]<sop>), its tokens masked by role (assistant:
+    # trained); '<|user|>' appended; the masks shifted right by one, so each reply's trained
+    # stretch starts after '<|assistant|>' and takes the token that follows it.
+    tokenizer = family_tokenizer("glm4")
+    messages = CONVERSATIONS[key]
+    ids, masks = tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>"]), [False, False]
+    for message in messages:
+        new = jinja_render(tokenizer, reference("glm4"), [message], tokenize=True)[2:]
+        ids += new
+        masks += [message["role"] == "assistant"] * len(new)
+    ids.append(tokenizer.convert_tokens_to_ids("<|user|>"))
+    masks = [False, *masks]
+    samples, _ = encode_conversations([messages], get_template("glm4", tokenizer), tokenizer,
+                                      4096)
+    assert samples[0]["input_ids"] == ids
+    assert samples[0]["labels"] == [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]

@@ -66,6 +66,9 @@ class ChatTemplate:
     # Appended after the last message when there is no generation prompt; trained when it
     # directly follows a trained reply (it is then the model's end of text).
     closing: str = ""
+    # The start of `user` that also ends the reply before it: trained when it follows a trained
+    # reply (GLM-4's '<|user|>', which its own fine-tuning script trains as a reply's end).
+    user_opening_ends_reply: str = ""
     strip_roles: Tuple[str, ...] = ()  # roles whose content the official template trims
     alternate: bool = False  # user/assistant must alternate (tool messages and calls excepted)
     # Tool results: each 'tool' message is rendered with `tool`; a run of consecutive
@@ -94,6 +97,8 @@ class ChatTemplate:
     description: str = ""
 
     def __post_init__(self):  # a misspelled option fails when the registry is built
+        if not self.user.startswith(self.user_opening_ends_reply):
+            raise ValueError(f"template '{self.name}': user_opening_ends_reply must start user")
         if self.think_history not in ("drop", "keep"):
             raise ValueError(f"template '{self.name}': think_history must be 'drop' or 'keep'")
         if self.system_placement not in SYSTEM_PLACEMENTS:
@@ -395,7 +400,12 @@ class BoundTemplate(ChatTemplate):
                     content = self._fill(self.system, system) + content
                 if tools_style and tools_style.placement == "first_user" and i == 0:
                     content = tools_style.render(tools) + content
-                emit(self._fill(self.user, content))
+                text = self._fill(self.user, content)
+                opening = self.user_opening_ends_reply
+                if opening and i > 0 and body[i - 1]["role"] == "assistant":
+                    emit(opening, trained)  # `trained`: the reply it ends
+                    text = text[len(opening):]
+                emit(text)
             elif role == "assistant":
                 trained = msg.get("loss")
                 if trained is None:

@@ -179,15 +179,16 @@ FAMILIES = [
     # GLM-4 (THUDM/glm-4-9b-chat): ChatGLM3's role tokens without the space after the line
     # break, '[gMASK]<sop>' in front. A reply ends with nothing; generation stops at the next
     # role token. As GLM-4's own fine-tuning script (finetune_demo/finetune.py) does, xft
-    # closes a conversation with '<|user|>' and trains it, so the model learns to stop. The
-    # generation prompt is '<|assistant|>': the line break after it is the model's (trained).
-    # Its tools (given on messages, in GLM's own format) are not rendered.
+    # trains the '<|user|>' that follows each reply and closes a conversation with one, so
+    # the model learns to stop. The generation prompt is '<|assistant|>': the line break after
+    # it is the model's (trained). Its tools (given on messages, in GLM's own format) are not
+    # rendered.
     ChatTemplate(
-        name="glm4", description="GLM-4 chat (role tokens; <|user|> closes a conversation)",
+        name="glm4", description="GLM-4 chat (role tokens; <|user|> ends a reply)",
         prefix="[gMASK]<sop>", system="<|system|>\n{content}", user="<|user|>\n{content}",
         assistant_prefix="<|assistant|>\n", assistant_suffix="",
-        generation_prompt="<|assistant|>", closing="<|user|>",
-        stop_words=("<|user|>", "<|observation|>")),
+        user_opening_ends_reply="<|user|>", generation_prompt="<|assistant|>",
+        closing="<|user|>", stop_words=("<|user|>", "<|observation|>")),
     ChatTemplate(
         name="zephyr", description="Zephyr (<|user|>/<|assistant|> turns ended by EOS)",
         system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
