@@ -649,3 +649,19 @@ def test_glm4_ids_and_labels_equal_glm4s_own_finetuning_script(key):
                                       4096)
     assert samples[0]["input_ids"] == ids
     assert samples[0]["labels"] == [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]
+
+
+@pytest.mark.parametrize("name", ["glm4", "chatglm3", "deepseek_chat", "default", "phi4"])
+def test_a_parsed_reply_renders_back_into_the_same_history(name):
+    # What the model generates after the prompt may start with the rest of assistant_prefix
+    # (GLM's line break after '<|assistant|>', the space of 'Assistant: '); parse_reply drops
+    # it, so the answer put back into the history renders as the training text did.
+    tokenizer = family_tokenizer(name)
+    template = get_template(name, tokenizer)
+    messages = CONVERSATIONS["multi"]
+    full = template.render(messages).text
+    generated = full[len(template.render(messages[:-1], add_generation_prompt=True).text):]
+    content = messages[-1]["content"]
+    reply = template.parse_reply(generated[:generated.index(content) + len(content)])
+    assert reply == {"role": "assistant", "content": content}
+    assert template.render(messages[:-1] + [reply]).text == full

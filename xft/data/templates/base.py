@@ -130,19 +130,25 @@ class ChatTemplate:
         spec = {f.name: getattr(self, f.name) for f in fields(ChatTemplate)}
         return BoundTemplate(**spec, special_tokens=tokens, train_on=train_on)
 
+    def _written_prefix(self):
+        """The part of assistant_prefix beyond the generation prompt (the space of
+        'Assistant: ' after a prompt 'Assistant:', GLM's line break after '<|assistant|>'):
+        the model writes it. A format string (a spec can parse replies too)."""
+        prefix, prompt = self.assistant_prefix, self._generation_prompt()
+        return prefix[len(prompt):] if prefix.startswith(prompt) else ""
+
     def _emit_prefix(self, emit, trained):
-        """assistant_prefix; the part of it beyond the generation prompt (the space of
-        'Assistant: ' after a prompt 'Assistant:') is written by the model: trained."""
-        prefix, prompt = self._fill(self.assistant_prefix), self._fill(self._generation_prompt())
-        if prefix.startswith(prompt):
-            emit(prompt)
-            emit(prefix[len(prompt):], trained)
-        else:
-            emit(prefix)
+        """assistant_prefix; the part the model writes is trained."""
+        written = self._written_prefix()
+        emit(self._fill(self.assistant_prefix[:len(self.assistant_prefix) - len(written)]))
+        emit(self._fill(written), trained)
 
     def parse_reply(self, text):
         """The assistant message a generated reply stands for: thoughts (thinking
-        templates) and tool calls (styles that can parse them) taken back out of the text."""
+        templates) and tool calls (styles that can parse them) taken back out of the text,
+        and without the end of assistant_prefix the model wrote (the template writes it
+        again when the message is rendered in the history)."""
+        text = text.removeprefix(self._written_prefix())
         msg = {"role": "assistant", "content": text}
         thoughts = None
         if self.think:
