@@ -175,6 +175,15 @@ def test_the_trainer_defaults_used_are_transformers_own():
             assert defaults[key] == value, key
 
 
+def test_llama_factory_template_names_map_to_registered_templates():
+    from xft.data.templates import TEMPLATES
+    from xft.tools.convert_config import TEMPLATES as LLAMA_FACTORY_TEMPLATES
+
+    assert set(LLAMA_FACTORY_TEMPLATES.values()) <= set(TEMPLATES)
+    assert {LLAMA_FACTORY_TEMPLATES[n] for n in ("gemma3", "phi4", "glm4")} == {
+        "gemma3", "phi4", "glm4"}
+
+
 @pytest.mark.slow
 def test_convert_config_refuses_preference_stages(tmp_path):
     src = tmp_path / "dpo.yaml"

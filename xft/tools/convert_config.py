@@ -61,7 +61,8 @@ IGNORED = {
 }
 TEMPLATES = {"llama3": "llama3_chat", "llama2": "llama2_chat", "qwen": "qwen2_chat",
              "qwen3": "qwen3", "mistral": "mistral", "chatglm3": "chatglm3", "yi": "yi_chat",
-             "gemma": "gemma", "phi": "phi3", "deepseek": "deepseek_chat",
+             "gemma": "gemma", "gemma3": "gemma3", "phi": "phi3", "phi4": "phi4",
+             "glm4": "glm4", "deepseek": "deepseek_chat",
              "deepseekr1": "deepseek_r1", "intern2": "internlm2_chat", "vicuna": "vicuna",
              "zephyr": "zephyr", "alpaca": "alpaca", "default": "default"}
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant_with_warmup": "constant",
