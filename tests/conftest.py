@@ -74,6 +74,8 @@ FAMILY_TOKENS = {
                                    "[CALL_ID]", "[ARGS]", "[TOOL_RESULTS]", "[TOOL_CONTENT]",
                                    "[/TOOL_RESULTS]"]),
     "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
+    "gemma3": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"]),
+    "phi4": ("<|endoftext|>", "<|im_end|>", ["<|im_start|>", "<|im_sep|>"]),
     "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
     "deepseek_chat": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", []),
     "deepseek_r1": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
@@ -81,6 +83,8 @@ FAMILY_TOKENS = {
     "zephyr": ("<s>", "</s>", []),
     "chatglm3": (None, "</s>", ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>",
                                 "<|observation|>"]),
+    "glm4": (None, "<|endoftext|>", ["[gMASK]", "<sop>", "<|system|>", "<|user|>",
+                                     "<|assistant|>", "<|observation|>"]),
     "moss": ("<s>", "</s>", ["<|Human|>", "<|Inner Thoughts|>", "<|Commands|>", "<|Results|>",
                              "<|MOSS|>", "<eoh>", "<eot>", "<eoc>", "<eor>", "<eom>"]),
 }

@@ -81,9 +81,10 @@ class Terminal:
             if self._ready(min(left, 1.0)):
                 try:
                     chunk = os.read(self.master, 4096).decode("utf-8", "replace")
-                    self.controls += PASTE_MODE.findall(chunk)
-                    chunk = PASTE_MODE.sub("", chunk)
-                    self.buffer = (self.buffer + chunk).replace("\r\n", "\n")
+                    # On the whole buffer: a sequence may arrive split over two reads.
+                    buffer = self.buffer + chunk
+                    self.controls += PASTE_MODE.findall(buffer)
+                    self.buffer = PASTE_MODE.sub("", buffer).replace("\r\n", "\n")
                 except OSError:  # the process closed the terminal
                     pass
         head, _, self.buffer = self.buffer.partition(text)

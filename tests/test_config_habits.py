@@ -175,6 +175,15 @@ def test_the_trainer_defaults_used_are_transformers_own():
             assert defaults[key] == value, key
 
 
+def test_llama_factory_template_names_map_to_registered_templates():
+    from xft.data.templates import TEMPLATES
+    from xft.tools.convert_config import TEMPLATES as LLAMA_FACTORY_TEMPLATES
+
+    assert set(LLAMA_FACTORY_TEMPLATES.values()) <= set(TEMPLATES)
+    assert {LLAMA_FACTORY_TEMPLATES[n] for n in ("gemma3", "phi4", "glm4")} == {
+        "gemma3", "phi4", "glm4"}
+
+
 @pytest.mark.slow
 def test_convert_config_refuses_preference_stages(tmp_path):
     src = tmp_path / "dpo.yaml"
@@ -182,3 +191,128 @@ def test_convert_config_refuses_preference_stages(tmp_path):
     result = run_cli("convert-config", str(src), str(tmp_path / "x.yaml"), check=False)
     assert result.returncode == 1 and "stage: 'dpo'" in result.stderr
     assert not (tmp_path / "x.yaml").exists()
+
+
+# An XTuner QLoRA config in the layout of XTuner's shipped ones (PART 1 settings, then the
+# model, dataset, optimizer, scheduler and hook dicts built from them), on xft's tiny model.
+XTUNER_QLORA = """\
+import torch
+from datasets import load_dataset
+from mmengine.dataset import DefaultSampler
+from mmengine.hooks import CheckpointHook, LoggerHook
+from mmengine.optim import AmpOptimWrapper, CosineAnnealingLR, LinearLR
+from peft import LoraConfig
+from torch.optim import AdamW
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from xtuner.dataset import ConcatDataset, process_hf_dataset
+from xtuner.dataset.map_fns import alpaca_map_fn, template_map_fn_factory
+from xtuner.engine.hooks import EvaluateChatHook
+from xtuner.engine.runner import TrainLoop
+from xtuner.model import SupervisedFinetune
+from xtuner.utils import PROMPT_TEMPLATE, SYSTEM_TEMPLATE
+
+pretrained_model_name_or_path = 'xft://tiny-llama'
+alpaca_path = '{data}'
+prompt_template = PROMPT_TEMPLATE.qwen_chat
+max_length = 512
+pack_to_max_length = False
+batch_size = 2
+accumulative_counts = 4
+max_epochs = 2
+lr = 1e-4
+betas = (0.9, 0.95)
+weight_decay = 0.01
+max_norm = 0.5
+warmup_ratio = 0.05
+save_steps = 100
+save_total_limit = -1
+evaluation_freq = 50
+SYSTEM = SYSTEM_TEMPLATE.alpaca
+evaluation_inputs = ['Who are you?', 'What can you do?']
+
+tokenizer = dict(type=AutoTokenizer.from_pretrained,
+                 pretrained_model_name_or_path=pretrained_model_name_or_path)
+model = dict(
+    type=SupervisedFinetune,
+    llm=dict(type=AutoModelForCausalLM.from_pretrained,
+             pretrained_model_name_or_path=pretrained_model_name_or_path,
+             torch_dtype=torch.bfloat16,
+             quantization_config=dict(type=BitsAndBytesConfig, load_in_4bit=True)),
+    lora=dict(type=LoraConfig, r=32, lora_alpha=64, lora_dropout=0.1, task_type='CAUSAL_LM'))
+alpaca = dict(type=process_hf_dataset,
+              dataset=dict(type=load_dataset, path='json', data_files=alpaca_path),
+              tokenizer=tokenizer, max_length=max_length, dataset_map_fn=alpaca_map_fn,
+              template_map_fn=dict(type=template_map_fn_factory, template=prompt_template),
+              pack_to_max_length=pack_to_max_length)
+train_dataloader = dict(batch_size=batch_size, dataset=dict(type=ConcatDataset,
+                                                            datasets=[alpaca]),
+                        sampler=dict(type=DefaultSampler, shuffle=True))
+optim_wrapper = dict(type=AmpOptimWrapper,
+                     optimizer=dict(type=AdamW, lr=lr, betas=betas, weight_decay=weight_decay),
+                     clip_grad=dict(max_norm=max_norm), accumulative_counts=accumulative_counts)
+param_scheduler = [
+    dict(type=LinearLR, start_factor=1e-5, by_epoch=True, begin=0,
+         end=warmup_ratio * max_epochs, convert_to_iter_based=True),
+    dict(type=CosineAnnealingLR, eta_min=0.0, by_epoch=True,
+         begin=warmup_ratio * max_epochs, end=max_epochs, convert_to_iter_based=True)]
+train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)
+custom_hooks = [dict(type=EvaluateChatHook, tokenizer=tokenizer, every_n_iters=evaluation_freq,
+                     evaluation_inputs=evaluation_inputs, system=SYSTEM,
+                     prompt_template=prompt_template)]
+default_hooks = dict(logger=dict(type=LoggerHook, interval=5),
+                     checkpoint=dict(type=CheckpointHook, by_epoch=False, interval=save_steps,
+                                     max_keep_ckpts=save_total_limit))
+randomness = dict(seed=7, deterministic=False)
+"""
+
+
+@pytest.mark.slow
+def test_convert_config_reads_an_xtuner_python_config_without_running_it(tmp_path):
+    import json
+
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps([{"instruction": f"who {i}", "input": "", "output": "me"}
+                                for i in range(6)]))
+    src = tmp_path / "tiny_qlora_alpaca_e2.py"
+    src.write_text(XTUNER_QLORA.format(data=data))
+    result = run_cli("convert-config", str(src), str(tmp_path / "xft.yaml"))
+    # xtuner is not installed: the file was read, not executed
+    assert "SYSTEM_TEMPLATE.alpaca: XTuner's named system prompt" in result.stdout
+    _, exp = load_config(str(tmp_path / "xft.yaml"))
+    assert (exp.model.path, exp.model.dtype, exp.model.quantization.bits) == (
+        "xft://tiny-llama", "bfloat16", 4)
+    assert (exp.method.type, exp.method.r, exp.method.alpha, exp.method.dropout) == (
+        "lora", 32, 64, 0.1)
+    assert [(d.path, d.format) for d in exp.datasets] == [(str(data), "alpaca")]
+    assert (exp.template, exp.data.max_length, exp.data.pack) == ("qwen2_chat", 512, False)
+    assert (exp.train.batch_size, exp.train.grad_accum, exp.train.epochs) == (2, 4, 2)
+    assert (exp.optim.lr, exp.optim.betas, exp.optim.weight_decay, exp.optim.max_grad_norm) \
+        == (1e-4, [0.9, 0.95], 0.01, 0.5)
+    assert exp.train.warmup_ratio == pytest.approx(0.05)
+    assert (exp.train.save_interval, exp.train.save_total_limit, exp.train.log_interval) == (
+        100, 0, 5)
+    assert (exp.evaluation.prompts, exp.evaluation.interval, exp.seed) == (
+        ["Who are you?", "What can you do?"], 50, 7)
+    # The converted config runs: its data renders with the converted template.
+    shown = run_cli("check-dataset", str(tmp_path / "xft.yaml"), "--samples", "1",
+                    "--color", "never", "--plot", str(tmp_path / "l.png"),
+                    "model.quantization=None", "model.dtype=float32").stdout
+    assert "<|im_start|>user\nwho 0<|im_end|>" in shown
+
+
+@pytest.mark.parametrize("text, says", [
+    ("model = dict(type=1, llm=dict(", "not a Python config"),
+    ("x = 1\n", "not an XTuner training config"),
+    ("from xtuner.model import DPO\nmodel = dict(type=DPO, llm=dict("
+     "pretrained_model_name_or_path='m'))\n", "model type DPO"),
+])
+def test_convert_config_names_what_is_not_an_xtuner_sft_config(tmp_path, text, says):
+    from xft.errors import ConfigError
+    from xft.tools.convert_config import convert_config
+
+    src = tmp_path / "cfg.py"
+    src.write_text(text)
+    with pytest.raises(ConfigError, match=says) as refused:
+        convert_config(src, tmp_path / "out.yaml")
+    assert str(refused.value).startswith(str(src)) and not (tmp_path / "out.yaml").exists()

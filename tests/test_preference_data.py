@@ -8,9 +8,9 @@ registered family's reference jinja on the tiny tokenizer with that family's spe
 import json
 
 import pytest
-from test_templates import (APPENDS_EOS, FAMILY_TOKENS, FINAL_THINK, NO_FIXTURE,
-                            OFFICIAL_DEFAULT_SYSTEM, family_tokenizer, reference,
-                            with_final_think)
+from test_templates import (APPENDS_CLOSING, FAMILY_TOKENS, FINAL_THINK, NO_FIXTURE,
+                            OFFICIAL_DEFAULT_SYSTEM, closing_text, family_tokenizer,
+                            reference, with_final_think)
 from test_templates_real import internlm2_chat  # noqa: F401  (a fixture)
 
 from xft.data.encode import IGNORE_INDEX
@@ -143,13 +143,16 @@ def test_unknown_format_suggests():
 
 def official_ids(tokenizer, messages, chat_template=None, family=None):
     """apply_chat_template's ids, with xft's documented differences from a family's jinja
-    (test_templates: ChatGLM3's closing EOS, DeepSeek-R1's kept final think block)."""
+    (test_templates: ChatGLM3's closing EOS, GLM-4's closing <|user|>, DeepSeek-R1's kept
+    final think block)."""
     plain = [{k: v for k, v in m.items() if k != "loss"} for m in messages]
     if family in FINAL_THINK:
         text = tokenizer.apply_chat_template(plain, chat_template=chat_template, tokenize=False)
         return tokenizer(with_final_think(family, text), add_special_tokens=False)["input_ids"]
     out = tokenizer.apply_chat_template(plain, chat_template=chat_template, tokenize=True)
-    return list(out["input_ids"]) + ([tokenizer.eos_token_id] if family in APPENDS_EOS else [])
+    closing = ([tokenizer.convert_tokens_to_ids(closing_text(family, tokenizer))]
+               if family in APPENDS_CLOSING else [])
+    return list(out["input_ids"]) + closing
 
 
 def check_pair_encoding(template, tokenizer, prompt, chat_template=None, replies=REPLIES,

@@ -253,9 +253,11 @@ def test_every_chat_family_has_lora_and_qlora_configs():
     families = _families()
     # moss is MOSS-003's data format; no config ships MOSS's own (remote-code) models yet.
     # The thinking families (qwen3, deepseek_r1) are new this round: no configs ship yet; nor
-    # for mistral_v7 (Mistral Small 3.2's checkpoint is a vision-language model, not tried).
+    # for mistral_v7 (Mistral Small 3.2's checkpoint is a vision-language model, not tried),
+    # gemma3, phi4 and glm4 (templates added without their models' checkpoints at hand).
     chat_templates = set(TEMPLATES) - {"default", "alpaca", "chatml", "auto", "moss", "qwen3",
-                                       "qwen3_keep_thinking", "deepseek_r1", "mistral_v7"}
+                                       "qwen3_keep_thinking", "deepseek_r1", "mistral_v7",
+                                       "gemma3", "phi4", "glm4"}
     for template in sorted(chat_templates):
         methods = families.get(template, {})
         assert methods.get("lora") and methods.get("qlora"), (template, methods)

@@ -20,8 +20,13 @@ from xft.paths import resolve_path
 FIXTURES = Path(__file__).parent / "fixtures" / "chat_templates"
 
 # The one deliberate difference from a reference: xft closes a ChatGLM3 conversation with EOS
-# (its chat_template ends a reply with nothing; ChatGLM3's fine-tuning script appends EOS).
-APPENDS_EOS = {"chatglm3"}
+# and a GLM-4 one with '<|user|>' (their chat_templates end a reply with nothing; the families'
+# own fine-tuning scripts append these). None: the tokenizer's EOS.
+APPENDS_CLOSING = {"chatglm3": None, "glm4": "<|user|>"}
+
+
+def closing_text(name, tokenizer):
+    return APPENDS_CLOSING[name] or tokenizer.eos_token
 # The other: xft's DeepSeek-R1 keeps the final reply's think block (empty here), which its
 # template drops although its generation prompt opens one (see families.py).
 FINAL_THINK = {"deepseek_r1": ("<｜Assistant｜>", "<think>\n\n</think>\n\n")}
@@ -163,8 +168,8 @@ def test_text_equals_reference_jinja(name, messages, add_generation_prompt):
         with pytest.raises(RecordError):
             template.render(messages, add_generation_prompt)
         return
-    if name in APPENDS_EOS and not add_generation_prompt:
-        expected += tokenizer.eos_token
+    if name in APPENDS_CLOSING and not add_generation_prompt:
+        expected += closing_text(name, tokenizer)
     if not add_generation_prompt:
         expected = with_final_think(name, expected)
     expected = without_official_default(name, messages, expected)
@@ -180,8 +185,8 @@ def test_tokens_equal_apply_chat_template(name, key):
         pytest.skip("gemma has no system role (checked in the text test)")
     samples, _ = encode_conversations([messages], get_template(name, tokenizer), tokenizer, 4096)
     expected = jinja_render(tokenizer, reference(name), messages, tokenize=True)
-    if name in APPENDS_EOS:
-        expected.append(tokenizer.eos_token_id)
+    if name in APPENDS_CLOSING:
+        expected.append(tokenizer.convert_tokens_to_ids(closing_text(name, tokenizer)))
     if name in FINAL_THINK or name in OFFICIAL_DEFAULT_SYSTEM:
         text = jinja_render(tokenizer, reference(name), messages)
         text = without_official_default(name, messages, with_final_think(name, text))
@@ -228,6 +233,8 @@ def test_labels_are_each_reply_and_its_end_of_turn(name):
         opened = template._fill(template._generation_prompt())[
             len(template._fill(template.assistant_prefix)):]
         replies[-1] = ("".join(template.think) + replies[-1])[len(opened):]
+    if template.user_opening_ends_reply:  # GLM-4: the next '<|user|>' ends each reply
+        replies[:-1] = [r + template.user_opening_ends_reply for r in replies[:-1]]
     if template.closing:  # EOS after the final reply is trained too
         if template.turn_separator:
             replies.append(template._fill(template.closing))
@@ -452,7 +459,7 @@ def test_registry_is_declarative_and_described():
 AUTO_TRAINS_MORE = {"phi3"}
 
 
-@pytest.mark.parametrize("name", sorted(set(FAMILIES) - APPENDS_EOS - set(FINAL_THINK)))
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - set(APPENDS_CLOSING) - set(FINAL_THINK)))
 def test_auto_labels_equal_the_named_template_labels(name):
     tokenizer = family_tokenizer(name)
     with_reference = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer,
@@ -585,3 +592,76 @@ def test_gemma_is_gemma_2s_official_template_too(key):
     samples, _ = encode_conversations([messages], template, tokenizer, 4096)
     assert samples[0]["input_ids"] == jinja_render(tokenizer, reference("gemma2"), messages,
                                                    tokenize=True)
+
+
+@pytest.mark.parametrize("key", sorted(CONVERSATIONS))
+def test_phi4_is_phi_4s_first_released_template_too(key):
+    # Phi-4's first chat_template (phi4_original.jinja) wrote the assistant header after every
+    # user turn, with or without add_generation_prompt; the fixed one (phi4.jinja) writes it
+    # with the reply. For alternating conversations and generation prompts they agree.
+    tokenizer = family_tokenizer("phi4")
+    template = get_template("phi4", tokenizer)
+    messages = CONVERSATIONS[key]
+    original = reference("phi4_original")
+    for msgs, gen in [(messages, False), (messages[:-1], True)]:
+        assert template.render(msgs, gen).text == jinja_render(tokenizer, original, msgs, gen)
+    samples, _ = encode_conversations([messages], template, tokenizer, 4096)
+    assert samples[0]["input_ids"] == jinja_render(tokenizer, original, messages, tokenize=True)
+    # Where they differ: a conversation that ends with a user turn, without a prompt.
+    assert jinja_render(tokenizer, original, messages[:-1]) != template.render(messages[:-1]).text
+    assert template.render(messages[:-1]).text == jinja_render(tokenizer, reference("phi4"),
+                                                               messages[:-1])
+
+
+def test_gemma3_trims_the_first_user_text_but_not_the_system_prompt():
+    # Gemma 3 prepends the system prompt untrimmed to the *trimmed* first user message;
+    # Llama 2 trims the merged text. Both against their official templates.
+    system = {"role": "system", "content": " Be terse. "}
+    messages = [system, {"role": "user", "content": "  hi  "},
+                {"role": "assistant", "content": "Hi."}]
+    for name in ("gemma3", "llama2_chat"):
+        tokenizer = family_tokenizer(name)
+        template = get_template(name, tokenizer)
+        for msgs, gen in [(messages, False), (messages[:-1], True)]:
+            text = template.render(msgs, gen).text
+            assert text == jinja_render(tokenizer, reference(name), msgs, gen)
+            assert text == jinja_render(tokenizer, template.to_jinja(), msgs, gen)
+    text = get_template("gemma3", family_tokenizer("gemma3")).render(messages).text
+    assert "<start_of_turn>user\n Be terse. \n\nhi<end_of_turn>" in text
+
+
+@pytest.mark.parametrize("key", sorted(CONVERSATIONS))
+def test_glm4_ids_and_labels_equal_glm4s_own_finetuning_script(key):
+    # THUDM/GLM-4 finetune_demo/finetune.py: [gMASK]<sop>, then each message rendered alone by
+    # the chat template (without its [gMASK]<sop>), its tokens masked by role (assistant:
+    # trained); '<|user|>' appended; the masks shifted right by one, so each reply's trained
+    # stretch starts after '<|assistant|>' and takes the token that follows it.
+    tokenizer = family_tokenizer("glm4")
+    messages = CONVERSATIONS[key]
+    ids, masks = tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>"]), [False, False]
+    for message in messages:
+        new = jinja_render(tokenizer, reference("glm4"), [message], tokenize=True)[2:]
+        ids += new
+        masks += [message["role"] == "assistant"] * len(new)
+    ids.append(tokenizer.convert_tokens_to_ids("<|user|>"))
+    masks = [False, *masks]
+    samples, _ = encode_conversations([messages], get_template("glm4", tokenizer), tokenizer,
+                                      4096)
+    assert samples[0]["input_ids"] == ids
+    assert samples[0]["labels"] == [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]
+
+
+@pytest.mark.parametrize("name", ["glm4", "chatglm3", "deepseek_chat", "default", "phi4"])
+def test_a_parsed_reply_renders_back_into_the_same_history(name):
+    # What the model generates after the prompt may start with the rest of assistant_prefix
+    # (GLM's line break after '<|assistant|>', the space of 'Assistant: '); parse_reply drops
+    # it, so the answer put back into the history renders as the training text did.
+    tokenizer = family_tokenizer(name)
+    template = get_template(name, tokenizer)
+    messages = CONVERSATIONS["multi"]
+    full = template.render(messages).text
+    generated = full[len(template.render(messages[:-1], add_generation_prompt=True).text):]
+    content = messages[-1]["content"]
+    reply = template.parse_reply(generated[:generated.index(content) + len(content)])
+    assert reply == {"role": "assistant", "content": content}
+    assert template.render(messages[:-1] + [reply]).text == full

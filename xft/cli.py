@@ -451,8 +451,10 @@ def build_parser():
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("convert-config", parents=[common],
-                       help="a LLaMA-Factory training YAML → an xft YAML config")
-    p.add_argument("src", help="LLaMA-Factory YAML (e.g. examples/train_lora/llama3_lora_sft.yaml)")
+                       help="a LLaMA-Factory training YAML or an XTuner Python config → an "
+                            "xft YAML config")
+    p.add_argument("src", help="LLaMA-Factory YAML (e.g. examples/train_lora/llama3_lora_sft."
+                               "yaml) or XTuner .py (e.g. qwen1_5_0_5b_chat_qlora_alpaca_e3.py)")
     p.add_argument("out", help="the xft YAML to write (must not exist)")
     p.set_defaults(func=cmd_convert_config)
 

@@ -1,4 +1,5 @@
-"""`xft convert-config`: a LLaMA-Factory training YAML → an xft YAML config.
+"""`xft convert-config`: a LLaMA-Factory training YAML or an XTuner Python config → an
+xft YAML config (XTuner's reading: xft.tools.convert_xtuner).
 
 LLaMA-Factory's keys are its own and transformers' TrainingArguments; docs/migrating.md
 maps each to xft's. This applies that table. A key the table does not know, or one
@@ -60,7 +61,8 @@ IGNORED = {
 }
 TEMPLATES = {"llama3": "llama3_chat", "llama2": "llama2_chat", "qwen": "qwen2_chat",
              "qwen3": "qwen3", "mistral": "mistral", "chatglm3": "chatglm3", "yi": "yi_chat",
-             "gemma": "gemma", "phi": "phi3", "deepseek": "deepseek_chat",
+             "gemma": "gemma", "gemma3": "gemma3", "phi": "phi3", "phi4": "phi4",
+             "glm4": "glm4", "deepseek": "deepseek_chat",
              "deepseekr1": "deepseek_r1", "intern2": "internlm2_chat", "vicuna": "vicuna",
              "zephyr": "zephyr", "alpaca": "alpaca", "default": "default"}
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant_with_warmup": "constant",
@@ -156,25 +158,48 @@ def convert_llama_factory(raw):
     return out, notes
 
 
-def convert_config(src, out_path):
-    """Write the xft YAML for LLaMA-Factory YAML `src` to `out_path`; return the notes."""
+def read_llama_factory(src):
     import yaml
 
-    from xft.config.schema import validate
-
-    src, out_path = Path(src), Path(out_path)
-    if src.suffix not in (".yaml", ".yml"):
-        raise ConfigError(f"{src}: convert-config reads LLaMA-Factory YAML files "
-                          "(XTuner's Python configs: map them with docs/migrating.md)")
-    if out_path.exists():
-        raise ConfigError(f"{out_path} already exists; remove it or choose another name")
     try:
         raw = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {src}: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: a LLaMA-Factory config is a mapping of keys")
-    config, notes = convert_llama_factory(raw)
+    return convert_llama_factory(raw)
+
+
+def read_xtuner(src):
+    from xft.tools.convert_xtuner import convert_xtuner
+
+    try:
+        text = src.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {src}: {e}") from None
+    try:
+        return convert_xtuner(text, str(src))
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
+
+
+READERS = {".yaml": read_llama_factory, ".yml": read_llama_factory, ".py": read_xtuner}
+
+
+def convert_config(src, out_path):
+    """Write the xft YAML for `src` (LLaMA-Factory YAML or XTuner .py) to `out_path`;
+    return the notes."""
+    import yaml
+
+    from xft.config.schema import validate
+
+    src, out_path = Path(src), Path(out_path)
+    if src.suffix not in READERS:
+        raise ConfigError(f"{src}: convert-config reads LLaMA-Factory YAML (.yaml, .yml) and "
+                          "XTuner Python (.py) configs")
+    if out_path.exists():
+        raise ConfigError(f"{out_path} already exists; remove it or choose another name")
+    config, notes = READERS[src.suffix](src)
     # xft's own checks before anything is written; datasets named in a registry are looked
     # up when the config runs (the registry may sit beside the converted file).
     checked = {**config, "datasets": [{"path": "datasets.json"}],

@@ -55,6 +55,10 @@ class ChatTemplate:
     #   'final_user'  prepended to the content of the user message that ends the conversation,
     #                 and dropped when an assistant reply ends it (Mistral v0.3's official template)
     system_placement: str = "turn"
+    # With 'first_user' / 'final_user' and 'user' in strip_roles: whether the user's content is
+    # trimmed before the system prompt is prepended (Gemma 3: only the user's text is trimmed)
+    # or the merged text is trimmed (Llama 2).
+    trim_user_before_merge: bool = False
     default_system: Optional[str] = None  # used when a conversation has no system message
     prefix: str = ""  # text at the very start, e.g. '{bos_token}'
     # What add_generation_prompt appends; None means assistant_prefix.
@@ -62,6 +66,9 @@ class ChatTemplate:
     # Appended after the last message when there is no generation prompt; trained when it
     # directly follows a trained reply (it is then the model's end of text).
     closing: str = ""
+    # The start of `user` that also ends the reply before it: trained when it follows a trained
+    # reply (GLM-4's '<|user|>', which its own fine-tuning script trains as a reply's end).
+    user_opening_ends_reply: str = ""
     strip_roles: Tuple[str, ...] = ()  # roles whose content the official template trims
     alternate: bool = False  # user/assistant must alternate (tool messages and calls excepted)
     # Tool results: each 'tool' message is rendered with `tool`; a run of consecutive
@@ -90,6 +97,8 @@ class ChatTemplate:
     description: str = ""
 
     def __post_init__(self):  # a misspelled option fails when the registry is built
+        if not self.user.startswith(self.user_opening_ends_reply):
+            raise ValueError(f"template '{self.name}': user_opening_ends_reply must start user")
         if self.think_history not in ("drop", "keep"):
             raise ValueError(f"template '{self.name}': think_history must be 'drop' or 'keep'")
         if self.system_placement not in SYSTEM_PLACEMENTS:
@@ -121,19 +130,25 @@ class ChatTemplate:
         spec = {f.name: getattr(self, f.name) for f in fields(ChatTemplate)}
         return BoundTemplate(**spec, special_tokens=tokens, train_on=train_on)
 
+    def _written_prefix(self):
+        """The part of assistant_prefix beyond the generation prompt (the space of
+        'Assistant: ' after a prompt 'Assistant:', GLM's line break after '<|assistant|>'):
+        the model writes it. A format string (a spec can parse replies too)."""
+        prefix, prompt = self.assistant_prefix, self._generation_prompt()
+        return prefix[len(prompt):] if prefix.startswith(prompt) else ""
+
     def _emit_prefix(self, emit, trained):
-        """assistant_prefix; the part of it beyond the generation prompt (the space of
-        'Assistant: ' after a prompt 'Assistant:') is written by the model: trained."""
-        prefix, prompt = self._fill(self.assistant_prefix), self._fill(self._generation_prompt())
-        if prefix.startswith(prompt):
-            emit(prompt)
-            emit(prefix[len(prompt):], trained)
-        else:
-            emit(prefix)
+        """assistant_prefix; the part the model writes is trained."""
+        written = self._written_prefix()
+        emit(self._fill(self.assistant_prefix[:len(self.assistant_prefix) - len(written)]))
+        emit(self._fill(written), trained)
 
     def parse_reply(self, text):
         """The assistant message a generated reply stands for: thoughts (thinking
-        templates) and tool calls (styles that can parse them) taken back out of the text."""
+        templates) and tool calls (styles that can parse them) taken back out of the text,
+        and without the end of assistant_prefix the model wrote (the template writes it
+        again when the message is rendered in the history)."""
+        text = text.removeprefix(self._written_prefix())
         msg = {"role": "assistant", "content": text}
         thoughts = None
         if self.think:
@@ -241,11 +256,16 @@ class ChatTemplate:
                        "{%- endif -%}")
         merge = {"first_user": "loop.first", "final_user": "loop.last"}.get(self.system_placement)
         if merge and self.system:
-            merged = f"({self._expr(self.system, 'system', bare=True)} + message['content'])"
+            system_expr = self._expr(self.system, "system", bare=True)
+            content = "message['content']"
+            if self.trim_user_before_merge:
+                merged = f"({system_expr} + {self._trimmed('user', content)})"
+            else:
+                merged = self._trimmed("user", f"({system_expr} + {content})")
             out.append(f"{{%- if {merge} and system is not none -%}}"
-                       + self._expr(self.user, self._trimmed("user", merged))
+                       + self._expr(self.user, merged)
                        + "{%- else -%}"
-                       + self._expr(self.user, self._trimmed("user", "message['content']"))
+                       + self._expr(self.user, self._trimmed("user", content))
                        + "{%- endif -%}")
         elif tools_style and tools_style.placement == "first_user":
             out.append("{%- if tool_defs and loop.first -%}"
@@ -376,14 +396,22 @@ class BoundTemplate(ChatTemplate):
                 if tools_style and tools_style.placement == "last_user" and i == last_user:
                     emit(tools_style.render(tools))
                 content = msg["content"]
-                merge = (self.system_placement == "first_user" and i == 0
-                         or self.system_placement == "final_user" and i == len(body) - 1)
-                if system is not None and merge:
+                merge = system is not None and (
+                    self.system_placement == "first_user" and i == 0
+                    or self.system_placement == "final_user" and i == len(body) - 1)
+                if merge and not self.trim_user_before_merge:
                     content = self._fill(self.system, system) + content
                 content = self._strip("user", content)
+                if merge and self.trim_user_before_merge:
+                    content = self._fill(self.system, system) + content
                 if tools_style and tools_style.placement == "first_user" and i == 0:
                     content = tools_style.render(tools) + content
-                emit(self._fill(self.user, content))
+                text = self._fill(self.user, content)
+                opening = self.user_opening_ends_reply
+                if opening and i > 0 and body[i - 1]["role"] == "assistant":
+                    emit(opening, trained)  # `trained`: the reply it ends
+                    text = text[len(opening):]
+                emit(text)
             elif role == "assistant":
                 trained = msg.get("loss")
                 if trained is None:

@@ -125,11 +125,31 @@ FAMILIES = [
         assistant_prefix="<start_of_turn>model\n", assistant_suffix="<end_of_turn>",
         turn_separator="\n", strip_roles=("user", "assistant"), alternate=True,
         stop_words=("<end_of_turn>",)),
+    # Gemma 3: as Gemma's turns, but a system message is prepended (with a blank line) to the
+    # first user message, whose own text alone is trimmed.
+    ChatTemplate(
+        name="gemma3", description="Gemma 3 instruct (the system prompt opens the first user "
+                                   "turn)",
+        prefix="{bos_token}", user="<start_of_turn>user\n{content}<end_of_turn>\n",
+        system="{content}\n\n", system_placement="first_user", trim_user_before_merge=True,
+        assistant_prefix="<start_of_turn>model\n", assistant_suffix="<end_of_turn>",
+        turn_separator="\n", strip_roles=("user", "assistant"), alternate=True,
+        stop_words=("<end_of_turn>",)),
     ChatTemplate(
         name="phi3", description="Phi-3 instruct (<|end|> turns, EOS closes a conversation)",
         system="<|system|>\n{content}<|end|>\n", user="<|user|>\n{content}<|end|>\n",
         assistant_prefix="<|assistant|>\n", assistant_suffix="<|end|>", turn_separator="\n",
         closing="{eos_token}", stop_words=("<|end|>",)),
+    # Phi-4 (microsoft/phi-4): ChatML-like turns with <|im_sep|> after the role and no line
+    # breaks. Its first released template put the assistant header inside the user turn; the
+    # fixed one (reproduced here) writes it with the reply or as the generation prompt. Both
+    # render the same text for conversations that alternate (tests/test_templates.py).
+    ChatTemplate(
+        name="phi4", description="Phi-4 (<|im_start|>role<|im_sep|> turns ended by <|im_end|>)",
+        system="<|im_start|>system<|im_sep|>{content}<|im_end|>",
+        user="<|im_start|>user<|im_sep|>{content}<|im_end|>",
+        assistant_prefix="<|im_start|>assistant<|im_sep|>", assistant_suffix="<|im_end|>",
+        stop_words=("<|im_end|>",)),
     ChatTemplate(
         name="deepseek_chat", description="DeepSeek LLM chat ('User: ... Assistant: ...')",
         prefix="{bos_token}", system="{content}\n\n", user="User: {content}\n\n",
@@ -156,6 +176,19 @@ FAMILIES = [
         assistant_prefix="<|assistant|>\n ", assistant_suffix="",
         generation_prompt="<|assistant|>", closing="{eos_token}",
         stop_words=("<|user|>", "<|observation|>")),
+    # GLM-4 (THUDM/glm-4-9b-chat): ChatGLM3's role tokens without the space after the line
+    # break, '[gMASK]<sop>' in front. A reply ends with nothing; generation stops at the next
+    # role token. As GLM-4's own fine-tuning script (finetune_demo/finetune.py) does, xft
+    # trains the '<|user|>' that follows each reply and closes a conversation with one, so
+    # the model learns to stop. The generation prompt is '<|assistant|>': the line break after
+    # it is the model's (trained). Its tools (given on messages, in GLM's own format) are not
+    # rendered.
+    ChatTemplate(
+        name="glm4", description="GLM-4 chat (role tokens; <|user|> ends a reply)",
+        prefix="[gMASK]<sop>", system="<|system|>\n{content}", user="<|user|>\n{content}",
+        assistant_prefix="<|assistant|>\n", assistant_suffix="",
+        user_opening_ends_reply="<|user|>", generation_prompt="<|assistant|>",
+        closing="<|user|>", stop_words=("<|user|>", "<|observation|>")),
     ChatTemplate(
         name="zephyr", description="Zephyr (<|user|>/<|assistant|> turns ended by EOS)",
         system="<|system|>\n{content}{eos_token}\n", user="<|user|>\n{content}{eos_token}\n",
