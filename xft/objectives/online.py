@@ -18,6 +18,10 @@ sampled them, which the clipped ratio bounds); the prompts the sampler hands
 out for the K - 1 steps in between are not used. Checkpoints must then fall on
 multiples of K, so that a resumed run starts with a fresh rollout.
 
+In a training run the first completions of each rollout trained at a logged step
+go to chat_samples.jsonl with their rewards (xft.inference.chat_eval.RolloutSamples,
+handed over by the training builder), the same from both engines.
+
 Metrics are logged as sums over the objective's count units (the engines divide
 by the step's count): per-completion values (rewards, lengths, advantages) are
 weighted by the micro-batch's count.
