@@ -105,6 +105,7 @@ def run_trl(args):
         warmup_steps=0, max_grad_norm=1.0, beta=0.1, loss_type=["sigmoid"],
         max_length=None, logging_steps=1, save_strategy="no", report_to="none",
         gradient_checkpointing=False,  # TRL's default is on; xft's is off
+        bf16=False,  # TRL turns bf16 autocast on by default; both sides train in fp32
         disable_tqdm=True, seed=args.seed, use_cpu=True, dataloader_num_workers=0)
     peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
                              target_modules="all-linear", task_type="CAUSAL_LM")

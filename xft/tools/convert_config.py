@@ -71,6 +71,14 @@ SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant_with_warmup": "co
 ATTENTION = {"fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
 
 
+def put_dotted(tree, dotted, value):
+    """tree['a']['b'] = value for dotted 'a.b', making the dicts on the way."""
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
 def convert_llama_factory(raw):
     """(xft config dict, notes): notes name each key not carried over, and why."""
     lora = raw.get("finetuning_type", "lora") == "lora"
@@ -81,11 +89,7 @@ def convert_llama_factory(raw):
     out, notes = {}, []
 
     def put(dotted, value):
-        node = out
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        put_dotted(out, dotted, value)
 
     stage = raw.pop("stage", "sft")
     if stage not in ("sft", "pt"):

@@ -17,6 +17,7 @@ import operator
 from dataclasses import dataclass
 
 from xft.errors import ConfigError
+from xft.tools.convert_config import put_dotted
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,7 @@ def convert_xtuner(text, filename):
     out, notes = {}, []
 
     def put(dotted, value):
-        node = out
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
+        put_dotted(out, dotted, value)
 
     model = env.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("llm"), dict):
