@@ -35,8 +35,8 @@ sys.path.insert(0, str(TOOLS))
 SHARED = REPO.parent / "shared" / "data"
 QWEN2_JINJA = REPO / "tests" / "fixtures" / "chat_templates" / "qwen2_chat.jinja"
 
-from bench_train import (add_model_shape_args, cpu_seconds, make_model, require_inputs,  # noqa: E402
-                         peak_rss_mib, run_side)
+from bench_train import (add_model_shape_args, apply_xft_options, cpu_seconds,  # noqa: E402
+                         make_model, peak_rss_mib, require_inputs, run_side)
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
@@ -154,6 +154,7 @@ def run_xft(args):
                        lr_scheduler="cosine", warmup_ratio=0.0, log_interval=1,
                        save_interval=10**9),
         seed=args.seed)
+    apply_xft_options(experiment, args.xft_option)
     built = build_experiment(experiment, config_text="", work_dir=args.work_dir)
     built.collator = counter = TokenCounter(built.collator)
     if args.engine == "hf":
@@ -181,6 +182,8 @@ def parse_args():
     parser.add_argument("--engine", choices=["mmengine", "hf"], default="mmengine")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--xft-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an xft setting for the xft side, e.g. train.loss_chunk_size=256")
     parser.add_argument("--side", choices=["trl", "xft"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--work-dir", help=argparse.SUPPRESS)
@@ -202,7 +205,8 @@ def main():
     print(f"DPO (sigmoid, beta 0.1), Llama {args.layers}x{args.hidden} with the vocabulary of "
           f"{Path(args.tokenizer).name}, LoRA r={args.lora_r} on all linear layers, fp32 CPU; "
           f"{args.pairs} pairs of {Path(args.data).name} (longer side <= {args.max_length} "
-          f"tokens), {args.batch_size} per step, 1 epoch; xft engine {args.engine}", flush=True)
+          f"tokens), {args.batch_size} per step, 1 epoch; xft engine {args.engine}"
+          + (f", {' '.join(args.xft_option)}" if args.xft_option else ""), flush=True)
     runs = {"trl": [], "xft": []}
     with tempfile.TemporaryDirectory() as tmp:
         make_model(args, Path(tmp) / "model")

@@ -214,10 +214,7 @@ def run_xft(args):
                        save_interval=10**9,
                        mixed_precision="bf16" if args.precision == "bf16" else "no"),
         seed=args.seed)
-    for option in args.xft_option:  # KEY=VALUE, e.g. train.loss_chunk_size=512
-        key, value = option.split("=", 1)
-        section, name = key.split(".")
-        setattr(getattr(experiment, section), name, ast.literal_eval(value))
+    apply_xft_options(experiment, args.xft_option)
     built = build_experiment(experiment, config_text="", work_dir=args.work_dir)
     built.collator = counter = SlotCounter(built.collator)
     if args.engine == "hf":
@@ -236,6 +233,14 @@ def run_xft(args):
     return {"seconds": seconds, "cpu_seconds": cpu, "loop_seconds": loop,
             "real": counter.real, "slots": counter.slots, "label_tokens": counter.labels,
             "steps": built.plan.total_steps}
+
+
+def apply_xft_options(experiment, options):
+    """Set each KEY=VALUE (e.g. train.loss_chunk_size=512) on the xft side's Experiment."""
+    for option in options:
+        key, value = option.split("=", 1)
+        section, name = key.split(".")
+        setattr(getattr(experiment, section), name, ast.literal_eval(value))
 
 
 def base_in_bf16(args):
