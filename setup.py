@@ -51,11 +51,13 @@ setup(
         # (1.8.5: later releases require numpy<2.4). The serve tests use the official openai
         # client; the web UI test drives Debian's chromium through selenium (it skips without
         # /usr/bin/chromium). trl and torchrl: independent references for the preference and
-        # RL losses in tests; xft never imports them.
-        "test": ["pytest", "bitsandbytes>=0.50", "deepspeed==0.19.8", "galore-torch==1.0",
-                 "mistral-common==1.8.5", "fastapi>=0.115", "uvicorn>=0.30", "gradio>=5.0,<7",
-                 "openai>=1.40", "httpx>=0.27", "selenium>=4.20", "trl==1.16.0",
-                 "torchrl==0.14.1", "wandb>=0.31,<0.32", "mlflow-skinny>=3.17,<4"],
+        # RL losses in tests; xft never imports them. pytest-xdist: the suite runs on two
+        # processes (README's test command).
+        "test": ["pytest", "pytest-xdist==3.8.0", "bitsandbytes>=0.50", "deepspeed==0.19.8",
+                 "galore-torch==1.0", "mistral-common==1.8.5", "fastapi>=0.115",
+                 "uvicorn>=0.30", "gradio>=5.0,<7", "openai>=1.40", "httpx>=0.27",
+                 "selenium>=4.20", "trl==1.16.0", "torchrl==0.14.1", "wandb>=0.31,<0.32",
+                 "mlflow-skinny>=3.17,<4"],
     },
     entry_points={"console_scripts": ["xft=xft.cli:main"]},
 )

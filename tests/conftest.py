@@ -11,6 +11,14 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 DEMO_CONFIG = "tiny_llama_lora_self_cognition"
 
+# Under pytest-xdist (`-n N`), each worker and the processes its tests start get an equal
+# share of the cores as their torch/OpenMP threads: N workers each running one thread per
+# core would oversubscribe the machine, where OpenMP's spinning threads slow everything
+# several times over. Set before any test imports torch; subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1)
+                                            // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 def run_cli(*args, cwd=None, check=True):
     """Run `python -m xft ARGS` in a subprocess, as a user would run the command."""
