@@ -85,7 +85,7 @@ TOOL_CHAT = [
     {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
 ]
 TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3", "mistral_v7", "qwen3", "qwen3_keep_thinking",
-                  "llama3_1"}
+                  "llama3_1", "glm4"}
 # Llama 3.1's template makes one call per reply: its conversations call one tool at a time.
 ONE_CALL_CHAT = [
     TOOL_CHAT[0],

@@ -10,7 +10,7 @@ from conftest import family_tokenizer, successor_model
 from test_templates import (CONVERSATIONS, SYSTEM, TOOLS, _trained_runs, hf_form, jinja_render,
                             reference, tool_chat, tool_defs_chats)
 
-from xft.data.encode import encode_conversations
+from xft.data.encode import IGNORE_INDEX, encode_conversations
 from xft.data.templates import get_template
 from xft.data.templates.tool_calls import TOOL_CALL_STYLES, parse_tool_calls
 from xft.errors import RecordError
@@ -58,6 +58,74 @@ def test_tool_conversations_equal_the_official_template(name, ref, extra):
         assert samples[0]["input_ids"] == list(ids)
 
 
+def glm4_native(messages):
+    """A conversation as GLM-4's own messages, the mapping of its OpenAI server
+    (THUDM/GLM-4 basic_demo/openai_api_server.py): the tool definitions on a system message
+    (its `tools`), each call an assistant message whose `metadata` is the function name and
+    whose content is the JSON arguments, each result an 'observation' message."""
+    native = []
+    for msg in messages:
+        if msg.get("tool_calls"):
+            native += [{"role": "assistant", "metadata": call["function"]["name"],
+                        "content": json.dumps(call["function"]["arguments"], ensure_ascii=False)}
+                       for call in msg["tool_calls"]]
+        elif msg["role"] == "tool":
+            native.append({"role": "observation", "content": msg["content"]})
+        else:
+            native.append(msg)
+    return native
+
+
+def _glm4_tool_chats():
+    return [tool_chat("glm4"), *tool_defs_chats("glm4").values()]
+
+
+def test_glm4_tool_conversations_equal_the_official_template():
+    # GLM-4's template takes tools only on a message (`tools=` reaches no part of it), so the
+    # reference renders GLM-4's own messages; xft closes a conversation with '<|user|>'.
+    tokenizer = family_tokenizer("glm4")
+    template = get_template("glm4", tokenizer)
+    for messages in _glm4_tool_chats():
+        for msgs, gen in [(messages, False), (messages[:-1], True)]:
+            expected = jinja_render(tokenizer, reference("glm4"), glm4_native(msgs), gen)
+            assert template.render(msgs, gen).text == expected + ("" if gen else "<|user|>")
+        samples, _ = encode_conversations([messages], template, tokenizer, 4096)
+        ids = jinja_render(tokenizer, reference("glm4"), glm4_native(messages), tokenize=True)
+        assert samples[0]["input_ids"] == ids + tokenizer.convert_tokens_to_ids(["<|user|>"])
+
+
+@pytest.mark.parametrize("messages", _glm4_tool_chats(), ids=["calls", "tool_defs",
+                                                               "tool_defs_system", "plain"])
+def test_glm4_tool_labels_equal_glm4s_own_finetuning_script(messages):
+    # THUDM/GLM-4 finetune_demo/finetune.py on GLM-4's own messages: each rendered alone
+    # (less its [gMASK]<sop>), assistant ones trained, '<|user|>' appended, the masks shifted
+    # right by one; so a call is trained from its name to the '<|observation|>' after it.
+    tokenizer = family_tokenizer("glm4")
+    ids, masks = tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>"]), [False, False]
+    for message in glm4_native(messages):
+        new = jinja_render(tokenizer, reference("glm4"), [message], tokenize=True)[2:]
+        ids += new
+        masks += [message["role"] == "assistant"] * len(new)
+    ids.append(tokenizer.convert_tokens_to_ids("<|user|>"))
+    masks = [False, *masks]
+    samples, _ = encode_conversations([messages], get_template("glm4", tokenizer), tokenizer,
+                                      4096)
+    assert samples[0]["input_ids"] == ids
+    assert samples[0]["labels"] == [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]
+
+
+def test_glm4_reads_a_call_only_where_a_reply_does_not_open_with_its_line_break():
+    template = get_template("glm4", family_tokenizer("glm4"))
+    assert template.parse_reply('get_weather\n{"city": "Paris"}') == {
+        "role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather",
+                                              "arguments": {"city": "Paris"}}}]}
+    # A plain reply opens with the line break after '<|assistant|>', whatever follows it.
+    assert template.parse_reply('\nget_weather\n{"city": "Paris"}') == {
+        "role": "assistant", "content": 'get_weather\n{"city": "Paris"}'}
+    assert "tool_calls" not in template.parse_reply("Paris is sunny.\nOr is it?")
+
+
 @pytest.mark.parametrize("ref, extra", [("llama3_1", {}),
                                         ("llama3_2", {"date_string": "26 Jul 2024"})])
 def test_llama3_1_plain_conversations_equal_llama_3_1_and_3_2(ref, extra):
@@ -99,6 +167,7 @@ def test_mistral_v7_trains_the_calls_and_eos_not_the_results():
     ("llama3_1", dict(tool_chat("qwen2_chat")[1]), "exactly one tool call"),
     ("llama3_1", dict(tool_chat("llama3_1")[1], content="Let me see."), "text besides"),
     ("mistral_v7", dict(tool_chat("mistral_v7")[1], content="Let me see."), "text besides"),
+    ("glm4", dict(tool_chat("glm4")[1], content="Let me see."), "text besides"),
 ])
 def test_calls_the_official_template_cannot_render_are_refused(name, bad, match):
     template = get_template(name, family_tokenizer(name))
@@ -123,7 +192,7 @@ CALLS = [{"id": "xyz123456", "type": "function",
          {"id": "jklmnopqr", "type": "function",
           "function": {"name": "get_time", "arguments": {"zone": "CET", "n": [1, 2]}}}]
 STYLES = {"qwen2_chat": CALLS, "qwen3": CALLS, "mistral_v3": CALLS, "mistral_v7": CALLS,
-          "llama3_1": CALLS[:1]}
+          "llama3_1": CALLS[:1], "glm4": CALLS}
 
 
 @pytest.mark.parametrize("name", sorted(STYLES))
@@ -132,9 +201,9 @@ def test_parse_reply_reads_back_the_calls_the_template_trains(name):
     template = get_template(name, tokenizer)
     message = {"role": "assistant", "content": "", "tool_calls": STYLES[name]}
     rendered = template.render([{"role": "user", "content": "Weather?"}, message])
-    start, end = rendered.loss_spans[-1]
-    generated = rendered.text[start:end]
-    for marker in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>"):
+    # The reply's trained text (GLM-4's closing '<|user|>' a span of its own), less its end.
+    generated = "".join(rendered.text[start:end] for start, end in rendered.loss_spans)
+    for marker in (tokenizer.eos_token, "<|im_end|>", "<|eot_id|>", "<|user|>"):
         generated = generated.removesuffix(marker)
     parsed = template.parse_reply(generated)
     keeps_ids = name.startswith("mistral")
