@@ -253,3 +253,28 @@ def test_chat_reads_a_call_written_in_control_tokens_back_into_its_history():
     result = {"role": "tool", "tool_call_id": "xyz123456", "content": "sunny"}
     next_prompt = tokenizer.decode(session.prompt_ids(session.messages + [result])["input_ids"][0])
     assert "[TOOL_CALLS]f[CALL_ID]xyz123456[ARGS]{}</s>[TOOL_RESULTS]xyz123456" in next_prompt
+
+
+@pytest.mark.slow
+def test_chat_reads_a_glm4_call_back_and_stops_at_the_turn_token_after_it():
+    """GLM-4 writes a call where a plain reply's line break goes ('<|assistant|>f\\n{}') and
+    ends it with a role token: `xft chat` stops there, reads the call back, and the history
+    renders it as training did, the result as an '<|observation|>' turn."""
+    tokenizer = family_tokenizer("glm4")
+    template = get_template("glm4", tokenizer)
+    call = {"type": "function", "function": {"name": "f", "arguments": {}}}
+    question = [{"role": "user", "content": "Weather?"}]
+    prompt = template.render(question, add_generation_prompt=True).text
+    whole = template.render(question + [{"role": "assistant", "content": "",
+                                         "tool_calls": [call]}]).text
+    reply = tokenizer(whole[len(prompt):], add_special_tokens=False)["input_ids"]
+    chain = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1:] + reply
+    assert len(set(chain)) == len(chain)  # a successor model can script it
+    model = successor_model(len(tokenizer), dict(zip(chain, chain[1:])), tokenizer.eos_token_id)
+    session = ChatSession(model, tokenizer, template, max_new_tokens=len(reply) + 4)
+    session.ask("Weather?")
+    assert not session.hit_limit
+    assert session.messages[-1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    result = {"role": "tool", "content": "sunny"}
+    next_prompt = tokenizer.decode(session.prompt_ids(session.messages + [result])["input_ids"][0])
+    assert next_prompt.endswith("<|assistant|>f\n{}<|observation|>\nsunny<|assistant|>")
