@@ -7,10 +7,10 @@ import json
 
 import pytest
 from conftest import family_tokenizer, successor_model
-from test_templates import (CONVERSATIONS, SYSTEM, TOOLS, _trained_runs, hf_form, jinja_render,
-                            reference, tool_chat, tool_defs_chats)
+from test_templates import (CONVERSATIONS, SYSTEM, TOOLS, _trained_runs, glm4_finetune_sample,
+                            hf_form, jinja_render, reference, tool_chat, tool_defs_chats)
 
-from xft.data.encode import IGNORE_INDEX, encode_conversations
+from xft.data.encode import encode_conversations
 from xft.data.templates import get_template
 from xft.data.templates.tool_calls import TOOL_CALL_STYLES, parse_tool_calls
 from xft.errors import RecordError
@@ -101,17 +101,11 @@ def test_glm4_tool_labels_equal_glm4s_own_finetuning_script(messages):
     # (less its [gMASK]<sop>), assistant ones trained, '<|user|>' appended, the masks shifted
     # right by one; so a call is trained from its name to the '<|observation|>' after it.
     tokenizer = family_tokenizer("glm4")
-    ids, masks = tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>"]), [False, False]
-    for message in glm4_native(messages):
-        new = jinja_render(tokenizer, reference("glm4"), [message], tokenize=True)[2:]
-        ids += new
-        masks += [message["role"] == "assistant"] * len(new)
-    ids.append(tokenizer.convert_tokens_to_ids("<|user|>"))
-    masks = [False, *masks]
     samples, _ = encode_conversations([messages], get_template("glm4", tokenizer), tokenizer,
                                       4096)
+    ids, labels = glm4_finetune_sample(tokenizer, glm4_native(messages))
     assert samples[0]["input_ids"] == ids
-    assert samples[0]["labels"] == [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]
+    assert samples[0]["labels"] == labels
 
 
 def test_glm4_reads_a_call_only_where_a_reply_does_not_open_with_its_line_break():
@@ -229,15 +223,11 @@ def test_every_style_with_a_parser_is_exercised():
     assert parsable == tested
 
 
-@pytest.mark.slow
-def test_chat_reads_a_call_written_in_control_tokens_back_into_its_history():
-    """Mistral v7 writes calls with control tokens ([TOOL_CALLS], [CALL_ID], [ARGS]) that the
-    shown answer drops: `xft chat` parses the generated text with them kept, and the call
-    goes into the history as the template renders it."""
-    tokenizer = family_tokenizer("mistral_v7")
-    template = get_template("mistral_v7", tokenizer)
-    call = {"id": "xyz123456", "type": "function",
-            "function": {"name": "f", "arguments": {}}}
+def _session_scripted_to_call(name, call):
+    """A ChatSession whose model (a successor model) answers 'Weather?' with exactly the
+    tokens the template trains for a reply making `call`."""
+    tokenizer = family_tokenizer(name)
+    template = get_template(name, tokenizer)
     question = [{"role": "user", "content": "Weather?"}]
     prompt = template.render(question, add_generation_prompt=True).text
     whole = template.render(question + [{"role": "assistant", "content": "",
@@ -246,7 +236,18 @@ def test_chat_reads_a_call_written_in_control_tokens_back_into_its_history():
     chain = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1:] + reply
     assert len(set(chain)) == len(chain)  # a successor model can script it
     model = successor_model(len(tokenizer), dict(zip(chain, chain[1:])), tokenizer.eos_token_id)
-    session = ChatSession(model, tokenizer, template, max_new_tokens=len(reply) + 4)
+    return ChatSession(model, tokenizer, template, max_new_tokens=len(reply) + 4)
+
+
+@pytest.mark.slow
+def test_chat_reads_a_call_written_in_control_tokens_back_into_its_history():
+    """Mistral v7 writes calls with control tokens ([TOOL_CALLS], [CALL_ID], [ARGS]) that the
+    shown answer drops: `xft chat` parses the generated text with them kept, and the call
+    goes into the history as the template renders it."""
+    call = {"id": "xyz123456", "type": "function",
+            "function": {"name": "f", "arguments": {}}}
+    session = _session_scripted_to_call("mistral_v7", call)
+    tokenizer = session.tokenizer
     answer = session.ask("Weather?")
     assert "[TOOL_CALLS]" not in answer  # what is shown has no control tokens
     assert session.messages[-1] == {"role": "assistant", "content": "", "tool_calls": [call]}
@@ -260,18 +261,9 @@ def test_chat_reads_a_glm4_call_back_and_stops_at_the_turn_token_after_it():
     """GLM-4 writes a call where a plain reply's line break goes ('<|assistant|>f\\n{}') and
     ends it with a role token: `xft chat` stops there, reads the call back, and the history
     renders it as training did, the result as an '<|observation|>' turn."""
-    tokenizer = family_tokenizer("glm4")
-    template = get_template("glm4", tokenizer)
     call = {"type": "function", "function": {"name": "f", "arguments": {}}}
-    question = [{"role": "user", "content": "Weather?"}]
-    prompt = template.render(question, add_generation_prompt=True).text
-    whole = template.render(question + [{"role": "assistant", "content": "",
-                                         "tool_calls": [call]}]).text
-    reply = tokenizer(whole[len(prompt):], add_special_tokens=False)["input_ids"]
-    chain = tokenizer(prompt, add_special_tokens=False)["input_ids"][-1:] + reply
-    assert len(set(chain)) == len(chain)  # a successor model can script it
-    model = successor_model(len(tokenizer), dict(zip(chain, chain[1:])), tokenizer.eos_token_id)
-    session = ChatSession(model, tokenizer, template, max_new_tokens=len(reply) + 4)
+    session = _session_scripted_to_call("glm4", call)
+    tokenizer = session.tokenizer
     session.ask("Weather?")
     assert not session.hit_limit
     assert session.messages[-1] == {"role": "assistant", "content": "", "tool_calls": [call]}
