@@ -176,7 +176,7 @@ def test_concurrent_streams_are_queued_never_interleaved(client):
     assert len(set(alone)) > 1  # different prompts, different answers: a mix-up would show
 
 
-@pytest.mark.parametrize("template", ["qwen2_chat", "mistral_v3", "mistral_v7"])
+@pytest.mark.parametrize("template", ["qwen2_chat", "mistral_v3", "mistral_v7", "glm4"])
 def test_tool_calls_read_back_what_the_template_renders(template):
     calls = [{"id": "abcdefghi", "type": "function",
               "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},

@@ -85,7 +85,7 @@ TOOL_CHAT = [
     {"role": "assistant", "content": "Paris 21 °C, Rome 25 °C."},
 ]
 TOOL_TEMPLATES = {"qwen2_chat", "mistral_v3", "mistral_v7", "qwen3", "qwen3_keep_thinking",
-                  "llama3_1"}
+                  "llama3_1", "glm4"}
 # Llama 3.1's template makes one call per reply: its conversations call one tool at a time.
 ONE_CALL_CHAT = [
     TOOL_CHAT[0],
@@ -638,17 +638,23 @@ def test_glm4_ids_and_labels_equal_glm4s_own_finetuning_script(key):
     # stretch starts after '<|assistant|>' and takes the token that follows it.
     tokenizer = family_tokenizer("glm4")
     messages = CONVERSATIONS[key]
+    samples, _ = encode_conversations([messages], get_template("glm4", tokenizer), tokenizer,
+                                      4096)
+    ids, labels = glm4_finetune_sample(tokenizer, messages)
+    assert samples[0]["input_ids"] == ids
+    assert samples[0]["labels"] == labels
+
+
+def glm4_finetune_sample(tokenizer, glm_messages):
+    """(input_ids, labels) as GLM-4's finetune.py builds them from GLM-4's own messages."""
     ids, masks = tokenizer.convert_tokens_to_ids(["[gMASK]", "<sop>"]), [False, False]
-    for message in messages:
+    for message in glm_messages:
         new = jinja_render(tokenizer, reference("glm4"), [message], tokenize=True)[2:]
         ids += new
         masks += [message["role"] == "assistant"] * len(new)
     ids.append(tokenizer.convert_tokens_to_ids("<|user|>"))
     masks = [False, *masks]
-    samples, _ = encode_conversations([messages], get_template("glm4", tokenizer), tokenizer,
-                                      4096)
-    assert samples[0]["input_ids"] == ids
-    assert samples[0]["labels"] == [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]
+    return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, masks)]
 
 
 @pytest.mark.parametrize("name", ["glm4", "chatglm3", "deepseek_chat", "default", "phi4"])

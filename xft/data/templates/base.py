@@ -69,6 +69,8 @@ class ChatTemplate:
     # The start of `user` that also ends the reply before it: trained when it follows a trained
     # reply (GLM-4's '<|user|>', which its own fine-tuning script trains as a reply's end).
     user_opening_ends_reply: str = ""
+    # The same for `tool`: GLM-4's '<|observation|>', which ends the calls before it.
+    tool_opening_ends_reply: str = ""
     strip_roles: Tuple[str, ...] = ()  # roles whose content the official template trims
     alternate: bool = False  # user/assistant must alternate (tool messages and calls excepted)
     # Tool results: each 'tool' message is rendered with `tool`; a run of consecutive
@@ -99,6 +101,8 @@ class ChatTemplate:
     def __post_init__(self):  # a misspelled option fails when the registry is built
         if not self.user.startswith(self.user_opening_ends_reply):
             raise ValueError(f"template '{self.name}': user_opening_ends_reply must start user")
+        if not self.tool.startswith(self.tool_opening_ends_reply):
+            raise ValueError(f"template '{self.name}': tool_opening_ends_reply must start tool")
         if self.think_history not in ("drop", "keep"):
             raise ValueError(f"template '{self.name}': think_history must be 'drop' or 'keep'")
         if self.system_placement not in SYSTEM_PLACEMENTS:
@@ -148,14 +152,16 @@ class ChatTemplate:
         templates) and tool calls (styles that can parse them) taken back out of the text,
         and without the end of assistant_prefix the model wrote (the template writes it
         again when the message is rendered in the history)."""
-        text = text.removeprefix(self._written_prefix())
-        msg = {"role": "assistant", "content": text}
+        rest = text.removeprefix(self._written_prefix())
+        msg = {"role": "assistant", "content": rest}
         thoughts = None
         if self.think:
-            thoughts, msg["content"] = parse_thoughts(self, text)
+            thoughts, msg["content"] = parse_thoughts(self, rest)
         if thoughts is not None:
             msg["reasoning_content"] = thoughts
-        parsed = parse_tool_calls(self.tool_calls, msg["content"])
+        # A reply that opens with the rest of assistant_prefix is an answer, not calls: GLM-4
+        # writes a call's function name where a plain reply's line break goes.
+        parsed = rest == text and parse_tool_calls(self.tool_calls, msg["content"])
         if parsed:
             msg["content"], msg["tool_calls"] = parsed
         return msg
@@ -230,6 +236,8 @@ class ChatTemplate:
         tools_style = TOOL_DEFINITION_STYLES.get(self.tool_definitions)
         if tools_style:
             out.append(self._tools_jinja(tools_style))
+        if tools_style and tools_style.placement == "system_turn":
+            out.append("{%- if tool_defs -%}{{ tools_text }}{%- endif -%}")
         if not self.system:
             out.append("{%- if system is not none -%}"
                        + jinja_raise(f"template {self.name} has no system role") + "{%- endif -%}")
@@ -325,7 +333,7 @@ class ChatTemplate:
         elif style.placement == "first_user":
             out.append("{%- if tool_defs and not (loop_messages and loop_messages[0]['role'] == "
                        "'user') -%}" + jinja_raise(FIRST_USER_NEEDED) + "{%- endif -%}")
-        else:
+        elif style.placement == "last_user":  # ('system_turn': written by to_jinja)
             out.append("{%- set last_user = namespace(index=-1) -%}"
                        "{%- for message in loop_messages -%}{%- if message['role'] == 'user' -%}"
                        "{%- set last_user.index = loop.index0 -%}{%- endif -%}{%- endfor -%}")
@@ -387,6 +395,8 @@ class BoundTemplate(ChatTemplate):
                 tools)
         trained = False  # whether the latest reply is trained
         emit(self._fill(self.prefix))
+        if tools_style and tools_style.placement == "system_turn":
+            emit(tools_style.render(tools))
         if system is not None and self.system_placement == "turn":
             system_format = self.tools_system if tools and self.tools_system else self.system
             emit(self._fill(system_format, self._strip("system", system)))
@@ -406,12 +416,8 @@ class BoundTemplate(ChatTemplate):
                     content = self._fill(self.system, system) + content
                 if tools_style and tools_style.placement == "first_user" and i == 0:
                     content = tools_style.render(tools) + content
-                text = self._fill(self.user, content)
-                opening = self.user_opening_ends_reply
-                if opening and i > 0 and body[i - 1]["role"] == "assistant":
-                    emit(opening, trained)  # `trained`: the reply it ends
-                    text = text[len(opening):]
-                emit(text)
+                self._emit_turn(self._fill(self.user, content), self.user_opening_ends_reply,
+                                body, i, emit, trained)
             elif role == "assistant":
                 trained = msg.get("loss")
                 if trained is None:
@@ -432,7 +438,8 @@ class BoundTemplate(ChatTemplate):
             elif role == "tool":
                 if i == 0 or body[i - 1]["role"] != "tool":
                     emit(self.tool_group[0])
-                emit(self._fill(self.tool, msg["content"], _tool_call_id(msg, self)))
+                self._emit_turn(self._fill(self.tool, msg["content"], _tool_call_id(msg, self)),
+                                self.tool_opening_ends_reply, body, i, emit, trained)
                 if i == len(body) - 1 or body[i + 1]["role"] != "tool":
                     emit(self.tool_group[1])
         if add_generation_prompt:
@@ -441,6 +448,15 @@ class BoundTemplate(ChatTemplate):
             ends_with_reply = last_answer == len(body) - 1
             emit(self._fill(self.closing), trained=trained and ends_with_reply)
         return Rendered("".join(parts), tuple(spans))
+
+    @staticmethod
+    def _emit_turn(text, opening, body, i, emit, trained):
+        """A user or tool turn; its `opening`, when it follows a reply, ends that reply and is
+        trained with it (`trained`: whether that reply is)."""
+        if opening and i > 0 and body[i - 1]["role"] == "assistant":
+            emit(opening, trained)
+            text = text[len(opening):]
+        emit(text)
 
 
 def _tool_call_id(msg, template):

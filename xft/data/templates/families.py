@@ -181,13 +181,17 @@ FAMILIES = [
     # role token. As GLM-4's own fine-tuning script (finetune_demo/finetune.py) does, xft
     # trains the '<|user|>' that follows each reply and closes a conversation with one, so
     # the model learns to stop. The generation prompt is '<|assistant|>': the line break after
-    # it is the model's (trained). Its tools (given on messages, in GLM's own format) are not
-    # rendered.
+    # it is the model's (trained). Tools as GLM-4's own messages (its OpenAI server's mapping):
+    # the definitions a system turn of their own before the system prompt, each call an
+    # '<|assistant|>name\n{arguments}' message, each result an '<|observation|>' turn, whose
+    # opening ends (and is trained with) the calls before it, as '<|user|>' ends a reply.
     ChatTemplate(
-        name="glm4", description="GLM-4 chat (role tokens; <|user|> ends a reply)",
+        name="glm4", description="GLM-4 chat (role tokens; <|user|> ends a reply; tools)",
         prefix="[gMASK]<sop>", system="<|system|>\n{content}", user="<|user|>\n{content}",
         assistant_prefix="<|assistant|>\n", assistant_suffix="",
         user_opening_ends_reply="<|user|>", generation_prompt="<|assistant|>",
+        tool="<|observation|>\n{content}", tool_opening_ends_reply="<|observation|>",
+        tool_calls="glm4", tool_definitions="glm4",
         closing="<|user|>", stop_words=("<|user|>", "<|observation|>")),
     ChatTemplate(
         name="zephyr", description="Zephyr (<|user|>/<|assistant|> turns ended by EOS)",

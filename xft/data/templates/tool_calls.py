@@ -186,6 +186,43 @@ _LLAMA3_CALLS_JINJA = (
     " + '}' }}")
 
 
+# ------------------------------------------------------------------------------- glm4
+
+# GLM-4 writes a call as an assistant message whose `metadata` is the function name and whose
+# content is the JSON arguments ('<|assistant|>name\n{...}'; a plain reply has empty metadata,
+# '<|assistant|>\ntext'). Several calls are several such messages in a row.
+_GLM4_TURN = "<|assistant|>"
+
+
+def _glm4_calls(template, msg):
+    if msg["content"]:
+        raise RecordError("GLM-4 tool calls cannot carry text besides the calls",
+                          field="content")
+    return _GLM4_TURN.join(call["function"]["name"] + "\n" + tojson(call["function"]["arguments"])
+                           for call in msg["tool_calls"])
+
+
+def _parse_glm4_calls(text):
+    """'name\n{...}' per call, calls joined by '<|assistant|>'. parse_reply only passes text
+    that does not open with the line break of a plain reply."""
+    calls = []
+    for segment in text.split(_GLM4_TURN):
+        name, newline, arguments = segment.partition("\n")
+        if not (newline and name.strip() and arguments.lstrip().startswith("{")):
+            return None
+        calls.append(tool_call(name.strip(), json.loads(arguments)))
+    return "", calls
+
+
+_GLM4_CALLS_JINJA = (
+    "{%- if message['content'] -%}"
+    + jinja_raise("GLM-4 tool calls cannot carry text besides the calls") + "{%- endif -%}"
+    "{%- for call in message.tool_calls -%}"
+    "{%- if not loop.first -%}{{ '" + _GLM4_TURN + "' }}{%- endif -%}"
+    "{{ call.function.name + '\\n' + (call.function.arguments | tojson) }}"
+    "{%- endfor -%}")
+
+
 # ------------------------------------------------------------------------------ moss
 
 def _moss_argument(call, where):
@@ -237,6 +274,10 @@ TOOL_CALL_STYLES = {
     # Llama 3.1+: one '{"name": ..., "parameters": {...}}' call as the whole reply.
     "llama3": ToolCallStyle("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>",
                             "", _llama3_calls, _LLAMA3_CALLS_JINJA, _parse_llama3_call),
+    # GLM-4: '<|assistant|>name\n{...}' per call; the first '<|assistant|>' is scaffolding,
+    # the rest (inner '<|assistant|>'s included) the model writes. The '<|observation|>' that
+    # opens the results ends the reply (trained, the template's tool_opening_ends_reply).
+    "glm4": ToolCallStyle(_GLM4_TURN, "", "", _glm4_calls, _GLM4_CALLS_JINJA, _parse_glm4_calls),
     # MOSS-003: '<|Inner Thoughts|>: ...<eot>\n<|Commands|>: Name("arg"), ...<eoc>' (the
     # thoughts are optional); tags and all are the model's output, so all of it is trained.
     "moss": ToolCallStyle("", "", "\n", _moss_calls, _MOSS_CALLS_JINJA),

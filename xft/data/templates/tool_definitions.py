@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from xft.data.templates.jinja_text import jinja_literal, tojson
 from xft.errors import RecordError
 
-PLACEMENTS = ("system", "last_user", "first_user")
+PLACEMENTS = ("system", "system_turn", "last_user", "first_user")
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,8 @@ class ToolDefinitionStyle:
     """Where and how the tool definitions render (prompt text, never trained)."""
 
     # 'system': appended to the system prompt (the default one when the conversation has none)
+    # 'system_turn': a system turn of their own (the style writes its header), before the
+    #                system prompt's (GLM-4)
     # 'last_user': a block just before the last user message
     # 'first_user': put in front of the first user message's content (Llama 3.1)
     placement: str
@@ -100,6 +102,26 @@ _LLAMA3_TOOLS_JINJA = (
     "{%- endfor -%}"
     "{%- set tools_text = tools_ns.text -%}")
 
+_GLM4_TOOLS_HEAD = (
+    "<|system|>\n你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+    "你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具")
+_GLM4_TOOL_TAIL = "\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
+
+
+def _glm4_tools(tools):
+    return _GLM4_TOOLS_HEAD + "".join(
+        "\n## " + tool["function"]["name"] + "\n\n" + tojson(tool["function"], indent=4)
+        + _GLM4_TOOL_TAIL for tool in tools)
+
+
+_GLM4_TOOLS_JINJA = (
+    "{%- set tools_ns = namespace(text=" + jinja_literal(_GLM4_TOOLS_HEAD) + ") -%}"
+    "{%- for tool in tool_defs -%}"
+    "{%- set tools_ns.text = tools_ns.text + '\\n## ' + tool.function.name + '\\n\\n'"
+    " + (tool.function | tojson(indent=4)) + " + jinja_literal(_GLM4_TOOL_TAIL) + " -%}"
+    "{%- endfor -%}"
+    "{%- set tools_text = tools_ns.text -%}")
+
 TOOL_DEFINITION_STYLES = {
     # Qwen2.5: a '# Tools' section with one JSON schema per line, after the system prompt.
     "qwen": ToolDefinitionStyle("system", _qwen_tools, _QWEN_TOOLS_JINJA, joiner="\n\n"),
@@ -110,6 +132,11 @@ TOOL_DEFINITION_STYLES = {
     # Llama 3.1+ (its default, tools_in_user_message): instructions and each schema as
     # indented JSON, in front of the first user message.
     "llama3": ToolDefinitionStyle("first_user", _llama3_tools, _LLAMA3_TOOLS_JINJA),
+    # GLM-4: a system turn of its own, the Chinese assistant preamble and, per function, its
+    # name as a heading and its spec as indented JSON (one line break before '## ': the
+    # official jinja's second is eaten by trim_blocks) (the official template's other,
+    # built-in tool types, python/simple_browser/cogview, are not function specs: refused).
+    "glm4": ToolDefinitionStyle("system_turn", _glm4_tools, _GLM4_TOOLS_JINJA),
 }
 
 
