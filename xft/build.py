@@ -85,7 +85,7 @@ def scores_cache(experiment):
         return None
     adapter = experiment.method.init_adapter
     parts = {"weights": weights, "model": dataclasses.asdict(experiment.model),
-             "init_adapter": adapter and cache.file_fingerprint(resolve_path(adapter)),
+             "init_adapter": adapter and cache.files_stamp(resolve_path(adapter)),
              "seed": experiment.seed}  # new embedding rows (model.resize_vocab) are seeded
     return cache.ScoreCache(cache.cache_root(experiment.data.cache_dir), parts)
 

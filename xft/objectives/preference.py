@@ -154,7 +154,7 @@ class ReferencedObjective(PairObjective):
         import numpy as np
 
         # The pad id only fills positions the attention mask and the labels skip.
-        collate = PairCollator(getattr(model.config, "pad_token_id", None) or 0)
+        collate = self.collator(getattr(model.config, "pad_token_id", None) or 0, packed=False)
         size = self.train.batch_size if self.train is not None else 1
         per_batch = precompute_scores(model, self.reference, samples, collate,
                                       self._reference_sums, size)

@@ -338,8 +338,7 @@ def _conversation(body, template):
     """(xft messages for the template, the tool-call style to parse answers with or None)."""
     messages = []
     for i, m in enumerate(body.messages):
-        message = {"role": "system" if m.role == "developer" else m.role,
-                   "content": m.text() or ""}
+        message = m.plain()
         if m.tool_calls:
             message["tool_calls"] = [_tool_call(call, f"messages[{i}].tool_calls[{j}]")
                                      for j, call in enumerate(m.tool_calls)]

@@ -45,6 +45,11 @@ class Message(BaseModel):
             return "".join(part.text for part in self.content)
         return self.content
 
+    def plain(self):
+        """Role and text in xft's message form (OpenAI's 'developer' is a system message)."""
+        return {"role": "system" if self.role == "developer" else self.role,
+                "content": self.text() or ""}
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = False

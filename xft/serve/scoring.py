@@ -52,8 +52,7 @@ class ServedRewardModel:
                 if not item or item[-1].role != "assistant":
                     raise APIError(400, "a conversation to score ends with the assistant reply "
                                 "it scores", param=where)
-                prompt = [{"role": "system" if m.role == "developer" else m.role,
-                           "content": m.text() or ""} for m in item[:-1]]
+                prompt = [m.plain() for m in item[:-1]]
                 try:
                     row = self.scorer.encode([prompt], [item[-1].text() or ""])[0]
                 except XftError as e:
